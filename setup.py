@@ -1,0 +1,67 @@
+import os
+
+from setuptools import find_namespace_packages, setup
+
+
+def read(*names):
+    with open(os.path.join(os.path.dirname(__file__), *names)) as f:
+        return f.read()
+
+
+TESTS_REQUIRE = [
+    'zope.testrunner',
+    'zope.testing',
+    'zope.testbrowser',
+    'webtest',
+    'manuel',
+]
+
+setup(
+    name='zc.async',
+    version='2.0.0.dev0',
+    description=('A durable, transactional job queue that lives in a ZODB '
+                 'database.'),
+    long_description=read('README.rst') + '\n\n' + read('CHANGES.rst'),
+    long_description_content_type='text/x-rst',
+    license='ZPL-2.1',
+    python_requires='>=3.10',
+    package_dir={'': 'src'},
+    packages=find_namespace_packages('src', include=['zc.*']),
+    include_package_data=True,
+    package_data={'': ['*.zcml', '*.txt', '*.rst']},
+    zip_safe=False,
+    install_requires=[
+        'setuptools',
+        'ZODB >= 6',
+        'ZEO >= 6',
+        'persistent',
+        'BTrees',
+        'transaction',
+        'zc.queue',
+        'zope.minmax',
+        'Twisted',
+        'zope.interface',
+        'zope.component',
+        'zope.event',
+        'zope.i18nmessageid',
+        'zope.annotation',
+        'zope.configuration',
+        'zope.app.appsetup',
+        'zodburi',
+    ],
+    extras_require={
+        'test': TESTS_REQUIRE,
+        'grok': ['grok', 'waitress'],
+        'relstorage': ['RelStorage[postgresql]', 'psycopg2'],
+        'metrics': ['prometheus-client'],
+    },
+    entry_points={
+        'console_scripts': ['zc-async = zc.async.cli:main'],
+    },
+    classifiers=[
+        'Framework :: ZODB',
+        'Framework :: Zope :: 3',
+        'Programming Language :: Python :: 3',
+        'License :: OSI Approved :: Zope Public License',
+    ],
+)

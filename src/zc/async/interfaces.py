@@ -1,0 +1,506 @@
+"""The contract: constants, statuses, interfaces, events and exceptions.
+
+This module is the map of zc.async.  Three roles cooperate:
+
+* a **job** (:class:`IJob`) is a persistent call with a status, a result and
+  callbacks;
+* a **queue** (:class:`IQueue`) holds pending jobs and hands them to agents;
+* a **dispatcher** (an in-memory object, one per process) polls the queues on
+  a reactor clock and runs the jobs its persistent **agents**
+  (:class:`IAgent`) claim, each in a worker thread with its own connection.
+
+Client code only needs a queue: ``queue.put(callable)`` and a commit.
+"""
+import zope.interface
+import zope.interface.common.mapping
+import zope.interface.common.sequence
+import zope.interface.interfaces
+import zc.queue.interfaces
+
+from .i18n import _
+
+#: Root key of the :class:`zc.async.queue.Queues` mapping.
+KEY = 'zc.async'
+
+# Job statuses.  The values are 1.5's i18n message ids; compare by equality.
+NEW = _('new-status', 'New')
+PENDING = _('pending-status', 'Pending')
+ASSIGNED = _('assigned-status', 'Assigned')
+ACTIVE = _('active-status', 'Active')
+CALLBACKS = _('callback-status', 'Performing Callbacks')
+COMPLETED = _('completed-status', 'Completed')
+
+
+# ---------------------------------------------------------------- exceptions
+
+class AsyncError(Exception):
+    """Base class of every exception zc.async defines."""
+
+
+class AbortedError(AsyncError):
+    """An interrupted job was given up by its retry policy."""
+
+
+class TimeoutError(AsyncError):
+    """A job missed its ``begin_by`` deadline; the default error of ``fail``.
+    """
+
+
+class BadStatusError(AsyncError):
+    """A job was asked to do something its current status does not allow."""
+
+
+class ReassignedError(AsyncError):
+    """The job now belongs to another dispatcher or agent (false death)."""
+
+
+class FullError(AsyncError):
+    """A sized sequence is full (declared for compatibility; unused)."""
+
+
+# -------------------------------------------------------------------- events
+
+class IObjectEvent(zope.interface.interfaces.IObjectEvent):
+    """An event about ``object``."""
+
+
+@zope.interface.implementer(IObjectEvent)
+class AbstractObjectEvent:
+
+    def __init__(self, object):
+        self.object = object
+
+
+class IDispatcherRegistered(IObjectEvent):
+    """A dispatcher's :class:`IDispatcherAgents` was created in a queue."""
+
+
+@zope.interface.implementer(IDispatcherRegistered)
+class DispatcherRegistered(AbstractObjectEvent):
+    pass
+
+
+class IDispatcherUnregistered(IObjectEvent):
+    """A dispatcher's :class:`IDispatcherAgents` was removed from a queue."""
+
+
+@zope.interface.implementer(IDispatcherUnregistered)
+class DispatcherUnregistered(AbstractObjectEvent):
+    pass
+
+
+class IDispatcherActivated(IObjectEvent):
+    """A dispatcher's record in a queue was activated (agents may be added).
+    """
+
+
+@zope.interface.implementer(IDispatcherActivated)
+class DispatcherActivated(AbstractObjectEvent):
+    pass
+
+
+class IDispatcherDeactivated(IObjectEvent):
+    """A dispatcher's record in a queue was deactivated and cleaned."""
+
+
+@zope.interface.implementer(IDispatcherDeactivated)
+class DispatcherDeactivated(AbstractObjectEvent):
+    pass
+
+
+class IDispatcherReactivated(IObjectEvent):
+    """A dispatcher whose record had been (wrongly) deactivated pinged again.
+    """
+
+
+@zope.interface.implementer(IDispatcherReactivated)
+class DispatcherReactivated(AbstractObjectEvent):
+    pass
+
+
+class IObjectAdded(IObjectEvent):
+    """An installer added ``object`` to ``parent`` under ``name``."""
+
+    parent = zope.interface.Attribute('the container')
+    name = zope.interface.Attribute('the key in the container')
+
+
+@zope.interface.implementer(IObjectAdded)
+class ObjectAdded(AbstractObjectEvent):
+
+    def __init__(self, object, parent, name):
+        super().__init__(object)
+        self.parent = parent
+        self.name = name
+
+
+try:
+    from zope.app.appsetup.interfaces import IDatabaseOpenedEvent
+    from zope.app.appsetup.interfaces import DatabaseOpened
+except ImportError:  # pragma: no cover - zope.app.appsetup is a dependency
+    class IDatabaseOpenedEvent(zope.interface.Interface):
+        """The main database has been opened."""
+
+        database = zope.interface.Attribute('the database')
+
+    @zope.interface.implementer(IDatabaseOpenedEvent)
+    class DatabaseOpened:
+
+        def __init__(self, database):
+            self.database = database
+
+
+# ---------------------------------------------------------------- interfaces
+
+class IReactor(zope.interface.Interface):
+    """The part of a Twisted reactor a dispatcher uses."""
+
+    def callFromThread(callable, *args, **kw):
+        """Run ``callable`` as soon as possible in the reactor thread.
+
+        May be called from any thread.
+        """
+
+    def callInThread(callable, *args, **kw):
+        """Run ``callable`` in a separate thread."""
+
+    def callLater(seconds, callable, *args, **kw):
+        """Run ``callable`` in the reactor thread after ``seconds``."""
+
+    def addSystemEventTrigger(phase, eventType, callable, *args, **kw):
+        """Run ``callable`` around a system event.
+
+        Dispatchers use ``('before', 'shutdown', ...)`` to deactivate.
+        """
+
+    def callWhenRunning(callable, *args, **kw):
+        """Run ``callable`` once the reactor runs (now, if it already does)."""
+
+
+class IRetryPolicy(zope.interface.Interface):
+    """Decides what happens when a job fails, its commit fails, or it is
+    interrupted.
+
+    ``jobError``, ``commitError`` and ``interrupted`` answer ``True`` (try
+    again now, in this thread), ``False`` (give up), or a ``datetime`` or
+    ``timedelta`` (put the job back in its queue to be claimed at that time;
+    a past time or non-positive delta means the front of the queue).
+    """
+
+    def jobError(failure, data_cache):
+        """The job's callable raised ``failure``; retry?
+
+        ``data_cache`` is a dict the policy may use for counters within one
+        call of the job; ``updateData`` persists it.
+        """
+
+    def commitError(failure, data_cache):
+        """Committing the job's result raised ``failure``; retry?"""
+
+    def interrupted():
+        """The job was found active after its dispatcher died or stopped."""
+
+    def updateData(data_cache):
+        """Persist bookkeeping from ``data_cache`` right before a commit."""
+
+
+class IAbstractJob(zope.interface.Interface):
+    """Something with a status, a result and callbacks."""
+
+    parent = zope.interface.Attribute(
+        'The current container: a queue, an agent, a job or None.')
+
+    status = zope.interface.Attribute(
+        'One of NEW, PENDING, ASSIGNED, ACTIVE, CALLBACKS or COMPLETED.')
+
+    result = zope.interface.Attribute(
+        'None until completed; then a value or a Failure.  While the job '
+        'waits on an inner job, temporarily that job.')
+
+    def addCallbacks(success=None, failure=None,
+                     failure_log_level=None, retry_policy_factory=None):
+        """Add a callback proxy choosing ``success`` or ``failure`` by the
+        result (a Failure selects ``failure``); return the proxy."""
+
+    def addCallback(callback, failure_log_level=None,
+                    retry_policy_factory=None):
+        """Add ``callback`` (adapted to IJob), called with the final result.
+
+        Returns the callback job.  On a COMPLETED job the callback runs at
+        once, in the caller's thread.
+        """
+
+    callbacks = zope.interface.Attribute(
+        'A persistent FIFO of callback jobs and proxies (do not mutate).')
+
+
+class ICallbackProxy(IAbstractJob):
+    """Chooses one of several jobs once the parent's result is known."""
+
+    job = zope.interface.Attribute('The chosen job, or None until chosen.')
+
+    def getJob(result):
+        """Choose, remember and return the job for ``result``."""
+
+
+class IJob(IAbstractJob):
+    """A persistent call with a status, a result and callbacks.
+
+    States and transitions (the internal id is NEW, ACTIVE, CALLBACKS or
+    COMPLETED; PENDING and ASSIGNED are derived from ``parent``):
+
+    * NEW: not in a queue, never called.  ``put`` makes it PENDING.
+    * PENDING: in a queue (``parent`` is the queue).  ``claim`` hands it to an
+      agent; ``pull``/``remove`` make it NEW again.
+    * ASSIGNED: held by an agent, not yet called.
+    * ACTIVE: being called, or waiting on a returned job or Deferred.
+    * CALLBACKS: the result is stored; callbacks are running.
+    * COMPLETED: result stored and all callbacks done.  Final.
+
+    Calling is allowed in NEW or ASSIGNED only; rescheduling by a retry
+    policy returns the job to NEW (then PENDING).
+    """
+
+    callable = zope.interface.Attribute(
+        'The callable; settable only while NEW.  Bound methods are stored '
+        'as (owner, method name).')
+
+    args = zope.interface.Attribute('A persistent list of arguments.')
+
+    kwargs = zope.interface.Attribute('A persistent dict of keyword args.')
+
+    annotations = zope.interface.Attribute(
+        'An OOBTree for metadata and live progress annotations.')
+
+    assignerUUID = zope.interface.Attribute(
+        'The UUID of the instance that put the job in a queue.')
+
+    begin_after = zope.interface.Attribute(
+        'A timezone-aware datetime (stored in UTC) before which the job '
+        'must not start.  Naive values raise ValueError.')
+
+    begin_by = zope.interface.Attribute(
+        'A timedelta after ``begin_after`` by which the job must start, or '
+        'None for no deadline.  A missed deadline fails the job with '
+        'TimeoutError.')
+
+    quota_names = zope.interface.Attribute(
+        'A tuple of names of the queue quotas this job counts against.')
+
+    failure_log_level = zope.interface.Attribute(
+        'The log level of this job\'s failures (None means ERROR).')
+
+    retry_policy_factory = zope.interface.Attribute(
+        'None, a callable taking the job, or the name of an IRetryPolicy '
+        'adapter.')
+
+    active_start = zope.interface.Attribute(
+        'When the current or last attempt started (UTC).')
+
+    active_end = zope.interface.Attribute('When the result was stored (UTC).')
+
+    initial_callbacks_end = zope.interface.Attribute(
+        'When the callbacks first completed (UTC), from ``key``.')
+
+    def __call__(*args, **kwargs):
+        """Run the job in its own transactions and return the result.
+
+        Call-time args are appended to the stored args, call-time kwargs
+        override the stored ones.  Errors become a Failure result; a retry
+        policy may retry or reschedule (then the job itself is returned).
+        """
+
+    def handleInterrupt():
+        """Deal with a job found ACTIVE after its dispatcher went away.
+
+        The retry policy's ``interrupted`` decides: put back, put later, or
+        fail with AbortedError.  In CALLBACKS status, resume the callbacks.
+        """
+
+    def resumeCallbacks():
+        """Run outstanding callbacks, then mark the job COMPLETED."""
+
+    def fail(e=None):
+        """Complete a NEW, PENDING or ASSIGNED job with a Failure of ``e``
+        (TimeoutError by default) and run its callbacks."""
+
+    def getRetryPolicy():
+        """Return the job's retry policy, creating it once."""
+
+    def setUp():
+        """Hook called before the callable; returns ``setup_info``."""
+
+    def tearDown(setup_info):
+        """Hook called after the commit or abort of an attempt."""
+
+
+class IAgent(zope.interface.common.sequence.IFiniteSequence):
+    """Chooses jobs for one dispatcher in one queue and holds them."""
+
+    size = zope.interface.Attribute('The most jobs held at once.')
+
+    name = zope.interface.Attribute('The name in the dispatcher agents.')
+
+    completed = zope.interface.Attribute(
+        'An ICompletedCollection of recently finished jobs.')
+
+    parent = zope.interface.Attribute('The IDispatcherAgents.')
+
+    def get():
+        """Declared in 1.5; the implementation's method is ``claimJob``."""
+
+    def remove(item):
+        """Remove ``item`` from the held jobs."""
+
+    def __delitem__(index):
+        """Remove the held job at ``index``."""
+
+    def index(item):
+        """The position of ``item`` (by identity); ValueError if absent."""
+
+
+class IFilterAgent(IAgent):
+    """An agent whose choice is a pure predicate over jobs."""
+
+    def filter(job):
+        """Return whether this agent accepts ``job``, ignoring fullness.
+
+        A None filter accepts everything.
+        """
+
+
+class IQueue(zc.queue.interfaces.IQueue):
+    """Holds pending jobs, in ``begin_after`` order, and hands them out."""
+
+    parent = zope.interface.Attribute('The IQueues mapping.')
+
+    name = zope.interface.Attribute('The name in the IQueues mapping.')
+
+    quotas = zope.interface.Attribute('The queue\'s Quotas mapping.')
+
+    dispatchers = zope.interface.Attribute(
+        'The Dispatchers mapping, UUID -> IDispatcherAgents.')
+
+    def put(item, begin_after=None, begin_by=None, failure_log_level=None,
+            retry_policy_factory=None):
+        """Adapt ``item`` to IJob, add it to the queue and return the job.
+
+        The job must be NEW.  ``begin_after`` must be timezone-aware;
+        ``begin_by`` is a timedelta after ``begin_after``.
+        """
+
+    def putBack(item):
+        """Put an interrupted job at the front of the queue."""
+
+    def pull(index=0):
+        """Remove and return the job at ``index`` (claim order)."""
+
+    def remove(item):
+        """Remove ``item``; LookupError if it is not in the queue."""
+
+    def claim(filter=None, default=None):
+        """Remove and return the first due job that ``filter`` accepts and
+        whose quotas have room, or a job failing an expired one; else
+        ``default``."""
+
+
+class IDispatcherAgents(zope.interface.common.mapping.IMapping):
+    """A dispatcher's record in one queue: a mapping of agent name -> agent,
+    with liveness data (``activated``, ``last_ping``, ``dead``)."""
+
+    UUID = zope.interface.Attribute('The dispatcher UUID.')
+
+    activated = zope.interface.Attribute('When activated, or None.')
+
+    last_ping = zope.interface.Attribute(
+        'A zope.minmax.Maximum whose ``value`` is the last ping time.')
+
+    ping_interval = zope.interface.Attribute('A timedelta (30 s).')
+
+    ping_death_interval = zope.interface.Attribute('A timedelta (60 s).')
+
+    dead = zope.interface.Attribute(
+        'True when the later of last ping and activation is more than '
+        '``ping_death_interval`` ago.')
+
+    def activate():
+        """Clean the agents, mark activated and fire DispatcherActivated."""
+
+    def deactivate():
+        """Mark deactivated, clean the agents and fire
+        DispatcherDeactivated."""
+
+    def reactivate():
+        """Mark activated again without cleaning; fire
+        DispatcherReactivated."""
+
+
+class IDispatchers(zope.interface.common.mapping.IEnumerableMapping):
+    """A queue's mapping of dispatcher UUID -> IDispatcherAgents."""
+
+    def register(UUID):
+        """Create the dispatcher's record; ValueError if it exists."""
+
+    def unregister(UUID):
+        """Remove a deactivated dispatcher's record."""
+
+    def ping(UUID):
+        """Record that the dispatcher is alive and check on a sibling."""
+
+
+class IQuota(zope.interface.common.sequence.IFiniteSequence):
+    """A named, queue-wide concurrency limit."""
+
+    name = zope.interface.Attribute('The quota name.')
+
+    size = zope.interface.Attribute('How many jobs may be active at once.')
+
+    parent = zope.interface.Attribute('The queue.')
+
+    filled = zope.interface.Attribute('Whether ``len(quota) >= size``.')
+
+    def clean():
+        """Drop jobs that reached CALLBACKS/COMPLETED or were rescheduled."""
+
+    def add(item):
+        """Count ``item`` against the quota; ValueError if filled."""
+
+
+class ISizedSequence(zope.interface.common.sequence.IFiniteSequence):
+    """Declared for compatibility; unused."""
+
+    size = zope.interface.Attribute('The maximum length.')
+
+    def add(item):
+        """Add ``item``; FullError if full."""
+
+
+class ICompletedCollection(zope.interface.Interface):
+    """Recently completed jobs, newest first, kept for about a week."""
+
+    def __iter__():
+        """Iterate newest first."""
+
+    def iter(start=None, stop=None):
+        """Iterate completion times from ``start`` (newer) to ``stop``."""
+
+    def __len__():
+        """The number of jobs kept."""
+
+    def add(job):
+        """Add a completed job, keyed by its completion time."""
+
+    def first(start=None):
+        """The newest job (at or before ``start``)."""
+
+    def last(stop=None):
+        """The oldest job (at or after ``stop``)."""
+
+    def __nonzero__():
+        """Whether any job is kept."""
+
+    __parent__ = zope.interface.Attribute('The agent.')
+
+
+class IUUID(zope.interface.Interface):
+    """A marker for the instance UUID utility."""
