@@ -21,12 +21,16 @@ class _AliasLoader(importlib.abc.Loader):
         self.real_name = real_name
 
     def create_module(self, spec):
-        return importlib.import_module(self.real_name)
+        module = importlib.import_module(self.real_name)
+        self.real_spec = module.__spec__
+        return module
 
     def exec_module(self, module):
         # Nothing to run: the real module is already executed, and the import
-        # system files it in sys.modules under the alias name as it is.
-        pass
+        # system files it in sys.modules under the alias name as it is.  It
+        # did give the module the alias spec, though: restore the real one,
+        # or relative imports made later inside the module warn.
+        module.__spec__ = self.real_spec
 
 
 class _AliasFinder(importlib.abc.MetaPathFinder):

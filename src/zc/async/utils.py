@@ -1,0 +1,523 @@
+"""Shared foundations: clock, loggers, retry loops and persistent containers.
+
+Everything here is small and used by several modules: the one clock the
+library reads (:func:`now`), the ``zc.async.events``/``zc.async.trace``
+loggers, the retry loops that wrap a unit of work and its commit
+(:func:`never_fail`, :func:`wait_for_system_recovery`,
+:func:`try_five_times`), the datetime <-> integer key encoding, and the
+persistent base classes the queue, agent and dispatcher objects build on.
+"""
+import collections
+import datetime
+import heapq
+import itertools
+import logging
+import time
+import types
+
+import BTrees.Length
+import BTrees.LOBTree
+import BTrees.OOBTree
+import persistent
+import persistent.interfaces
+import transaction.interfaces
+import zope.interface
+import zope.minmax
+import ZEO.Exceptions
+import ZODB.POSException
+import ZODB.utils
+
+from . import interfaces
+
+log = logging.getLogger('zc.async.events')
+tracelog = logging.getLogger('zc.async.trace')
+
+EXPLOSIVE_ERRORS = (SystemExit, KeyboardInterrupt, interfaces.ReassignedError)
+SYSTEM_ERRORS = (ZEO.Exceptions.ClientDisconnected,
+                 ZODB.POSException.POSKeyError)
+INITIAL_BACKOFF = 5
+BACKOFF_INCREMENT = 5
+MAX_BACKOFF = 60
+
+Atom = zope.minmax.Maximum  # legacy alias kept for 1.5 pickles and code
+
+UTC = datetime.timezone.utc
+
+# ---------------------------------------------------------------- the clock
+
+_frozen_now = None
+
+
+def now():
+    """The current time, a timezone-aware UTC datetime (maybe frozen)."""
+    if _frozen_now is not None:
+        return _frozen_now
+    return datetime.datetime.now(UTC)
+
+
+def _set_frozen_now(dt):
+    """Freeze :func:`now` at ``dt`` (naive values are UTC); None unfreezes.
+
+    Used only by :mod:`zc.async.testing`.
+    """
+    global _frozen_now
+    _frozen_now = None if dt is None else _as_utc(dt, 'dt')
+
+
+def _as_utc(dt, argname):
+    """``dt`` as an aware UTC datetime; naive values are taken as UTC."""
+    if not isinstance(dt, datetime.datetime):
+        raise TypeError('%s must be a datetime, not %r' % (argname, dt))
+    if dt.tzinfo is None:
+        return dt.replace(tzinfo=UTC)
+    return dt.astimezone(UTC)
+
+
+# ------------------------------------------------------- datetime <-> key
+
+_LATEST = datetime.datetime.max.replace(tzinfo=UTC)
+_TIE_BITS = 4  # the low bits of a key are free for tie-breaking
+
+
+def dt_to_long(dt):
+    """Encode ``dt`` as an int key; newer datetimes give smaller keys.
+
+    The key counts microseconds back from ``datetime.max``, shifted left by
+    four bits so that callers can add 0-15 to break ties.  Every datetime
+    from ``datetime.min`` to ``datetime.max`` fits a signed 64-bit key.
+    """
+    delta = _LATEST - _as_utc(dt, 'dt')
+    micros = (delta.days * 86400 + delta.seconds) * 1000000
+    return (micros + delta.microseconds) << _TIE_BITS
+
+
+def long_to_dt(key):
+    """Decode a :func:`dt_to_long` key (tie-break bits ignored); aware UTC."""
+    return _LATEST - datetime.timedelta(microseconds=int(key) >> _TIE_BITS)
+
+
+# --------------------------------------------------------------- reprs
+
+def custom_repr(obj):
+    """A short, stable description of ``obj`` for logs and reports.
+
+    Persistent objects: ``module.Class (oid <int|?>, db <'name'|?>)``;
+    functions and builtins: ``module.name``; anything else: ``repr``.
+    """
+    if persistent.interfaces.IPersistent.providedBy(obj):
+        oid = '?' if obj._p_oid is None else ZODB.utils.u64(obj._p_oid)
+        db = '?'
+        if obj._p_jar is not None:
+            db = repr(obj._p_jar.db().database_name)
+        cls = obj.__class__
+        return '%s.%s (oid %s, db %s)' % (
+            cls.__module__, cls.__name__, oid, db)
+    if isinstance(obj, (types.FunctionType, types.BuiltinFunctionType)):
+        return '%s.%s' % (obj.__module__, obj.__name__)
+    return repr(obj)
+
+
+# ---------------------------------------------------------- iteration
+
+def sortedmerge(sources, key=None):
+    """Lazily merge already-sorted iterables into one sorted iterator."""
+    return heapq.merge(*sources, key=key)
+
+
+def takecount(iterable, count):
+    """An iterator over the first ``count`` items of ``iterable``."""
+    if count < 0:
+        raise ValueError('count must be zero or more, not %r' % (count,))
+    return itertools.islice(iterable, count)
+
+
+# -------------------------------------------------------- retry loops
+
+def _sleep(seconds):
+    # Looked up at call time so that tests can patch ``time.sleep`` or this.
+    time.sleep(seconds)
+
+
+def _error_kind(error):
+    """'system', 'conflict' (a transient transaction error) or 'other'."""
+    # ZEO's ClientDisconnected is also transient: test system errors first.
+    if isinstance(error, SYSTEM_ERRORS):
+        return 'system'
+    if isinstance(error, transaction.interfaces.TransientError):
+        return 'conflict'
+    return 'other'
+
+
+def _retry(call, identifier, tm, commit=True, max_conflicts=None,
+           backoff=('system', 'other'), final_level=logging.ERROR):
+    """Run ``call`` (and commit) until it succeeds or an error is final.
+
+    The one retry loop behind the three public helpers.  Conflicts are
+    retried at once, forever or until ``max_conflicts`` attempts; error
+    kinds listed in ``backoff`` are retried after sleeping 5, 10, ... 60
+    seconds.  Any other error is final: logged at ``final_level`` and
+    returned as a :class:`zc.async.twist.Failure`.  Explosive errors are
+    re-raised after an abort.
+    """
+    conflicts = errors = 0
+    delay = INITIAL_BACKOFF
+    while True:
+        try:
+            res = call()
+            if commit:
+                tm.commit()
+            return res
+        except EXPLOSIVE_ERRORS:
+            tm.abort()
+            raise
+        except Exception as e:
+            kind = _error_kind(e)
+            if kind == 'conflict':
+                conflicts += 1
+                if max_conflicts is None or conflicts < max_conflicts:
+                    tm.abort()
+                    if not conflicts % 5:
+                        log.warning(
+                            '%d consecutive transaction errors while %s',
+                            conflicts, identifier, exc_info=True)
+                    continue
+            elif kind in backoff:
+                tm.abort()
+                errors += 1
+                _log_backoff(kind, errors, identifier, delay)
+                _sleep(delay)
+                delay = min(MAX_BACKOFF, delay + BACKOFF_INCREMENT)
+                continue
+            # Capture before the abort ghosts the objects the locals show.
+            from .twist import Failure  # twist imports this module
+            failure = Failure()
+            tm.abort()
+            log.log(final_level, 'Error while %s', identifier, exc_info=True)
+            return failure
+
+
+def _log_backoff(kind, errors, identifier, delay):
+    """Log the first and every tenth error of a backing-off retry loop."""
+    level = logging.ERROR if kind == 'system' else logging.CRITICAL
+    if errors == 1:
+        log.log(level, 'first error while %s; will continue in %d seconds',
+                identifier, delay, exc_info=True)
+    elif not errors % 10:
+        log.log(level, '%d consecutive errors while %s; will continue in %d '
+                'seconds', errors, identifier, delay, exc_info=True)
+
+
+def never_fail(call, identifier, tm):
+    """Run ``call`` and commit with ``tm`` until it succeeds; return result.
+
+    Transaction errors are retried at once (a WARNING every fifth time);
+    other errors after sleeping 5, 10, ... 60 seconds (logged the first and
+    every tenth time: ERROR for system errors, CRITICAL otherwise).
+    Explosive errors are re-raised after an abort.
+    """
+    return _retry(call, identifier, tm)
+
+
+def wait_for_system_recovery(call, identifier, tm):
+    """Like :func:`never_fail`, but other errors are final.
+
+    Errors that are neither transaction nor system errors are logged at
+    ERROR and returned as a :class:`zc.async.twist.Failure`.
+    """
+    return _retry(call, identifier, tm, backoff=('system',))
+
+
+def try_five_times(call, identifier, tm, commit=True):
+    """Run ``call`` (and commit), trying at most five times on conflicts.
+
+    Any error that is not retried, including the fifth transaction error,
+    is logged at CRITICAL and returned as a :class:`zc.async.twist.Failure`;
+    explosive errors are re-raised after an abort.
+    """
+    return _retry(call, identifier, tm, commit=commit, max_conflicts=5,
+                  backoff=(), final_level=logging.CRITICAL)
+
+
+# ------------------------------------------------- persistent base classes
+
+class Base(persistent.Persistent):
+    """Persistent object with a ``parent``; ``__parent__`` follows it.
+
+    ``__parent__`` (used by Zope security and locations) reads ``parent``
+    unless it was set explicitly.
+    """
+
+    parent = None
+    _z_parent__ = None
+
+    @property
+    def __parent__(self):
+        if self._z_parent__ is not None:
+            return self._z_parent__
+        return self.parent
+
+    @__parent__.setter
+    def __parent__(self, value):
+        self._z_parent__ = value
+
+
+_MISSING = object()
+
+
+class Dict(Base):
+    """A persistent BTree mapping whose values know their ``name``/``parent``.
+
+    Setting ``d[key] = value`` sets ``value.name = key`` and
+    ``value.parent = d``; removing a value resets both to None.
+    """
+
+    def __init__(self, *args, **kwargs):
+        self._data = BTrees.OOBTree.OOBTree()
+        self._len = BTrees.Length.Length()
+        self.update(*args, **kwargs)
+
+    def __setitem__(self, key, value):
+        if key not in self._data:
+            self._len.change(1)
+        self._data[key] = value
+        value.parent = self
+        value.name = key
+
+    def __delitem__(self, key):
+        self.pop(key)
+
+    def pop(self, key, default=_MISSING):
+        """Remove ``key`` and return its value (or ``default`` if missing)."""
+        try:
+            value = self._data.pop(key)
+        except KeyError:
+            if default is _MISSING:
+                raise
+            return default
+        self._len.change(-1)
+        value.parent = value.name = None
+        return value
+
+    def update(self, *args, **kwargs):
+        """Set each item of a mapping or (key, value) sequence, then kwargs."""
+        for key, value in dict(*args, **kwargs).items():
+            self[key] = value
+
+    def copy(self):
+        """Refused: values belong to exactly one parent."""
+        raise TypeError('%s cannot be copied: its values record it as their '
+                        'parent' % type(self).__name__)
+
+    def __getitem__(self, key):
+        return self._data[key]
+
+    def get(self, key, default=None):
+        return self._data.get(key, default)
+
+    def __contains__(self, key):
+        return key in self._data
+
+    def __iter__(self):
+        return iter(self._data)
+
+    def __len__(self):
+        return self._len()
+
+    def keys(self):
+        return self._data.keys()
+
+    def values(self):
+        return self._data.values()
+
+    def items(self):
+        return self._data.items()
+
+
+def simpleWrapper(name):
+    """A method that forwards to the method ``name`` of ``self._data``."""
+    def wrapper(self, *args, **kwargs):
+        return getattr(self._data, name)(*args, **kwargs)
+    wrapper.__name__ = name
+    return wrapper
+
+
+# ----------------------------------------------- time-keyed collections
+
+@zope.interface.implementer(interfaces.ICompletedCollection)
+class AbstractSet(Base):
+    """Items keyed by the time they were added, iterated newest first.
+
+    ``add`` gives each item a ``key`` (see :func:`dt_to_long`, tie-broken
+    in the low bits) and sets its ``parent`` to the set's ``__parent__``.
+    Subclasses may keep several trees (see :class:`Periodic`);
+    :meth:`_trees` lists them, newest first.
+    """
+
+    def __init__(self):
+        self._data = BTrees.LOBTree.LOBTree()
+
+    def _trees(self):
+        return [self._data]
+
+    def _store(self, key, item):
+        self._data[key] = item
+
+    def clear(self):
+        """Forget every item."""
+        for tree in self._trees():
+            tree.clear()
+
+    def add(self, item, parent=None):
+        """Add ``item`` now; set its ``key`` and ``parent``."""
+        key = dt_to_long(now()) + 15
+        trees = self._trees()
+        while any(key in tree for tree in trees):
+            key -= 1  # same microsecond: later additions sort newer
+        self._store(key, item)
+        parent = parent if parent is not None else self.__parent__
+        if parent is not None:
+            item.parent = parent
+        item.key = key
+
+    def _keyrange(self, start, stop):
+        """Key bounds for items added at or before start, at or after stop."""
+        low = None if start is None else dt_to_long(start)
+        high = None if stop is None else dt_to_long(stop) + 15
+        return low, high
+
+    def iter(self, start=None, stop=None):
+        """Items from ``start`` (newer datetime) back to ``stop`` (older)."""
+        low, high = self._keyrange(start, stop)
+        sources = [tree.items(low, high) for tree in self._trees()]
+        merged = sortedmerge(sources, key=lambda item: item[0])
+        return (value for key, value in merged)
+
+    def __iter__(self):
+        return self.iter()
+
+    def first(self, start=None):
+        """The newest item added at or before ``start``."""
+        for item in self.iter(start):
+            return item
+        raise ValueError('no item at or before %s' % (start,))
+
+    def last(self, stop=None):
+        """The oldest item added at or after ``stop``."""
+        high = self._keyrange(None, stop)[1]
+        found = []  # (key, tree) of each tree's oldest candidate
+        for tree in self._trees():
+            try:
+                found.append((tree.maxKey(high), tree))
+            except ValueError:  # nothing in range in this tree
+                pass
+        if not found:
+            raise ValueError('no item at or after %s' % (stop,))
+        key, tree = max(found, key=lambda pair: pair[0])
+        return tree[key]
+
+    def __len__(self):
+        return sum(len(tree) for tree in self._trees())
+
+    def __bool__(self):
+        return any(tree for tree in self._trees())
+
+    __nonzero__ = __bool__
+
+
+class RollingSet(AbstractSet):
+    """An :class:`AbstractSet` keeping only its ``size`` newest items."""
+
+    size = 100
+
+    def add(self, item, parent=None):
+        super().add(item, parent)
+        while len(self._data) > self.size:
+            del self._data[self._data.maxKey()]
+
+
+class Periodic(AbstractSet):
+    """Completed jobs, kept for at least ``period`` (the agents' store).
+
+    Items live in ``buckets`` LOBTrees, the newest first; when
+    ``period / (buckets - 1)`` has passed since the last rotation, adding
+    an item first drops the oldest tree and starts a new one.  Ordinary
+    adds touch only the newest tree and a length counter, not this object.
+    """
+
+    def __init__(self, period=datetime.timedelta(days=7), buckets=7):
+        if buckets < 2:
+            raise ValueError('buckets must be at least 2, not %r' % (buckets,))
+        if period <= datetime.timedelta(0):
+            raise ValueError('period must be positive, not %r' % (period,))
+        self.period = period
+        self._buckets = tuple(BTrees.LOBTree.LOBTree() for _ in range(buckets))
+        self._len = BTrees.Length.Length()
+        self._rotated = now()
+
+    @property
+    def interval(self):
+        """Time between rotations."""
+        return self.period / (len(self._buckets) - 1)
+
+    def _trees(self):
+        return list(self._buckets)
+
+    def _store(self, key, item):
+        self._buckets[0][key] = item
+        self._len.change(1)
+
+    def _rotate(self):
+        """Drop expired trees: one per interval passed since the last one."""
+        steps = int((now() - self._rotated) / self.interval)
+        if steps <= 0:
+            return
+        steps = min(steps, len(self._buckets))
+        dropped = self._buckets[-steps:]
+        self._len.change(-sum(len(tree) for tree in dropped))
+        fresh = tuple(BTrees.LOBTree.LOBTree() for _ in range(steps))
+        self._buckets = fresh + self._buckets[:-steps]
+        self._rotated = now()
+
+    def add(self, item, parent=None):
+        self._rotate()
+        super().add(item, parent)
+
+    def clear(self):
+        super().clear()
+        self._len.set(0)
+
+    def __len__(self):
+        return self._len()
+
+    def __bool__(self):
+        return self._len() > 0
+
+    __nonzero__ = __bool__
+
+
+class RollingMapping(collections.OrderedDict):
+    """An in-memory, insertion-ordered mapping of at most ``size`` items.
+
+    Adding a new key beyond ``size`` drops the oldest insertions.
+    """
+
+    size = 100
+
+    def __setitem__(self, key, value):
+        super().__setitem__(key, value)
+        while len(self) > self.size:
+            self.popitem(last=False)
+
+    def minKey(self, key=None):
+        """The smallest key (at least ``key`` if given), as BTrees answer."""
+        keys = [k for k in self if key is None or k >= key]
+        if not keys:
+            raise ValueError('no key at or above %r' % (key,))
+        return min(keys)
+
+    def maxKey(self, key=None):
+        """The largest key (at most ``key`` if given), as BTrees answer."""
+        keys = [k for k in self if key is None or k <= key]
+        if not keys:
+            raise ValueError('no key at or below %r' % (key,))
+        return max(keys)
