@@ -362,11 +362,10 @@ class IAgent(zope.interface.common.sequence.IFiniteSequence):
 class IFilterAgent(IAgent):
     """An agent whose choice is a pure predicate over jobs."""
 
-    def filter(job):
-        """Return whether this agent accepts ``job``, ignoring fullness.
-
-        A None filter accepts everything.
-        """
+    filter = zope.interface.Attribute(
+        'None (accept every job) or a side-effect free callable ``job -> '
+        'bool`` saying whether this agent accepts ``job``, ignoring '
+        'fullness.  An attribute, not a method, since it may be None.')
 
 
 class IQueue(zc.queue.interfaces.IQueue):

@@ -1,0 +1,155 @@
+"""An agent chooses which jobs one dispatcher takes from a queue.
+
+An :class:`Agent` lives in a dispatcher's ``DispatcherAgents`` under a name
+(``'main'`` by default).  Each poll, the dispatcher asks it to
+:meth:`~Agent.claimJob`: the agent takes the first due job that its
+``filter`` accepts (or lets a legacy ``chooser`` pick one), holds it until
+the job completes, then keeps it for about a week in ``completed``.
+"""
+import datetime
+
+import zc.queue
+import zope.component
+import zope.interface
+
+from . import interfaces
+from . import utils
+from .legacy import chooseFirst  # noqa: F401  (1.5 name, deprecated)
+
+
+@zope.interface.implementer(interfaces.IAgent)
+class Agent(utils.Base):
+    """See :class:`zc.async.interfaces.IAgent` and ``IFilterAgent``.
+
+    The agent provides ``IFilterAgent`` exactly when it has no chooser.
+    """
+
+    __module__ = 'zc.async.agent'
+
+    name = None
+    _chooser = _filter = None
+
+    def __init__(self, chooser=None, filter=None, size=3):
+        if chooser is not None and filter is not None:
+            raise ValueError('cannot set both chooser and filter to non-None')
+        # Held jobs (assigned, active, running callbacks).  A resolving FIFO:
+        # the dispatcher's claims and the workers' completions do not
+        # conflict.  (zc.queue 2's ``PersistentQueue`` is the conservative
+        # bucket queue, which refuses to merge when one side empties it.)
+        self._data = zc.queue.Queue()
+        self.completed = utils.Periodic(datetime.timedelta(days=7), 7)
+        self.completed.parent = self
+        self.size = size
+        self._filter = filter
+        self.chooser = chooser
+
+    # ----------------------------------------------------- choice policy
+
+    @property
+    def chooser(self):
+        """A callable agent -> job or None that claims from the queue."""
+        return self._chooser
+
+    @chooser.setter
+    def chooser(self, value):
+        if value is not None and self._filter is not None:
+            raise ValueError('cannot set both chooser and filter to non-None')
+        self._chooser = value
+        if value is None:
+            zope.interface.alsoProvides(self, interfaces.IFilterAgent)
+        elif interfaces.IFilterAgent in zope.interface.directlyProvidedBy(
+                self):
+            zope.interface.noLongerProvides(self, interfaces.IFilterAgent)
+
+    @property
+    def filter(self):
+        """A predicate job -> bool, or None to accept every job."""
+        return self._filter
+
+    @filter.setter
+    def filter(self, value):
+        if value is not None and self._chooser is not None:
+            raise ValueError('cannot set both chooser and filter to non-None')
+        self._filter = value
+
+    @property
+    def queue(self):
+        """The queue of this agent's dispatcher record, or None."""
+        if self.parent is None:
+            return None
+        return self.parent.parent
+
+    # -------------------------------------------------------- claiming
+
+    def claimJob(self):
+        """Claim a job for the dispatcher and hold it; None if none."""
+        if not self.parent.activated or self.parent.dead:
+            return None
+        if len(self._data) >= self.size:
+            return None
+        job = self._choose()
+        if job is not None:
+            job.parent = self
+            self._data.put(job)
+        return job
+
+    get = claimJob  # IAgent declares ``get``; dispatchers call ``claimJob``
+
+    def _choose(self):
+        """Claim one job from the queue; a hook for subclasses."""
+        if self._chooser is not None:
+            return self._chooser(self)
+        return self.queue.claim(self._filter)
+
+    def jobCompleted(self, job):
+        """Move a completed ``job`` from the held jobs to ``completed``."""
+        self.remove(job)
+        self.completed.add(job)
+
+    # ----------------------------------------------------- held jobs
+
+    def index(self, item):
+        """The position of ``item`` (by identity) among the held jobs."""
+        for ix, job in enumerate(self._data):
+            if job is item:
+                return ix
+        raise ValueError('%r not in agent' % (item,))
+
+    def remove(self, item):
+        """Stop holding ``item`` (its ``parent`` is left alone)."""
+        del self[self.index(item)]
+
+    def __delitem__(self, index):
+        self._data.pull(index)
+
+    def pull(self, index=0):
+        """Stop holding the job at ``index``; return it without a parent."""
+        job = self._data.pull(index)
+        job.parent = None
+        return job
+
+    def __len__(self):
+        return len(self._data)
+
+    def __iter__(self):
+        return iter(self._data)
+
+    def __getitem__(self, index):
+        return self._data[index]
+
+    def __bool__(self):
+        return bool(len(self._data))
+
+    __nonzero__ = __bool__
+
+    def __repr__(self):
+        return '<%s %r>' % (utils.custom_repr(self), self.name)
+
+
+@zope.component.adapter(interfaces.IDispatcherActivated)
+def addMainAgentActivationHandler(event):
+    """Give a newly activated dispatcher a default agent named ``'main'``."""
+    agents = event.object
+    if 'main' not in agents:
+        agents['main'] = Agent()
+

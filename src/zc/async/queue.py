@@ -1,0 +1,364 @@
+"""Queues hold pending jobs and hand them to agents.
+
+``root['zc.async']`` is a :class:`Queues` mapping of name -> :class:`Queue`
+(the default queue is named ``''``).  A queue keeps its jobs in three stores:
+
+* the put-back FIFO: interrupted jobs to be retried before anything else;
+* the due FIFO (a conflict-resolving ``zc.queue.CompositeQueue``): jobs
+  whose ``begin_after`` had come when they were put;
+* the scheduled BTree, keyed by ``(begin_after, database name, oid)``: jobs
+  put with a future ``begin_after``.
+
+Claim order is the put-back FIFO, then the due FIFO and the scheduled BTree
+merged by ``begin_after`` (scheduled first on ties).  Putting a job writes
+only the due FIFO's last bucket (or a BTree bucket), a length counter and
+the new job, so concurrent puts resolve instead of conflicting.
+"""
+import datetime
+import itertools
+
+import BTrees.Length
+import BTrees.OOBTree
+import persistent.interfaces
+import zc.queue
+import zope.component
+import zope.interface
+import ZODB.interfaces
+
+from . import interfaces
+from . import twist
+from . import utils
+from .dispatcheragents import DispatcherAgents, Dispatchers  # noqa: F401
+from .quota import Quota, Quotas  # noqa: F401
+
+
+@zope.component.adapter(persistent.interfaces.IPersistent)
+@zope.interface.implementer(interfaces.IQueue)
+def getDefaultQueue(obj):
+    """The default queue (``root[KEY]['']``) of ``obj``'s database.
+
+    ``obj`` is a persistent object stored in (or below an object stored in)
+    a database, or a connection.
+    """
+    if ZODB.interfaces.IConnection.providedBy(obj):
+        conn = obj
+    else:
+        conn = twist.connection(obj)
+        if conn is None:
+            raise ValueError('%r is not stored in a database' % (obj,))
+    root = conn.root()
+    if interfaces.KEY not in root:
+        raise KeyError('no zc.async queues in the database root',
+                       interfaces.KEY)
+    if '' not in root[interfaces.KEY]:
+        raise KeyError('no default queue in the zc.async queues', '')
+    return root[interfaces.KEY]['']
+
+
+class Queues(utils.Dict):
+    """The queues by name, under ``root[KEY]``; values must be IQueue."""
+
+    __module__ = 'zc.async.queue'
+
+    def __setitem__(self, key, value):
+        if not interfaces.IQueue.providedBy(value):
+            raise ValueError('value must be IQueue')
+        super().__setitem__(key, value)
+
+
+@zope.interface.implementer(interfaces.IQueue)
+class Queue(utils.Base):
+    """See :class:`zc.async.interfaces.IQueue`."""
+
+    __module__ = 'zc.async.queue'
+
+    name = None
+    _putback_queue = None  # 1.5 queues create it on their first putBack
+
+    def __init__(self):
+        self._queue = zc.queue.CompositeQueue()  # due FIFO
+        self._held = BTrees.OOBTree.OOBTree()  # {(begin_after, db, oid): job}
+        self._putback_queue = zc.queue.CompositeQueue()
+        # Every put, putBack, claim, pull and remove changes this counter;
+        # dispatchers watch its invalidations to wake up when work arrives.
+        self._length = BTrees.Length.Length(0)
+        self.quotas = Quotas()
+        self.quotas.__parent__ = self
+        self.dispatchers = Dispatchers()
+        self.dispatchers.__parent__ = self
+
+    # ---------------------------------------------------------- putting
+
+    def put(self, item, begin_after=None, begin_by=None,
+            failure_log_level=None, retry_policy_factory=None):
+        """Add ``item`` (adapted to IJob) to the queue; return the job."""
+        job = _adapt(item)
+        # Check everything before changing anything: a refused job is as
+        # it was.
+        self._check_puttable(job)
+        begin_after = _check_aware(begin_after, 'begin_after')
+        conn = self._connection() if job._p_jar is None else None
+        if begin_by is not None:
+            job.begin_by = begin_by  # its setter refuses negative values
+        now = utils.now()
+        if begin_after is not None:
+            job.begin_after = begin_after
+        elif job.begin_after is None:
+            job.begin_after = now
+        if failure_log_level is not None:
+            job.failure_log_level = failure_log_level
+        if retry_policy_factory is not None:
+            job.retry_policy_factory = retry_policy_factory
+        if job.assignerUUID is None:  # a rescheduled job keeps its assigner
+            job.assignerUUID = _instance_uuid()
+        if conn is not None:
+            conn.add(job)  # gives the oid that scheduled jobs are keyed by
+        self._store(job, now)
+        return job
+
+    def _requeue(self, job):
+        """Put back a NEW job that an agent held but never started.
+
+        It keeps its ``begin_after`` and ``assignerUUID`` and is not checked
+        again: a quota removed meanwhile must not make cleaning fail.
+        """
+        self._store(job, utils.now())
+
+    def _check_puttable(self, job):
+        if job.status != interfaces.NEW:
+            raise ValueError('cannot add already-assigned job')
+        for name in job.quota_names:
+            if name not in self.quotas:
+                raise ValueError('unknown quota name', name)
+        job._check_picklable()
+
+    def _store(self, job, now):
+        """File a NEW job with its ``begin_after`` set as pending."""
+        if job.begin_after <= now:
+            self._queue.put(job)
+        else:
+            self._held[_scheduled_key(job)] = job
+        job.parent = self
+        self._length.change(1)
+
+    def putBack(self, item):
+        """Put an interrupted job back, ahead of every other job."""
+        if not interfaces.IJob.providedBy(item):
+            raise TypeError('can only put back an IJob, not %r' % (item,))
+        if item.status != interfaces.NEW:
+            raise ValueError('can only put back a NEW job, not %s: %r'
+                             % (item.status, item))
+        if item.begin_after is None or item._p_jar is None:
+            raise ValueError('can only put back a job that was queued before: '
+                             '%r' % (item,))
+        if self._putback_queue is None:
+            self._putback_queue = zc.queue.CompositeQueue()
+        self._putback_queue.put(item)
+        item.parent = self
+        self._length.change(1)
+
+    def _connection(self):
+        conn = twist.connection(self)
+        if conn is None:
+            raise ValueError('%r must be stored in a database (commit it) '
+                             'before jobs are put in it' % (self,))
+        return conn
+
+    # --------------------------------------------------------- claiming
+
+    def claim(self, filter=None, default=None):
+        """Remove and return the first job an agent may start; see IQueue.
+
+        Walks in claim order and stops at the first job that is not due yet,
+        so the cost depends on the jobs passed over, not the queue size.
+        """
+        if not self._length():
+            return default
+        now = utils.now()
+        cleaned = set()  # quota names cleaned during this claim
+        for job, remove in self._iter():
+            if job.begin_after > now:
+                break
+            if _expired(job, now):
+                candidate, quotas = _timeout_job(job, now), ()
+            else:
+                candidate, quotas = job, self._quotas_with_room(job, cleaned)
+                if quotas is None:
+                    continue
+            if filter is None or filter(candidate):
+                self._take(job, remove)
+                for quota in quotas:
+                    quota.add(job)
+                return candidate
+        return default
+
+    def _quotas_with_room(self, job, cleaned):
+        """The job's existing quotas, or None if one of them is full."""
+        quotas = []
+        for name in job.quota_names:
+            quota = self.quotas.get(name)
+            if quota is None:  # removed since the job was put: ignored
+                continue
+            if name not in cleaned:
+                quota.clean()
+                cleaned.add(name)
+            if quota.filled and job not in quota:
+                return None
+            quotas.append(quota)
+        return quotas
+
+    def _take(self, job, remove):
+        """Remove ``job`` from its store; it is nobody's until reparented."""
+        remove()
+        self._length.change(-1)
+        job.parent = None
+
+    # ------------------------------------------------------ client removal
+
+    def pull(self, index=0):
+        """Remove and return the job at ``index`` in claim order."""
+        length = len(self)
+        position = index + length if index < 0 else index
+        if not 0 <= position < length:
+            raise IndexError(index)
+        for ix, (job, remove) in enumerate(self._iter()):
+            if ix == position:
+                return self._unqueue(job, remove)
+        raise IndexError(index)  # the length counter disagreed with stores
+
+    def remove(self, item):
+        """Remove ``item`` from the queue."""
+        remove = self._locate(item)
+        if remove is None:
+            raise LookupError('item not in queue', item)
+        self._unqueue(item, remove)
+
+    def _locate(self, item):
+        """The ``remove`` callable of ``item``, or None if it is not here."""
+        if getattr(item, 'parent', None) is not self:
+            return None
+        key = _scheduled_key(item)
+        if self._held.get(key) is item:  # no walk for scheduled jobs
+            return lambda: self._held.__delitem__(key)
+        fifos = [_iter_fifo(self._queue)]
+        if self._putback_queue is not None:
+            fifos.insert(0, _iter_fifo(self._putback_queue))
+        for job, remove in itertools.chain(*fifos):
+            if job is item:
+                return remove
+        return None
+
+    def _unqueue(self, job, remove):
+        self._take(job, remove)
+        job.assignerUUID = None
+        return job
+
+    # --------------------------------------------------------- sequence
+
+    def _iter(self):
+        """Yield ``(job, remove)`` in claim order; ``remove()`` takes the job
+        out of its store (stop iterating afterwards)."""
+        due = utils.sortedmerge(
+            [self._iter_scheduled(), _iter_fifo(self._queue)],
+            key=lambda pair: pair[0].begin_after)
+        if self._putback_queue is not None:
+            yield from _iter_fifo(self._putback_queue)
+        yield from due
+
+    def _iter_scheduled(self):
+        for key, job in self._held.items():
+            yield job, lambda key=key: self._held.__delitem__(key)
+
+    def __iter__(self):
+        return (job for job, remove in self._iter())
+
+    def __getitem__(self, index):
+        if isinstance(index, slice):
+            return list(self)[index]
+        length = len(self)
+        position = index + length if index < 0 else index
+        if not 0 <= position < length:
+            raise IndexError(index)
+        for ix, job in enumerate(self):
+            if ix == position:
+                return job
+        raise IndexError(index)
+
+    def __len__(self):
+        return self._length()
+
+    def __bool__(self):
+        return bool(self._length())
+
+    __nonzero__ = __bool__
+
+    def __repr__(self):
+        return '<%s %r>' % (utils.custom_repr(self), self.name)
+
+
+# ------------------------------------------------------------------ helpers
+
+def _adapt(item):
+    """``item`` as an IJob: adapted, or wrapped in a Job if only callable."""
+    job = interfaces.IJob(item, None)
+    if job is not None:
+        return job
+    if not callable(item):
+        raise TypeError('cannot put %r in a queue: it is neither a job nor '
+                        'callable' % (item,))
+    from .job import Job  # job.py is the bigger module: load it on use
+    return Job(item)
+
+
+def _check_aware(value, argname):
+    """``value`` unchanged; it must be None or an aware datetime."""
+    if value is None:
+        return None
+    if not isinstance(value, datetime.datetime):
+        raise TypeError('%s must be a datetime, not %r' % (argname, value))
+    if value.tzinfo is None:
+        raise ValueError('cannot use timezone-naive values (%s=%r)'
+                         % (argname, value))
+    return value
+
+
+def _instance_uuid():
+    """The instance UUID utility, or None when none is registered."""
+    return zope.component.queryUtility(interfaces.IUUID)
+
+
+def _scheduled_key(job):
+    return (job.begin_after, job._p_jar.db().database_name, job._p_oid)
+
+
+def _expired(job, now):
+    """Whether ``job`` missed its ``begin_by`` deadline."""
+    return (job.begin_by is not None
+            and job.begin_after + job.begin_by < now)
+
+
+def _timeout_job(job, now):
+    """A new job that fails ``job`` with a TimeoutError when run."""
+    res = _adapt(job.fail)
+    res.args.append(interfaces.TimeoutError())
+    res.begin_after = now
+    res.assignerUUID = _instance_uuid()
+    return res
+
+
+def _iter_fifo(fifo):
+    """Yield ``(job, remove)`` for each job of a ``zc.queue.CompositeQueue``.
+
+    Walks the composite's buckets directly: ``CompositeQueue.pull`` checks
+    the length of every bucket (loading them all) and rewrites the composite
+    on each pull, while removing here rewrites it only when a bucket empties.
+    """
+    for bucket in fifo._data:
+        for ix, job in enumerate(bucket):
+            yield job, lambda bucket=bucket, ix=ix: _pull(fifo, bucket, ix)
+
+
+def _pull(fifo, bucket, ix):
+    bucket.pull(ix)
+    if not len(bucket):
+        fifo._data = tuple(b for b in fifo._data if b is not bucket)

@@ -1,0 +1,1300 @@
+"""Tests of zc.async.queue: Queues, Queue, Quotas, Quota, Dispatchers and
+DispatcherAgents (reference sections 1.2, 1.4, 1.5, 1.9, 2.3, 3.3, 3.5.3,
+3.5.4 and 3.7)."""
+import datetime
+import logging
+import os
+import shutil
+import tempfile
+import threading
+import unittest
+import uuid
+
+import BTrees.Length
+import persistent
+import transaction
+import zope.component
+import zope.event
+import zope.interface.verify
+import ZODB
+import ZODB.FileStorage
+import ZODB.MappingStorage
+
+import zc.asynchronous.agent
+import zc.asynchronous.interfaces as interfaces
+import zc.asynchronous.job
+import zc.asynchronous.queue
+import zc.asynchronous.twist
+import zc.asynchronous.utils
+
+UTC = datetime.timezone.utc
+START = datetime.datetime(2006, 8, 10, 15, 44, 22, 211, UTC)
+Job = zc.asynchronous.job.Job
+Queue = zc.asynchronous.queue.Queue
+
+
+# Module-level callables: jobs must be picklable.
+
+def work(*args):
+    return args
+
+
+def other_work():
+    return 'other'
+
+
+def wait_for_inner(inner):
+    """Return a job, so the calling job stays ACTIVE until ``inner`` ends."""
+    return inner
+
+
+def explode(result):
+    """A callback whose process "dies": its job stays in CALLBACKS."""
+    raise SystemExit()
+
+
+def set_now(dt):
+    zc.asynchronous.utils._set_frozen_now(dt)
+
+
+class Clocked(unittest.TestCase):
+    """Base: frozen clock at START and captured zope.event notifications."""
+
+    def setUp(self):
+        set_now(START)
+        self.addCleanup(set_now, None)
+        self.events = []
+        zope.event.subscribers.append(self.events.append)
+        self.addCleanup(zope.event.subscribers.remove, self.events.append)
+
+    def tick(self, **kwargs):
+        """Move the frozen clock forward by ``timedelta(**kwargs)``."""
+        set_now(zc.asynchronous.utils.now() + datetime.timedelta(**kwargs))
+
+    def eventsOf(self, iface):
+        return [e for e in self.events if iface.providedBy(e)]
+
+
+class DBTestCase(Clocked):
+    """Base: a MappingStorage database holding the default queue."""
+
+    def setUp(self):
+        super().setUp()
+        self.db = ZODB.DB(ZODB.MappingStorage.MappingStorage())
+        self.addCleanup(self.db.close)
+        self.tm = transaction.TransactionManager()
+        self.conn = self.db.open(self.tm)
+        self.addCleanup(self.tm.abort)
+        self.root = self.conn.root()
+        self.queues = zc.asynchronous.queue.Queues()
+        self.root[interfaces.KEY] = self.queues
+        self.queue = self.queues[''] = Queue()
+        self.tm.commit()
+
+    def commit(self):
+        self.tm.commit()
+
+
+class UUIDUtilityMixin:
+    """Register an instance UUID utility for the duration of a test."""
+
+    def registerUUID(self):
+        self.uuid = uuid.uuid1()
+        registry = zope.component.getGlobalSiteManager()
+        registry.registerUtility(self.uuid, interfaces.IUUID)
+        self.addCleanup(registry.unregisterUtility, self.uuid,
+                        interfaces.IUUID)
+        return self.uuid
+
+
+# -------------------------------------------------------------- interfaces
+
+class InterfaceTests(DBTestCase):
+
+    def test_queue_provides_IQueue(self):
+        self.assertTrue(
+            zope.interface.verify.verifyObject(interfaces.IQueue, self.queue))
+
+    def test_quota_provides_IQuota(self):
+        self.queue.quotas.create('q')
+        self.assertTrue(zope.interface.verify.verifyObject(
+            interfaces.IQuota, self.queue.quotas['q']))
+
+    def test_dispatchers_provide_IDispatchers(self):
+        self.assertTrue(zope.interface.verify.verifyObject(
+            interfaces.IDispatchers, self.queue.dispatchers))
+
+    def test_dispatcher_agents_provide_IDispatcherAgents(self):
+        self.queue.dispatchers.register(uuid.uuid1())
+        agents = list(self.queue.dispatchers.values())[0]
+        self.assertTrue(zope.interface.verify.verifyObject(
+            interfaces.IDispatcherAgents, agents))
+
+    def test_classes_keep_1_5_dotted_names(self):
+        for name in ('Queues', 'Queue', 'Quotas', 'Quota', 'Dispatchers',
+                     'DispatcherAgents'):
+            cls = getattr(zc.asynchronous.queue, name)
+            self.assertEqual((cls.__module__, cls.__name__),
+                             ('zc.async.queue', name))
+
+
+# ---------------------------------------------------- getDefaultQueue, Queues
+
+class GetDefaultQueueTests(DBTestCase):
+
+    def test_adapts_a_stored_object(self):
+        self.assertIs(zc.asynchronous.queue.getDefaultQueue(self.queues),
+                      self.queue)
+
+    def test_adapts_an_object_below_a_stored_one(self):
+        child = zc.asynchronous.utils.Base()
+        child.parent = self.queue
+        self.assertIs(zc.asynchronous.queue.getDefaultQueue(child),
+                      self.queue)
+
+    def test_adapts_a_connection(self):
+        self.assertIs(zc.asynchronous.queue.getDefaultQueue(self.conn),
+                      self.queue)
+
+    def test_missing_default_queue_is_a_clear_KeyError(self):
+        del self.queues['']
+        with self.assertRaisesRegex(KeyError, 'no default queue'):
+            zc.asynchronous.queue.getDefaultQueue(self.conn)
+
+    def test_missing_queues_is_a_clear_KeyError(self):
+        del self.root[interfaces.KEY]
+        with self.assertRaisesRegex(KeyError, 'no zc.async queues'):
+            zc.asynchronous.queue.getDefaultQueue(self.conn)
+
+    def test_unstored_object_is_a_ValueError(self):
+        with self.assertRaisesRegex(ValueError, 'not stored in a database'):
+            zc.asynchronous.queue.getDefaultQueue(Queue())
+
+
+class QueuesTests(DBTestCase):
+
+    def test_values_must_be_queues(self):
+        with self.assertRaises(ValueError) as caught:
+            self.queues['x'] = persistent.Persistent()
+        self.assertEqual(caught.exception.args[0], 'value must be IQueue')
+        self.assertNotIn('x', self.queues)
+
+    def test_setting_names_and_parents_the_queue(self):
+        self.assertEqual(self.queue.name, '')
+        self.assertIs(self.queue.parent, self.queues)
+        self.assertIs(self.queue.__parent__, self.queues)
+
+    def test_removing_resets_name_and_parent(self):
+        other = self.queues['other'] = Queue()
+        self.assertIs(self.queues.pop('other'), other)
+        self.assertIsNone(other.name)
+        self.assertIsNone(other.parent)
+        del self.queues['']
+        self.assertIsNone(self.queue.name)
+        self.assertEqual(len(self.queues), 0)
+
+    def test_mapping_api(self):
+        other = self.queues['other'] = Queue()
+        self.assertEqual(list(self.queues), ['', 'other'])
+        self.assertEqual(list(self.queues.keys()), ['', 'other'])
+        self.assertEqual(list(self.queues.values()), [self.queue, other])
+        self.assertEqual(list(self.queues.items()),
+                         [('', self.queue), ('other', other)])
+        self.assertIs(self.queues.get('nope'), None)
+        self.assertIn('other', self.queues)
+        self.assertEqual(len(self.queues), 2)
+
+    def test_copy_is_disabled(self):
+        with self.assertRaises(TypeError):
+            self.queues.copy()
+
+
+# ------------------------------------------------------------------- put
+
+class PutTests(UUIDUtilityMixin, DBTestCase):
+
+    def test_put_adapts_a_callable_and_returns_the_pending_job(self):
+        job = self.queue.put(work)
+        self.assertTrue(interfaces.IJob.providedBy(job))
+        self.assertIs(job.callable, work)
+        self.assertEqual(job.status, interfaces.PENDING)
+        self.assertIs(job.parent, self.queue)
+        self.assertEqual(len(self.queue), 1)
+        self.assertTrue(self.queue)
+        self.assertIs(self.queue[0], job)
+
+    def test_put_uses_a_registered_IJob_adapter(self):
+        made = []
+
+        def adapter(obj):
+            made.append(Job(obj))
+            return made[-1]
+        registry = zope.component.getGlobalSiteManager()
+        registry.registerAdapter(adapter, (type(work),), interfaces.IJob)
+        self.addCleanup(registry.unregisterAdapter, adapter, (type(work),),
+                        interfaces.IJob)
+        self.assertIs(self.queue.put(work), made[0])
+
+    def test_put_keeps_a_job(self):
+        job = Job(work, 1)
+        self.assertIs(self.queue.put(job), job)
+
+    def test_non_callable_is_a_TypeError_naming_it(self):
+        with self.assertRaisesRegex(TypeError, "'not callable'"):
+            self.queue.put('not callable')
+        self.assertEqual(len(self.queue), 0)
+
+    def test_begin_after_defaults_to_now_and_begin_by_to_None(self):
+        job = self.queue.put(work)
+        self.assertEqual(job.begin_after, START)
+        self.assertIsNone(job.begin_by)
+
+    def test_begin_by_and_log_level_and_retry_policy_are_applied(self):
+        job = self.queue.put(
+            work, begin_by=datetime.timedelta(minutes=5),
+            failure_log_level=logging.CRITICAL,
+            retry_policy_factory=zc.asynchronous.job.NeverRetry)
+        self.assertEqual(job.begin_by, datetime.timedelta(minutes=5))
+        self.assertEqual(job.failure_log_level, logging.CRITICAL)
+        self.assertIs(job.retry_policy_factory,
+                      zc.asynchronous.job.NeverRetry)
+
+    def test_job_begin_after_is_kept_when_none_is_given(self):
+        job = Job(work)
+        job.begin_after = START + datetime.timedelta(hours=1)
+        self.queue.put(job)
+        self.assertEqual(job.begin_after, START + datetime.timedelta(hours=1))
+
+    def test_other_time_zones_are_normalized_to_UTC(self):
+        est = datetime.timezone(datetime.timedelta(hours=-5), 'EST')
+        job = self.queue.put(
+            work, datetime.datetime(2006, 8, 10, 11, 30, tzinfo=est))
+        self.assertEqual(job.begin_after,
+                         datetime.datetime(2006, 8, 10, 16, 30, tzinfo=UTC))
+        self.assertEqual(job.begin_after.utcoffset(), datetime.timedelta(0))
+
+    def test_naive_begin_after_is_refused(self):
+        with self.assertRaisesRegex(
+                ValueError,
+                r'^cannot use timezone-naive values \(begin_after='):
+            self.queue.put(work, datetime.datetime(2006, 8, 10, 15, 44))
+        self.assertEqual(len(self.queue), 0)
+
+    def test_non_datetime_begin_after_is_a_TypeError(self):
+        with self.assertRaisesRegex(TypeError, 'begin_after must be'):
+            self.queue.put(work, '2006-08-10')
+
+    def test_pending_job_cannot_be_put_again(self):
+        job = self.queue.put(work)
+        with self.assertRaises(ValueError) as caught:
+            self.queue.put(job)
+        self.assertEqual(caught.exception.args[0],
+                         'cannot add already-assigned job')
+        self.assertEqual(len(self.queue), 1)
+
+    def test_job_in_another_queue_cannot_be_put(self):
+        other = self.queues['other'] = Queue()
+        job = other.put(work)
+        with self.assertRaisesRegex(ValueError,
+                                    'cannot add already-assigned job'):
+            self.queue.put(job)
+        self.assertIs(job.parent, other)
+
+    def test_quota_names_must_exist(self):
+        job = Job(work)
+        job.quota_names = ('nope',)
+        with self.assertRaises(ValueError) as caught:
+            self.queue.put(job)
+        self.assertEqual(caught.exception.args, ('unknown quota name', 'nope'))
+        self.assertEqual(job.status, interfaces.NEW)
+        self.queue.quotas.create('nope')
+        self.assertIs(self.queue.put(job), job)
+
+    def test_unpicklable_job_is_refused_and_nothing_changes(self):
+        job = Job(work, threading.Lock())
+        with self.assertRaises(TypeError):
+            self.queue.put(job)
+        self.assertEqual(len(self.queue), 0)
+        self.assertIsNone(job.begin_after)
+        self.assertEqual(job.status, interfaces.NEW)
+
+    def test_put_adds_the_job_to_the_queue_connection(self):
+        job = self.queue.put(work)
+        self.assertIs(job._p_jar, self.conn)
+        self.assertIsNotNone(job._p_oid)
+
+    def test_queue_must_be_stored_to_put(self):
+        with self.assertRaisesRegex(ValueError,
+                                    'must be stored in a database'):
+            Queue().put(work)
+
+    def test_assignerUUID_is_None_without_an_instance_uuid(self):
+        self.assertIsNone(self.queue.put(work).assignerUUID)
+
+    def test_assignerUUID_is_the_instance_uuid(self):
+        self.registerUUID()
+        self.assertEqual(self.queue.put(work).assignerUUID, self.uuid)
+
+    def test_existing_assignerUUID_is_kept(self):
+        self.registerUUID()
+        job = Job(work)
+        original = uuid.uuid1()
+        job.assignerUUID = original
+        self.queue.put(job)
+        self.assertEqual(job.assignerUUID, original)
+
+    def test_every_change_touches_the_length_counter(self):
+        self.assertIsInstance(self.queue._length, BTrees.Length.Length)
+        job = self.queue.put(work)
+        self.assertEqual(self.queue._length(), 1)
+        self.queue.pull()
+        self.queue.putBack(job)
+        self.assertEqual(self.queue._length(), 1)
+        self.queue.remove(job)
+        self.queue.put(job)
+        self.queue.claim()
+        self.assertEqual(self.queue._length(), 0)
+
+    def test_put_and_claim_write_little(self):
+        # Cost must not grow with the queue: a put or claim writes one FIFO
+        # bucket and the counter, not the queue or the composite FIFO
+        # (except when a bucket fills up or empties).
+        for i in range(20):
+            self.queue.put(work)
+        self.commit()
+        self.queue.put(work)
+        self.queue.claim()
+        self.assertFalse(self.queue._p_changed)
+        self.assertFalse(self.queue._queue._p_changed)
+        changed = [b for b in self.queue._queue._data if b._p_changed]
+        self.assertEqual(len(changed), 2)  # the first and the last bucket
+
+    def test_put_is_persistent(self):
+        job = self.queue.put(work, START + datetime.timedelta(days=1))
+        self.queue.put(other_work)
+        self.commit()
+        tm = transaction.TransactionManager()
+        conn = self.db.open(tm)
+        self.addCleanup(conn.close)
+        queue = conn.root()[interfaces.KEY]['']
+        self.assertEqual([j.callable for j in queue], [other_work, work])
+        self.assertEqual(queue[1]._p_oid, job._p_oid)
+
+
+class OrderTests(DBTestCase):
+    """Iteration, indexing and claim order (reference 3.3)."""
+
+    def test_due_jobs_keep_fifo_order_even_with_past_begin_after(self):
+        first = self.queue.put(work)
+        past = self.queue.put(work, START - datetime.timedelta(hours=1))
+        self.assertEqual(list(self.queue), [first, past])
+        self.assertEqual(past.begin_after,
+                         START - datetime.timedelta(hours=1))
+
+    def test_scheduled_jobs_merge_by_begin_after(self):
+        later = self.queue.put(work, START + datetime.timedelta(hours=2))
+        soon = self.queue.put(work, START + datetime.timedelta(hours=1))
+        now = self.queue.put(work)
+        self.assertEqual(list(self.queue), [now, soon, later])
+
+    def test_scheduled_job_comes_first_on_ties(self):
+        scheduled = self.queue.put(work, START + datetime.timedelta(hours=1))
+        self.tick(hours=1)
+        due = self.queue.put(work)
+        self.assertEqual(due.begin_after, scheduled.begin_after)
+        self.assertEqual(list(self.queue), [scheduled, due])
+
+    def test_put_back_jobs_come_first(self):
+        due = self.queue.put(work)
+        back = self.queue.put(other_work)
+        self.queue.pull(1)
+        self.queue.putBack(back)
+        self.assertEqual(list(self.queue), [back, due])
+        self.assertEqual(back.status, interfaces.PENDING)
+
+    def test_getitem_and_slices(self):
+        jobs = [self.queue.put(work, START + datetime.timedelta(minutes=i))
+                for i in range(4)]
+        self.assertIs(self.queue[0], jobs[0])
+        self.assertIs(self.queue[-1], jobs[3])
+        self.assertIs(self.queue[-4], jobs[0])
+        self.assertEqual(self.queue[1:3], jobs[1:3])
+        for bad in (4, -5):
+            with self.assertRaises(IndexError):
+                self.queue[bad]
+
+    def test_empty_queue(self):
+        self.assertEqual(len(self.queue), 0)
+        self.assertFalse(self.queue)
+        self.assertEqual(list(self.queue), [])
+        with self.assertRaises(IndexError):
+            self.queue[0]
+
+
+class PutBackTests(DBTestCase):
+
+    def test_put_back_requires_a_NEW_stored_job_that_was_queued(self):
+        with self.assertRaises(TypeError):
+            self.queue.putBack(work)
+        pending = self.queue.put(work)
+        with self.assertRaisesRegex(ValueError, 'NEW'):
+            self.queue.putBack(pending)
+        with self.assertRaisesRegex(ValueError, 'queued before'):
+            self.queue.putBack(Job(work))
+
+    def test_1_5_queue_without_put_back_store_creates_it(self):
+        job = self.queue.put(work)
+        self.queue.pull()
+        del self.queue._putback_queue  # as a 1.5 queue that never had one
+        self.assertEqual(list(self.queue), [])
+        self.queue.putBack(job)
+        self.assertEqual(list(self.queue), [job])
+
+
+# ----------------------------------------------------------- pull, remove
+
+class PullRemoveTests(UUIDUtilityMixin, DBTestCase):
+
+    def setUp(self):
+        super().setUp()
+        self.registerUUID()
+        self.scheduled = self.queue.put(work, START + datetime.timedelta(1))
+        self.due = self.queue.put(work)
+        self.back = self.queue.put(other_work)
+        self.queue.remove(self.back)
+        self.queue.putBack(self.back)
+
+    def test_pull_takes_by_claim_position_and_clears_parent_and_uuid(self):
+        self.assertEqual(list(self.queue),
+                         [self.back, self.due, self.scheduled])
+        job = self.queue.pull(1)
+        self.assertIs(job, self.due)
+        self.assertIsNone(job.parent)
+        self.assertIsNone(job.assignerUUID)
+        self.assertEqual(job.status, interfaces.NEW)
+        self.assertEqual(len(self.queue), 2)
+
+    def test_pull_defaults_to_the_front_and_accepts_negative_indexes(self):
+        self.assertIs(self.queue.pull(), self.back)
+        self.assertIs(self.queue.pull(-1), self.scheduled)
+        self.assertEqual(list(self.queue), [self.due])
+
+    def test_pull_ignores_time_so_scheduled_jobs_can_be_cancelled(self):
+        self.assertIs(self.queue.pull(2), self.scheduled)
+
+    def test_pull_out_of_range_is_an_IndexError(self):
+        for bad in (3, -4):
+            with self.assertRaises(IndexError):
+                self.queue.pull(bad)
+        self.assertEqual(len(self.queue), 3)
+
+    def test_remove_from_each_store(self):
+        for job in (self.scheduled, self.back, self.due):
+            self.queue.remove(job)
+            self.assertIsNone(job.parent)
+            self.assertIsNone(job.assignerUUID)
+        self.assertEqual(len(self.queue), 0)
+        self.assertEqual(list(self.queue), [])
+
+    def test_remove_of_an_absent_job_is_a_LookupError(self):
+        stranger = Job(work)
+        with self.assertRaises(LookupError) as caught:
+            self.queue.remove(stranger)
+        self.assertEqual(caught.exception.args,
+                         ('item not in queue', stranger))
+        self.queue.remove(self.due)
+        with self.assertRaises(LookupError):
+            self.queue.remove(self.due)
+
+
+# ------------------------------------------------------------------ claim
+
+def accept_work(job):
+    return job.callable is work
+
+
+class ClaimTests(UUIDUtilityMixin, DBTestCase):
+
+    def test_empty_queue_gives_the_default(self):
+        self.assertIsNone(self.queue.claim())
+        marker = object()
+        self.assertIs(self.queue.claim(default=marker), marker)
+
+    def test_claim_takes_the_first_job_and_orphans_it(self):
+        first = self.queue.put(work)
+        second = self.queue.put(other_work)
+        self.assertIs(self.queue.claim(), first)
+        self.assertIsNone(first.parent)
+        self.assertEqual(first.status, interfaces.NEW)
+        self.assertEqual(list(self.queue), [second])
+        self.assertEqual(len(self.queue), 1)
+
+    def test_claim_ignores_jobs_not_yet_due(self):
+        job = self.queue.put(work, START + datetime.timedelta(minutes=1))
+        marker = object()
+        self.assertIs(self.queue.claim(default=marker), marker)
+        self.tick(minutes=1)
+        self.assertIs(self.queue.claim(), job)
+
+    def test_claim_stops_at_the_first_job_not_yet_due(self):
+        self.queue.put(work, START + datetime.timedelta(minutes=1))
+        later = self.queue.put(work, START + datetime.timedelta(minutes=2))
+        seen = []
+
+        def record(job):
+            seen.append(job)
+            return False
+        self.tick(seconds=61)
+        self.queue.claim(record)
+        self.assertNotIn(later, seen)
+        self.assertEqual(len(seen), 1)
+
+    def test_claim_stops_at_a_put_back_job_not_yet_due(self):
+        job = self.queue.put(work, START + datetime.timedelta(minutes=1))
+        self.queue.pull()
+        self.queue.putBack(job)
+        self.queue.put(other_work)
+        self.assertIsNone(self.queue.claim())
+        self.tick(minutes=1)
+        self.assertIs(self.queue.claim(), job)
+
+    def test_filter_skips_jobs(self):
+        self.queue.put(other_work)
+        job = self.queue.put(work)
+        self.assertIs(self.queue.claim(accept_work), job)
+        self.assertEqual(len(self.queue), 1)
+        self.assertIsNone(self.queue.claim(accept_work))
+
+    def test_expired_job_is_replaced_by_a_timeout_job(self):
+        self.registerUUID()
+        job = self.queue.put(work, begin_by=datetime.timedelta(minutes=1))
+        self.tick(minutes=1)
+        self.assertIs(self.queue.claim(accept_work), job)  # not expired yet
+        job = self.queue.put(work, begin_by=datetime.timedelta(minutes=1))
+        self.tick(minutes=1, microseconds=1)
+        timeout = self.queue.claim()
+        self.assertIsNot(timeout, job)
+        self.assertEqual(len(self.queue), 0)
+        self.assertIsNone(job.parent)
+        self.assertEqual(timeout.callable, job.fail)
+        self.assertEqual(timeout.begin_after, zc.asynchronous.utils.now())
+        self.assertEqual(timeout.assignerUUID, self.uuid)
+        self.assertEqual(timeout.status, interfaces.NEW)
+        self.assertEqual(job.quota_names, ())
+
+    def test_timeout_job_fails_the_original_with_TimeoutError(self):
+        job = self.queue.put(work, begin_by=datetime.timedelta(0))
+        self.tick(seconds=1)
+        timeout = self.queue.claim()
+        self.commit()
+        # The job runs with its connection's transaction manager.
+        timeout()
+        self.assertEqual(job.status, interfaces.COMPLETED)
+        self.assertIsInstance(job.result, zc.asynchronous.twist.Failure)
+        self.assertTrue(job.result.check(interfaces.TimeoutError))
+        self.assertTrue(job.result.getTraceback().rstrip().endswith(
+            'zc.async.interfaces.TimeoutError:'))
+
+    def test_filter_applies_to_the_timeout_job(self):
+        job = self.queue.put(work, begin_by=datetime.timedelta(0))
+        self.tick(seconds=1)
+        self.assertIsNone(self.queue.claim(accept_work))
+        self.assertIs(job.parent, self.queue)
+        self.assertEqual(self.queue.claim().callable, job.fail)
+
+    def test_claim_does_not_apply_time_rules_to_pull(self):
+        job = self.queue.put(work, begin_by=datetime.timedelta(0))
+        self.tick(seconds=1)
+        self.assertIs(self.queue.pull(), job)
+
+
+class QuotaClaimTests(DBTestCase):
+    """Quotas as claim sees them (reference 3.3 and 3.7)."""
+
+    def setUp(self):
+        super().setUp()
+        self.queue.quotas.create('q')
+        self.quota = self.queue.quotas['q']
+
+    def put(self, *names, **kwargs):
+        job = Job(work)
+        job.quota_names = names
+        return self.queue.put(job, **kwargs)
+
+    def test_a_full_quota_blocks_its_jobs_but_not_others(self):
+        first, second = self.put('q'), self.put('q')
+        free = self.queue.put(other_work)
+        self.assertIs(self.queue.claim(), first)
+        self.assertEqual(list(self.quota), [first])
+        self.assertIs(self.queue.claim(), free)
+        self.assertIsNone(self.queue.claim())
+        self.assertEqual(second.status, interfaces.PENDING)
+
+    def test_slot_frees_when_the_job_reaches_callbacks_or_completes(self):
+        first, second = self.put('q'), self.put('q')
+        self.assertIs(self.queue.claim(), first)
+        self.commit()
+        first()
+        self.assertEqual(first.status, interfaces.COMPLETED)
+        self.assertIs(self.queue.claim(), second)
+        self.assertEqual(list(self.quota), [second])
+
+    def test_put_back_job_keeps_its_slot_and_is_claimable(self):
+        first, second = self.put('q'), self.put('q')
+        self.assertIs(self.queue.claim(), first)
+        self.queue.putBack(first)
+        self.assertTrue(self.quota.filled)
+        self.assertIs(self.queue.claim(), first)
+        self.assertEqual(list(self.quota), [first])
+        self.assertIsNone(self.queue.claim())
+
+    def test_larger_quota_admits_more(self):
+        self.quota.size = 2
+        first, second, third = self.put('q'), self.put('q'), self.put('q')
+        self.assertEqual([self.queue.claim(), self.queue.claim()],
+                         [first, second])
+        self.assertIsNone(self.queue.claim())
+
+    def test_lowering_the_size_waits_for_the_count_to_drop(self):
+        self.quota.size = 2
+        first, second, third = self.put('q'), self.put('q'), self.put('q')
+        self.queue.claim(), self.queue.claim()
+        self.quota.size = 1
+        self.commit()
+        first()
+        self.assertIsNone(self.queue.claim())  # second still counts
+        second()
+        self.assertIs(self.queue.claim(), third)
+
+    def test_removed_quota_names_are_ignored(self):
+        first, second = self.put('q'), self.put('q')
+        self.queue.claim()
+        self.queue.quotas.remove('q')
+        self.assertIs(self.queue.claim(), second)
+
+    def test_each_quota_is_cleaned_once_per_claim(self):
+        for i in range(3):
+            self.put('q')
+        self.queue.claim()
+        cleanings = []
+        original = type(self.quota).clean
+
+        def counting_clean(quota):
+            cleanings.append(quota.name)
+            return original(quota)
+        type(self.quota).clean = counting_clean
+        self.addCleanup(setattr, type(self.quota), 'clean', original)
+        self.assertIsNone(self.queue.claim())
+        self.assertEqual(cleanings, ['q'])
+
+    def test_expired_job_in_a_full_quota_still_times_out(self):
+        self.put('q')
+        late = self.put('q', begin_by=datetime.timedelta(0))
+        self.queue.claim()
+        self.tick(seconds=1)
+        self.assertEqual(self.queue.claim().callable, late.fail)
+
+    def test_job_with_several_quotas_needs_room_in_all(self):
+        self.queue.quotas.create('r')
+        self.assertIs(self.queue.claim(), None)
+        only_r = self.put('r')
+        both = self.put('q', 'r')
+        self.assertIs(self.queue.claim(), only_r)
+        self.assertIsNone(self.queue.claim())
+        self.assertEqual(both.status, interfaces.PENDING)
+
+
+# ------------------------------------------------------------- concurrency
+
+class ConcurrencyTests(Clocked):
+    """Two connections change the queue at once on a FileStorage."""
+
+    def setUp(self):
+        super().setUp()
+        self.dir = tempfile.mkdtemp()
+        self.addCleanup(shutil.rmtree, self.dir)
+        storage = ZODB.FileStorage.FileStorage(
+            os.path.join(self.dir, 'Data.fs'))
+        self.db = ZODB.DB(storage)
+        self.addCleanup(self.db.close)
+        conn, tm = self.open()
+        conn.root()[interfaces.KEY] = zc.asynchronous.queue.Queues()
+        conn.root()[interfaces.KEY][''] = Queue()
+        tm.commit()
+
+    def open(self):
+        tm = transaction.TransactionManager()
+        conn = self.db.open(tm)
+        self.addCleanup(conn.close)
+        self.addCleanup(tm.abort)
+        return conn, tm
+
+    def queue(self, conn):
+        return conn.root()[interfaces.KEY]['']
+
+    def concurrently(self, first, second):
+        """Run ``first(queue)`` and ``second(queue)`` in two connections
+        from the same snapshot, then commit both in turn."""
+        (c1, tm1), (c2, tm2) = self.open(), self.open()
+        first(self.queue(c1))
+        second(self.queue(c2))
+        tm1.commit()
+        tm2.commit()  # a ConflictError here fails the test
+        conn, tm = self.open()
+        return self.queue(conn)
+
+    def test_concurrent_due_puts_do_not_conflict(self):
+        queue = self.concurrently(lambda q: q.put(work),
+                                  lambda q: q.put(other_work))
+        self.assertEqual(len(queue), 2)
+        self.assertEqual([j.callable for j in queue], [work, other_work])
+
+    def test_concurrent_puts_into_a_busy_queue_do_not_conflict(self):
+        conn, tm = self.open()
+        for i in range(20):  # more than one FIFO bucket
+            self.queue(conn).put(work)
+        tm.commit()
+        queue = self.concurrently(lambda q: q.put(other_work),
+                                  lambda q: q.put(other_work))
+        self.assertEqual(len(queue), 22)
+        self.assertEqual(len(list(queue)), 22)
+
+    def test_concurrent_scheduled_puts_do_not_conflict(self):
+        later = START + datetime.timedelta(hours=1)
+        queue = self.concurrently(lambda q: q.put(work, later),
+                                  lambda q: q.put(other_work, later))
+        self.assertEqual(len(queue), 2)
+        self.assertEqual(len(list(queue)), 2)
+
+    def test_producer_threads_never_conflict(self):
+        # Scheduled puts may conflict when they split a BTree bucket (as in
+        # 1.5); puts of due jobs never do.
+        barrier = threading.Barrier(3)
+        errors = []
+
+        def produce(count):
+            conn, tm = self.open()
+            barrier.wait()
+            for i in range(count):
+                try:
+                    self.queue(conn).put(work)
+                    tm.commit()
+                except Exception as e:  # report any error to the test
+                    errors.append(e)
+                    tm.abort()
+        threads = [threading.Thread(target=produce, args=(40,))
+                   for i in range(3)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(60)
+        self.assertEqual(errors, [])
+        conn, tm = self.open()
+        self.assertEqual(len(self.queue(conn)), 120)
+        self.assertEqual(len(list(self.queue(conn))), 120)
+
+    def test_put_does_not_conflict_with_a_claim(self):
+        conn, tm = self.open()
+        for i in range(20):
+            self.queue(conn).put(work)
+        tm.commit()
+        queue = self.concurrently(lambda q: q.put(other_work),
+                                  lambda q: q.claim())
+        self.assertEqual(len(queue), 20)
+        self.assertEqual(len(list(queue)), 20)
+        self.assertEqual(queue[-1].callable, other_work)
+
+
+# ---------------------------------------------------------- Quotas, Quota
+
+class QuotasTests(DBTestCase):
+
+    def test_create_with_default_size_1(self):
+        self.assertIsNone(self.queue.quotas.create('a'))
+        quota = self.queue.quotas['a']
+        self.assertEqual((quota.name, quota.size), ('a', 1))
+        self.assertIs(quota.parent, self.queue.quotas)
+        self.queue.quotas.create('b', size=3)
+        self.assertEqual(self.queue.quotas['b'].size, 3)
+        self.assertEqual(list(self.queue.quotas), ['a', 'b'])
+        self.assertEqual(len(self.queue.quotas), 2)
+
+    def test_creating_an_existing_quota_is_refused(self):
+        self.queue.quotas.create('a')
+        with self.assertRaisesRegex(ValueError, 'already exists'):
+            self.queue.quotas.create('a')
+
+    def test_remove(self):
+        self.queue.quotas.create('a')
+        quota = self.queue.quotas['a']
+        self.queue.quotas.remove('a')
+        self.assertNotIn('a', self.queue.quotas)
+        self.assertIsNone(quota.parent)
+        with self.assertRaises(KeyError):
+            self.queue.quotas.remove('a')
+
+    def test_direct_changes_are_disabled(self):
+        quotas = self.queue.quotas
+        quotas.create('a')
+        for attempt in (lambda: quotas.__setitem__('b', None),
+                        lambda: quotas.update({}),
+                        lambda: quotas.pop('a'),
+                        lambda: quotas.__delitem__('a'),
+                        lambda: quotas.copy()):
+            with self.assertRaises(TypeError):
+                attempt()
+        self.assertEqual(list(quotas), ['a'])
+
+    def test_parent_is_the_queue(self):
+        self.assertIs(self.queue.quotas.__parent__, self.queue)
+
+
+class QuotaTests(DBTestCase):
+
+    def setUp(self):
+        super().setUp()
+        self.queue.quotas.create('q', size=2)
+        self.quota = self.queue.quotas['q']
+
+    def job(self, *names):
+        job = Job(work)
+        job.quota_names = names
+        return job
+
+    def test_add_requires_a_job_naming_the_quota(self):
+        with self.assertRaises(ValueError) as caught:
+            self.quota.add(work)
+        self.assertEqual(caught.exception.args[0], 'must be IJob')
+        with self.assertRaises(ValueError) as caught:
+            self.quota.add(self.job('other'))
+        self.assertEqual(caught.exception.args[0],
+                         'quota name must be in quota_names')
+
+    def test_add_fills_the_quota_then_refuses(self):
+        first, second = self.job('q'), self.job('q')
+        self.quota.add(first)
+        self.assertFalse(self.quota.filled)
+        self.quota.add(second)
+        self.assertTrue(self.quota.filled)
+        with self.assertRaises(ValueError) as caught:
+            self.quota.add(self.job('q'))
+        self.assertEqual(caught.exception.args[0], 'Quota is filled')
+
+    def test_adding_a_present_job_is_a_no_op_even_when_filled(self):
+        job = self.job('q')
+        self.quota.size = 1
+        self.quota.add(job)
+        self.quota.add(job)
+        self.assertEqual(list(self.quota), [job])
+
+    def test_sequence_api(self):
+        self.assertFalse(self.quota)
+        self.assertIsNone(self.quota.get(0))
+        first, second = self.job('q'), self.job('q')
+        self.quota.add(first)
+        self.quota.add(second)
+        self.assertTrue(self.quota)
+        self.assertEqual(len(self.quota), 2)
+        self.assertEqual(list(self.quota), [first, second])
+        self.assertIs(self.quota[1], second)
+        self.assertIs(self.quota.get(-1), second)
+        self.assertIs(self.quota.get(5, 'x'), 'x')
+
+    def test_contains_is_by_identity(self):
+        job = self.job('q')
+        self.quota.add(job)
+        self.assertIn(job, self.quota)
+        self.assertNotIn(self.job('q'), self.quota)
+
+    def test_clean_drops_finished_and_rescheduled_jobs(self):
+        self.quota.size = 3
+        done, rescheduled, assigned = (
+            self.job('q'), self.job('q'), self.job('q'))
+        for job in (done, rescheduled, assigned):
+            self.quota.add(job)
+        self.queue.put(rescheduled, START + datetime.timedelta(minutes=1))
+        self.queue.put(done)
+        self.queue.put(assigned)
+        self.assertIs(self.queue.claim(), done)
+        self.assertIs(self.queue.claim(), assigned)
+        self.commit()
+        done()
+        self.quota.clean()
+        self.assertEqual(list(self.quota), [assigned])
+
+    def test_clean_does_not_write_when_nothing_changes(self):
+        self.quota.add(self.job('q'))
+        self.commit()
+        self.quota.clean()
+        self.assertFalse(self.quota._p_changed)
+
+    def test_quota_is_strict_under_concurrency(self):
+        # Two transactions adding to the same quota conflict: a quota is a
+        # maximum, never merged past its size.
+        self.commit()
+        tm = transaction.TransactionManager()
+        conn = self.db.open(tm)
+        self.addCleanup(conn.close)
+        other = conn.root()[interfaces.KEY][''].quotas['q']
+        self.quota.add(self.job('q'))
+        other.add(self.job('q'))
+        self.commit()
+        with self.assertRaises(ZODB.POSException.ConflictError):
+            tm.commit()
+        tm.abort()
+
+
+# -------------------------------------------------- Dispatchers and agents
+
+class DispatchersTests(DBTestCase):
+
+    def setUp(self):
+        super().setUp()
+        self.uuid = uuid.uuid1()
+
+    def test_register_creates_a_record_whose_parent_is_the_queue(self):
+        self.assertIsNone(self.queue.dispatchers.register(self.uuid))
+        agents = self.queue.dispatchers[self.uuid]
+        self.assertIsInstance(agents,
+                              zc.asynchronous.queue.DispatcherAgents)
+        self.assertEqual(agents.UUID, self.uuid)
+        self.assertIs(agents.parent, self.queue)
+        self.assertEqual(list(self.queue.dispatchers), [self.uuid])
+        registered = self.eventsOf(interfaces.IDispatcherRegistered)
+        self.assertEqual([e.object for e in registered], [agents])
+
+    def test_register_twice_is_refused(self):
+        self.queue.dispatchers.register(self.uuid)
+        with self.assertRaises(ValueError) as caught:
+            self.queue.dispatchers.register(self.uuid)
+        self.assertEqual(caught.exception.args[0], 'UUID already registered')
+
+    def test_unregister_refuses_an_activated_record(self):
+        self.queue.dispatchers.register(self.uuid)
+        self.queue.dispatchers[self.uuid].activate()
+        with self.assertRaises(ValueError) as caught:
+            self.queue.dispatchers.unregister(self.uuid)
+        self.assertEqual(caught.exception.args[0], 'UUID is activated.')
+        self.assertIn(self.uuid, self.queue.dispatchers)
+
+    def test_unregister_removes_and_fires_the_event(self):
+        self.queue.dispatchers.register(self.uuid)
+        agents = self.queue.dispatchers[self.uuid]
+        self.queue.dispatchers.unregister(self.uuid)
+        self.assertNotIn(self.uuid, self.queue.dispatchers)
+        self.assertEqual(len(self.queue.dispatchers), 0)
+        unregistered = self.eventsOf(interfaces.IDispatcherUnregistered)
+        self.assertEqual([e.object for e in unregistered], [agents])
+        with self.assertRaises(KeyError):
+            self.queue.dispatchers.unregister(self.uuid)
+
+    def test_mapping_is_read_only(self):
+        dispatchers = self.queue.dispatchers
+        dispatchers.register(self.uuid)
+        for attempt in (lambda: dispatchers.__setitem__(self.uuid, None),
+                        lambda: dispatchers.update({}),
+                        lambda: dispatchers.pop(self.uuid),
+                        lambda: dispatchers.__delitem__(self.uuid),
+                        lambda: dispatchers.copy()):
+            with self.assertRaises(TypeError):
+                attempt()
+        self.assertIn(self.uuid, dispatchers)
+        self.assertIs(dispatchers.__parent__, self.queue)
+
+    def test_records_survive_a_commit(self):
+        self.queue.dispatchers.register(self.uuid)
+        self.commit()
+        tm = transaction.TransactionManager()
+        conn = self.db.open(tm)
+        self.addCleanup(conn.close)
+        queue = conn.root()[interfaces.KEY]['']
+        self.assertEqual(queue.dispatchers[self.uuid].UUID, self.uuid)
+
+
+class PingTests(DBTestCase):
+
+    def setUp(self):
+        super().setUp()
+        self.uuids = sorted(uuid.uuid4() for i in range(3))
+        for u in self.uuids:
+            self.queue.dispatchers.register(u)
+            self.queue.dispatchers[u].activate()
+        self.records = [self.queue.dispatchers[u] for u in self.uuids]
+
+    def test_first_ping_is_recorded(self):
+        self.queue.dispatchers.ping(self.uuids[0])
+        self.assertEqual(self.records[0].last_ping.value, START)
+
+    def test_pings_are_written_at_most_once_per_ping_interval(self):
+        ping = self.queue.dispatchers.ping
+        ping(self.uuids[0])
+        self.tick(seconds=29)
+        ping(self.uuids[0])
+        self.assertEqual(self.records[0].last_ping.value, START)
+        self.tick(seconds=1)
+        ping(self.uuids[0])
+        self.assertEqual(self.records[0].last_ping.value,
+                         START + datetime.timedelta(seconds=30))
+
+    def test_ping_deactivates_the_next_dead_sibling(self):
+        self.tick(seconds=61)
+        self.queue.dispatchers.ping(self.uuids[0])
+        self.assertIsNone(self.records[1].activated)
+        self.assertIsNotNone(self.records[2].activated)
+        deactivated = self.eventsOf(interfaces.IDispatcherDeactivated)
+        self.assertEqual([e.object for e in deactivated], [self.records[1]])
+
+    def test_sibling_search_wraps_around(self):
+        self.tick(seconds=61)
+        self.queue.dispatchers.ping(self.uuids[2])
+        self.assertIsNone(self.records[0].activated)
+        self.assertIsNotNone(self.records[1].activated)
+
+    def test_deactivated_siblings_are_skipped(self):
+        self.records[1].deactivate()
+        self.tick(seconds=61)
+        self.queue.dispatchers.ping(self.uuids[0])
+        self.assertIsNone(self.records[2].activated)
+
+    def test_live_sibling_is_left_alone(self):
+        self.tick(seconds=50)
+        self.queue.dispatchers.ping(self.uuids[1])
+        self.tick(seconds=50)
+        self.queue.dispatchers.ping(self.uuids[0])
+        self.assertIsNotNone(self.records[1].activated)
+
+    def test_deactivated_dispatcher_that_pings_is_reactivated(self):
+        record = self.records[0]
+        record.deactivate()
+        self.tick(seconds=5)
+        with self.assertLogs('zc.async.events', logging.CRITICAL) as logs:
+            self.queue.dispatchers.ping(self.uuids[0])
+        self.assertIn('ping_death_interval', logs.output[0])
+        self.assertEqual(record.activated, START + datetime.timedelta(0, 5))
+        reactivated = self.eventsOf(interfaces.IDispatcherReactivated)
+        self.assertEqual([e.object for e in reactivated], [record])
+
+    def test_unknown_uuid_is_a_KeyError(self):
+        with self.assertRaises(KeyError):
+            self.queue.dispatchers.ping(uuid.uuid4())
+
+
+class DispatcherAgentsTests(DBTestCase):
+
+    def setUp(self):
+        super().setUp()
+        self.uuid = uuid.uuid1()
+        self.queue.dispatchers.register(self.uuid)
+        self.record = self.queue.dispatchers[self.uuid]
+
+    def test_defaults(self):
+        self.assertIsNone(self.record.activated)
+        self.assertIsNone(self.record.last_ping.value)
+        self.assertEqual(self.record.ping_interval,
+                         datetime.timedelta(seconds=30))
+        self.assertEqual(self.record.ping_death_interval,
+                         datetime.timedelta(seconds=60))
+        self.assertFalse(self.record.dead)
+
+    def test_dead_counts_from_the_later_of_ping_and_activation(self):
+        self.record.activate()
+        self.assertEqual(self.record.activated, START)
+        self.tick(seconds=60)
+        self.assertFalse(self.record.dead)
+        self.tick(microseconds=1)
+        self.assertTrue(self.record.dead)
+        self.record.last_ping.value = zc.asynchronous.utils.now()
+        self.assertFalse(self.record.dead)
+        self.record.ping_death_interval = datetime.timedelta(seconds=1)
+        self.tick(seconds=2)
+        self.assertTrue(self.record.dead)
+
+    def test_deactivated_record_with_a_stale_ping_is_dead(self):
+        self.record.last_ping.value = START
+        self.tick(minutes=2)
+        self.assertTrue(self.record.dead)
+
+    def test_activate_and_deactivate(self):
+        self.record.activate()
+        with self.assertRaises(ValueError) as caught:
+            self.record.activate()
+        self.assertEqual(caught.exception.args[0], 'Already activated')
+        self.record.deactivate()
+        self.assertIsNone(self.record.activated)
+        with self.assertRaises(ValueError) as caught:
+            self.record.deactivate()
+        self.assertEqual(caught.exception.args[0], 'Not activated')
+        self.assertEqual(
+            [type(e).__name__ for e in self.events],
+            ['DispatcherRegistered', 'DispatcherActivated',
+             'DispatcherDeactivated'])
+
+    def test_agents_must_be_IAgent(self):
+        with self.assertRaises(ValueError) as caught:
+            self.record['main'] = persistent.Persistent()
+        self.assertEqual(caught.exception.args[0], 'value must be IAgent')
+
+    def test_setting_an_agent_names_and_parents_it(self):
+        agent = self.record['main'] = zc.asynchronous.agent.Agent()
+        self.assertEqual(agent.name, 'main')
+        self.assertIs(agent.parent, self.record)
+        self.assertIs(agent.queue, self.queue)
+
+    def test_agents_with_jobs_cannot_be_added_or_removed(self):
+        busy = zc.asynchronous.agent.Agent()
+        self.record['busy'] = busy
+        self.record.activate()
+        self.queue.put(work)
+        busy.claimJob()
+        with self.assertRaises(ValueError) as caught:
+            self.record['other'] = busy
+        self.assertEqual(caught.exception.args[0],
+                         'cannot add an agent with active jobs')
+        for attempt in (
+                lambda: self.record.__setitem__(
+                    'busy', zc.asynchronous.agent.Agent()),
+                lambda: self.record.pop('busy'),
+                lambda: self.record.__delitem__('busy')):
+            with self.assertRaises(ValueError) as caught:
+                attempt()
+            self.assertEqual(caught.exception.args[0],
+                             'cannot remove an agent with active jobs')
+        self.assertIs(self.record['busy'], busy)
+
+    def test_idle_agents_can_be_replaced_and_removed(self):
+        self.record['main'] = zc.asynchronous.agent.Agent()
+        replacement = self.record['main'] = zc.asynchronous.agent.Agent()
+        self.assertIs(self.record.pop('main'), replacement)
+        self.assertIsNone(replacement.parent)
+        self.record['main'] = zc.asynchronous.agent.Agent()
+        del self.record['main']
+        self.assertEqual(len(self.record), 0)
+
+
+class CleaningTests(DBTestCase):
+    """Deactivation and activation hand held jobs back (reference 3.5.4)."""
+
+    def setUp(self):
+        super().setUp()
+        self.uuid = uuid.uuid1()
+        self.queue.dispatchers.register(self.uuid)
+        self.record = self.queue.dispatchers[self.uuid]
+        self.agent = self.record['main'] = zc.asynchronous.agent.Agent(
+            size=10)
+        self.record.activate()
+
+    def claim(self, *args, **kwargs):
+        self.queue.put(*args, **kwargs)
+        return self.agent.claimJob()
+
+    def test_not_started_job_is_put_again_unchanged(self):
+        uuid_ = uuid.uuid1()
+        job = Job(work)
+        job.assignerUUID = uuid_
+        job = self.claim(job, START - datetime.timedelta(minutes=5))
+        waiting = self.queue.put(other_work)
+        self.record.deactivate()
+        self.assertEqual(len(self.agent), 0)
+        self.assertEqual(list(self.queue), [waiting, job])
+        self.assertEqual(job.status, interfaces.PENDING)
+        self.assertEqual(job.begin_after,
+                         START - datetime.timedelta(minutes=5))
+        self.assertEqual(job.assignerUUID, uuid_)
+
+    def test_not_started_job_naming_a_removed_quota_is_put_again(self):
+        self.queue.quotas.create('q')
+        job = Job(work)
+        job.quota_names = ('q',)
+        job = self.claim(job)
+        self.queue.quotas.remove('q')
+        self.record.deactivate()
+        self.assertEqual(list(self.queue), [job])
+
+    def test_active_job_gets_a_handleInterrupt_job(self):
+        inner = Job(other_work)
+        job = self.claim(Job(wait_for_inner, inner))
+        self.commit()
+        job()
+        self.assertEqual(job.status, interfaces.ACTIVE)
+        self.record.deactivate()
+        self.assertEqual(len(self.queue), 1)
+        wrapper = self.queue[0]
+        self.assertEqual(wrapper.callable, job.handleInterrupt)
+        self.assertIs(wrapper.retry_policy_factory,
+                      zc.asynchronous.job.RetryCommonForever)
+        self.assertEqual(wrapper.failure_log_level, logging.CRITICAL)
+        self.assertIs(job.parent, wrapper)
+        self.assertIs(job.queue, self.queue)
+
+    def test_job_in_callbacks_gets_a_resumeCallbacks_job(self):
+        job = self.claim(work)
+        job.addCallback(explode)
+        self.commit()
+        with self.assertRaises(SystemExit):
+            job()
+        self.assertEqual(job.status, interfaces.CALLBACKS)
+        self.record.deactivate()
+        wrapper = self.queue[0]
+        self.assertEqual(wrapper.callable, job.resumeCallbacks)
+        self.assertIs(wrapper.retry_policy_factory,
+                      zc.asynchronous.job.RetryCommonForever)
+        self.assertEqual(wrapper.failure_log_level, logging.CRITICAL)
+        self.assertIs(job.parent, wrapper)
+        self.assertEqual(len(self.agent), 0)
+
+    def test_cleaning_empties_every_agent(self):
+        second = self.record['second'] = zc.asynchronous.agent.Agent()
+        jobs = [self.claim(work), self.claim(work)]
+        self.queue.put(work)
+        jobs.append(second.claimJob())
+        self.record.deactivate()
+        self.assertEqual((len(self.agent), len(second)), (0, 0))
+        self.assertEqual(len(self.queue), 3)
+        self.assertEqual(set(map(id, self.queue)), set(map(id, jobs)))
+
+    def test_completed_job_goes_to_completed_with_a_warning(self):
+        job = self.claim(work)
+        self.commit()
+        job.parent = None  # the job completes without telling its agent
+        job()
+        job.parent = self.agent
+        self.assertEqual(job.status, interfaces.COMPLETED)
+        with self.assertLogs('zc.async.events', logging.WARNING) as logs:
+            self.record.deactivate()
+        self.assertIn('unexpectedly had to inform agent', logs.output[0])
+        self.assertEqual(list(self.agent.completed), [job])
+        self.assertIs(job.parent, self.agent)
+        self.assertEqual(len(self.queue), 0)
+
+    def test_activate_cleans_too(self):
+        job = self.claim(work)
+        self.record.activated = None  # deactivated without cleaning
+        self.record.activate()
+        self.assertEqual(list(self.queue), [job])
+        self.assertEqual(len(self.agent), 0)
+        self.assertEqual(
+            [type(e).__name__ for e in self.events][-1],
+            'DispatcherActivated')
+
+    def test_reactivate_does_not_clean(self):
+        job = self.claim(work)
+        self.record.activated = None
+        self.record.reactivate()
+        self.assertEqual(list(self.agent), [job])
+        self.assertEqual(self.record.activated, START)
+
+    def test_jobs_of_a_dead_sibling_are_requeued_by_a_ping(self):
+        job = self.claim(work)
+        other = uuid.uuid1()
+        self.queue.dispatchers.register(other)
+        self.queue.dispatchers[other].activate()
+        self.tick(seconds=45)
+        self.queue.dispatchers.ping(other)
+        self.tick(seconds=30)
+        self.queue.dispatchers.ping(other)
+        self.assertIsNone(self.record.activated)
+        self.assertEqual(list(self.queue), [job])
+
+
+def test_suite():
+    return unittest.defaultTestLoader.loadTestsFromName(__name__)
