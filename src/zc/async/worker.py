@@ -1,0 +1,383 @@
+"""The ``zc-async worker`` command runs one standalone dispatcher process.
+
+The worker opens a database from a ZODB URI (``file://``, ``zeo://``,
+RelStorage's ``postgres://`` ...) or from a ZConfig file with a ``<zodb>``
+section, imports the application modules that job pickles refer to, and runs
+a :class:`zc.async.dispatcher.Dispatcher` on the main Twisted reactor until
+SIGTERM or SIGINT stops the reactor.  Stopping the reactor fires the
+dispatcher's before-shutdown trigger, which deactivates its records in every
+queue: jobs it had not started go back to their queue, and jobs it was
+running are queued for ``handleInterrupt`` (their retry policy decides).
+
+Problems found before the reactor starts (an unknown URI scheme, an
+unreachable server, a missing ZConfig file, a module that cannot be
+imported, an unreadable UUID file) print one line on stderr and exit with
+:data:`EXIT_ERROR`.
+
+Use it as ``zc-async worker ...`` or ``python -m zc.async.worker ...``;
+:func:`add_worker_parser` and :func:`worker_main` plug it into the
+``zc-async`` command.
+"""
+import argparse
+import datetime
+import importlib
+import logging
+import os
+import sys
+
+import transaction
+
+from . import interfaces
+
+EXIT_OK = 0
+EXIT_ERROR = 2
+EXIT_INTERRUPTED = 130
+
+#: Seconds to wait for a ZEO or PostgreSQL server before giving up, unless
+#: the URI sets its own limit.
+DEFAULT_CONNECT_TIMEOUT = 30
+
+DESCRIPTION = (
+    'Run a zc.async dispatcher on a ZODB database until SIGTERM or SIGINT, '
+    'which deactivate it cleanly.')
+LOG_FORMAT = '%(asctime)s %(levelname)s %(name)s %(message)s'
+
+log = logging.getLogger('zc.async.worker')
+
+
+class WorkerError(Exception):
+    """The worker cannot start; the message is the one line it prints."""
+
+
+# ----------------------------------------------------------------- options
+
+def add_arguments(parser):
+    """Add the worker's arguments and options to an argparse parser."""
+    parser.add_argument(
+        'database',
+        help='a ZODB URI (file://PATH, zeo://HOST:PORT, postgres://... with '
+             'RelStorage, zconfig://PATH) or the path of a ZConfig file '
+             'with a <zodb> section')
+    parser.add_argument(
+        '--uuid-file', metavar='PATH',
+        help='file holding this instance\'s UUID; created if missing '
+             '(default: $ZC_ASYNC_UUID, else ./uuid.txt). Every worker '
+             'process needs its own.')
+    parser.add_argument(
+        '--poll-interval', metavar='SECONDS', type=_positive_float,
+        default=5, help='seconds between polls (default: %(default)s)')
+    parser.add_argument(
+        '--agent-name', metavar='NAME', default='main',
+        help='name of the agent added to this dispatcher (default: '
+             '%(default)s)')
+    parser.add_argument(
+        '--agent-size', metavar='N', type=_positive_int, default=3,
+        help='jobs the agent runs at once (default: %(default)s)')
+    parser.add_argument(
+        '--no-agent', dest='agent', action='store_false',
+        help='add no agent; use the agents configured in the database')
+    parser.add_argument(
+        '--queue', metavar='NAME', dest='queues', action='append',
+        help='serve this queue (repeatable; default: every queue). '
+             "The default queue's name is the empty string.")
+    parser.add_argument(
+        '--install', action='store_true',
+        help='create the queues mapping and the --queue queues (default: '
+             "the '' queue) when they are missing")
+    parser.add_argument(
+        '--import', metavar='MODULE', dest='imports', action='append',
+        default=[],
+        help='import this module first, so job pickles resolve '
+             '(repeatable)')
+    parser.add_argument(
+        '--ping-interval', metavar='SECONDS', type=_positive_float,
+        help="set this dispatcher's ping interval in the database "
+             '(default: keep the stored value, 30 s when new)')
+    parser.add_argument(
+        '--ping-death-interval', metavar='SECONDS', type=_positive_float,
+        help='set after how long without a ping siblings declare this '
+             'dispatcher dead (default: keep the stored value, 60 s when '
+             'new)')
+    parser.add_argument(
+        '--connect-timeout', metavar='SECONDS', type=_positive_int,
+        default=DEFAULT_CONNECT_TIMEOUT,
+        help='seconds to wait for a ZEO or PostgreSQL server at start-up '
+             '(default: %(default)s)')
+    parser.add_argument(
+        '--log-level', metavar='LEVEL', type=str.upper, default='INFO',
+        choices=('DEBUG', 'INFO', 'WARNING', 'ERROR', 'CRITICAL'),
+        help='DEBUG, INFO, WARNING, ERROR or CRITICAL (default: '
+             '%(default)s)')
+    parser.add_argument(
+        '--log-file', metavar='PATH',
+        help='append the log to this file (default: stderr)')
+    return parser
+
+
+def add_worker_parser(subparsers):
+    """Register the ``worker`` subcommand; it runs :func:`worker_main`."""
+    parser = subparsers.add_parser(
+        'worker', help='run a standalone dispatcher process',
+        description=DESCRIPTION)
+    add_arguments(parser)
+    parser.set_defaults(run=worker_main)
+    return parser
+
+
+def build_parser(prog='zc-async worker'):
+    """The worker's own parser, for ``python -m zc.async.worker``."""
+    return add_arguments(argparse.ArgumentParser(
+        prog=prog, description=DESCRIPTION))
+
+
+def _positive_float(text):
+    value = float(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(
+            'expected a number greater than 0, got %r' % text)
+    return value
+
+
+def _positive_int(text):
+    value = int(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(
+            'expected an integer greater than 0, got %r' % text)
+    return value
+
+
+# ------------------------------------------------------------- entry points
+
+def main(argv=None):
+    """Parse ``argv`` (default ``sys.argv[1:]``) and run; returns the exit
+    code."""
+    return worker_main(build_parser().parse_args(argv))
+
+
+def worker_main(options):
+    """Run the worker for parsed options; print start-up problems as one
+    line.  Returns the exit code."""
+    try:
+        return run_worker(options)
+    except WorkerError as e:
+        print('zc-async worker: error: %s' % e, file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:  # Ctrl-C before the reactor took over
+        print('zc-async worker: interrupted', file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+def run_worker(options):
+    """Open the database, start the dispatcher and run the reactor until a
+    signal stops it.  Raises :class:`WorkerError` for start-up problems."""
+    uuid = read_uuid(options.uuid_file)
+    import_modules(options.imports)
+    opener = database_opener(options.database, options.connect_timeout)
+    # Logging starts only now, so that bad input has no side effects, and
+    # before opening, so that an operator sees the attempts to connect.
+    configure_logging(options.log_level, options.log_file)
+    db = _open(opener, options.database)
+    try:
+        from twisted.internet import reactor
+        start_dispatcher(db, reactor, uuid, options)
+        reactor.run()  # Twisted's SIGTERM/SIGINT handlers stop it.
+    finally:
+        db.close()
+    log.info('worker %s stopped', uuid)
+    return EXIT_OK
+
+
+# --------------------------------------------------------------- start-up
+
+def configure_logging(level, path=None):
+    """Send log records of ``level`` and above (Twisted's too) to ``path``
+    or stderr."""
+    try:
+        handler = (logging.FileHandler(path) if path
+                   else logging.StreamHandler(sys.stderr))
+    except OSError as e:
+        raise WorkerError('cannot open log file %r: %s' % (path, e))
+    handler.setFormatter(logging.Formatter(LOG_FORMAT))
+    root = logging.getLogger()
+    root.addHandler(handler)
+    root.setLevel(level)
+    from twisted.logger import STDLibLogObserver, globalLogBeginner
+    globalLogBeginner.beginLoggingTo(
+        [STDLibLogObserver()], redirectStandardIO=False)
+
+
+def read_uuid(path=None):
+    """Return this instance's UUID, read from (or created in) ``path``.
+
+    The path also goes into ``$ZC_ASYNC_UUID`` so that
+    :mod:`zc.async.instanceuuid` agrees when it is imported later.
+    """
+    from . import instanceuuid
+    if path:
+        path = os.environ[instanceuuid.key] = os.path.abspath(path)
+    try:
+        return instanceuuid.getUUID(path)
+    except ValueError as e:  # the message names the file
+        raise WorkerError(str(e))
+    except OSError as e:
+        raise WorkerError('cannot read or create the UUID file: %s' % e)
+
+
+def import_modules(names):
+    """Import the application modules that job pickles refer to."""
+    for name in names:
+        try:
+            importlib.import_module(name)
+        except ImportError as e:
+            raise WorkerError('cannot import %r (--import): %s' % (name, e))
+
+
+def open_database(uri_or_zconfig_path,
+                  connect_timeout=DEFAULT_CONNECT_TIMEOUT):
+    """Open a ZODB database from a URI or a ZConfig file path.
+
+    A ``zeo://`` URI without ``wait_timeout`` (a ``postgres://`` one
+    without ``connect_timeout``) waits ``connect_timeout`` seconds for the
+    server.  Any failure raises :class:`WorkerError` naming
+    the database and the reason.
+    """
+    return _open(database_opener(uri_or_zconfig_path, connect_timeout),
+                 uri_or_zconfig_path)
+
+
+def database_opener(uri_or_zconfig_path,
+                    connect_timeout=DEFAULT_CONNECT_TIMEOUT):
+    """Check the database argument; return a function that opens it.
+
+    Raises :class:`WorkerError` for an unknown scheme or a missing file.
+    """
+    if '://' in uri_or_zconfig_path:
+        return _opener_from_uri(
+            _with_connect_timeout(uri_or_zconfig_path, connect_timeout))
+    return _opener_from_zconfig(uri_or_zconfig_path)
+
+
+def _open(opener, name):
+    try:
+        return opener()
+    except Exception as e:
+        # Storages fail in many ways (OSError, LockError, ZEO's
+        # ClientDisconnected, ZConfig errors, database drivers' errors);
+        # the operator needs the reason, not a traceback.
+        raise WorkerError('cannot open database %r: %s: %s' % (
+            name, type(e).__name__, ' '.join(str(e).split())))
+
+
+def _opener_from_uri(uri):
+    import zodburi
+    import ZODB
+    try:
+        storage_factory, dbkw = zodburi.resolve_uri(uri)
+    except zodburi.NoResolverForScheme:
+        scheme = uri.split('://', 1)[0]
+        hint = (' (install RelStorage: zc.async[relstorage])'
+                if scheme in ('postgres', 'postgresql', 'mysql', 'oracle',
+                              'sqlite3') else '')
+        raise WorkerError('unknown database URI scheme %r in %r%s' % (
+            scheme, uri, hint))
+    except (KeyError, ValueError) as e:
+        raise WorkerError('bad database URI %r: %s' % (uri, e))
+    return lambda: ZODB.DB(storage_factory(), **dbkw)
+
+
+def _opener_from_zconfig(path):
+    if not os.path.isfile(path):
+        raise WorkerError(
+            'no such ZConfig file %r (a database URI needs a scheme, such '
+            'as file:// or zeo://)' % path)
+    import ZODB.config
+    return lambda: ZODB.config.databaseFromURL(path)
+
+
+#: URI scheme -> the query parameter that bounds the wait for a server.
+_CONNECT_TIMEOUT_PARAMETERS = {
+    'zeo': 'wait_timeout',  # ZEO's ClientStorage
+    'postgres': 'connect_timeout',  # RelStorage's PostgreSQL adapter
+}
+
+
+def _with_connect_timeout(uri, seconds):
+    """Bound the wait for the database server, unless the URI already
+    does."""
+    parameter = _CONNECT_TIMEOUT_PARAMETERS.get(uri.split('://', 1)[0])
+    if parameter is None or parameter + '=' in uri:
+        return uri
+    return '%s%s%s=%d' % (uri, '&' if '?' in uri else '?', parameter,
+                          seconds)
+
+
+def start_dispatcher(db, reactor, uuid, options):
+    """Register what the dispatcher needs and activate it on ``reactor``.
+
+    Returns the dispatcher; it polls once the reactor runs.
+    """
+    import zope.component
+    from . import configure, subscribers
+    from .dispatcher import Dispatcher
+    configure.base()
+    # The process's IUUID must be the worker's UUID, whatever UUID file an
+    # earlier import of zc.async.instanceuuid may have read.
+    zope.component.provideUtility(uuid, interfaces.IUUID)
+    if options.install:
+        subscribers.QueueInstaller(queues=tuple(options.queues or ('',)))(
+            interfaces.DatabaseOpened(db))
+    else:
+        _warn_if_no_queues(db)
+    if options.agent:
+        zope.component.provideHandler(subscribers.AgentInstaller(
+            options.agent_name, size=options.agent_size,
+            queue_names=options.queues))
+    if options.ping_interval or options.ping_death_interval:
+        zope.component.provideHandler(PingSettings(
+            uuid, options.ping_interval, options.ping_death_interval))
+    dispatcher = Dispatcher(db, reactor, poll_interval=options.poll_interval,
+                            uuid=uuid)
+    dispatcher.activate()
+    log.info('worker %s started (poll interval %s s)',
+             uuid, options.poll_interval)
+    return dispatcher
+
+
+def _warn_if_no_queues(db):
+    tm = transaction.TransactionManager()
+    conn = db.open(tm)
+    try:
+        if interfaces.KEY not in conn.root():
+            log.warning(
+                'the database has no %r queues yet; polling until an '
+                'application installs them (or restart with --install)',
+                interfaces.KEY)
+    finally:
+        tm.abort()
+        conn.close()
+
+
+class PingSettings:
+    """On activation of this worker's records, store its ping intervals
+    (seconds; None keeps the stored value)."""
+
+    __component_adapts__ = (interfaces.IDispatcherActivated,)
+
+    def __init__(self, uuid, ping_interval=None, ping_death_interval=None):
+        self.uuid = uuid
+        self.ping_interval = ping_interval
+        self.ping_death_interval = ping_death_interval
+
+    def __call__(self, event):
+        da = event.object
+        if da.UUID != self.uuid:
+            return
+        if self.ping_interval:
+            da.ping_interval = datetime.timedelta(seconds=self.ping_interval)
+        if self.ping_death_interval:
+            da.ping_death_interval = datetime.timedelta(
+                seconds=self.ping_death_interval)
+
+
+if __name__ == '__main__':
+    sys.exit(main())
