@@ -153,11 +153,18 @@ class Job(utils.Base):
 
     # The four transitions.
 
-    def _start(self, args, kwargs, statuses):
-        """NEW/ASSIGNED -> ACTIVE; return the effective call arguments."""
-        self._check_reassigned(statuses)
-        self._status_id = _ACTIVE
-        self._active_start = utils.now()
+    def _start(self, args, kwargs, statuses, started=None):
+        """NEW/ASSIGNED -> ACTIVE; return the effective call arguments.
+
+        ``started`` is the ``active_start`` an earlier try of this start
+        stored: when a disconnect hid that its commit landed, the job is
+        ACTIVE with exactly that time, and is taken as started.
+        """
+        if not (started is not None and self._status_id == _ACTIVE
+                and self._active_start == started):
+            self._check_reassigned(statuses)
+            self._status_id = _ACTIVE
+            self._active_start = utils.now()
         return [*self.args, *args], {**self.kwargs, **kwargs}
 
     def _complete(self, res, data_cache=None):
@@ -433,9 +440,16 @@ class Job(utils.Base):
         self._require_status(
             statuses, 'can only call a job with NEW or ASSIGNED status')
         tm = twist.transactionManager(self)
+        tries = []  # the active_start each try of the start stored
+
+        def start():
+            started = tries[-1] if tries else None
+            prepared = self._start(args, kwargs, statuses, started)
+            tries.append(self._active_start)
+            return prepared
+
         call_args, call_kwargs = utils.never_fail(
-            lambda: self._start(args, kwargs, statuses),
-            'preparing for call of %r' % (self,), tm)
+            start, 'preparing for call of %r' % (self,), tm)
         data_cache = {}  # the retry policy's counters for this call
         while True:
             outcome = self._attempt(call_args, call_kwargs, tm, data_cache)
@@ -505,8 +519,11 @@ class Job(utils.Base):
         Returns ``(commit failure or None, whether the job waits for an
         inner job or Deferred)``; tearDown runs after the commit or abort.
         """
+        stored_end = None
         try:
             waiting = self._store_result(res, data_cache)
+            if not waiting:
+                stored_end = self._active_end
             tm.commit()
         except utils.EXPLOSIVE_ERRORS:
             tm.abort()
@@ -516,9 +533,23 @@ class Job(utils.Base):
             failure = twist.Failure()
             tm.abort()
             teardown()
+            if stored_end is not None and self._result_landed(stored_end, tm):
+                return None, False
             return failure, False
         teardown()
         return None, waiting
+
+    def _result_landed(self, stored_end, tm):
+        """Whether a result commit that raised was recorded all the same.
+
+        A ZEO disconnect during the second phase of a commit raises after
+        the server committed; running the callable again would do its work
+        twice, so look before asking the retry policy.
+        """
+        return utils.never_fail(
+            lambda: (self._status_id != _ACTIVE
+                     and self._active_end == stored_end),
+            'checking the stored result of %r' % (self,), tm)
 
     def _store_result(self, res, data_cache):
         """Record ``res``; return whether the job must wait for it."""
@@ -563,8 +594,17 @@ class Job(utils.Base):
             (ACTIVE,), 'can only store an awaited result of a job with '
             'ACTIVE status')
         tm = twist.transactionManager(self)
-        utils.never_fail(lambda: self._complete(res),
-                         'storing result of %r' % (self,), tm)
+        stored = []  # the active_end each try of the store recorded
+
+        def complete():
+            # A retry after a commit that landed despite a disconnect must
+            # not store the result twice.
+            if not (stored and self._status_id != _ACTIVE
+                    and self._active_end == stored[-1]):
+                self._complete(res)
+                stored.append(self._active_end)
+
+        utils.never_fail(complete, 'storing result of %r' % (self,), tm)
         self._log_completion(self._result)
         utils.never_fail(self.resumeCallbacks,
                          'performing callbacks of %r' % (self,), tm)

@@ -908,6 +908,40 @@ def conflicting_commit(times):
     return 'committed'
 
 
+class LostCommitTests(DatabaseTestCase):
+    """A ZEO disconnect in the second phase of a commit raises although the
+    server committed: the job must neither stop nor run twice."""
+
+    def disconnect_after_commit(self, job, nth):
+        """Make the ``nth`` commit of the job's manager land, then raise
+        ClientDisconnected as a lost second phase would."""
+        manager = twist.transactionManager(job)
+        commits = []
+        real_commit = manager.commit
+
+        def commit():
+            commits.append(None)
+            real_commit()
+            if len(commits) == nth:
+                raise ZEO.Exceptions.ClientDisconnected('lost tpc_finish')
+        self._patch(manager, 'commit', commit)
+
+    def test_a_lost_start_commit_is_taken_as_started(self):
+        job = self.store(Job(record, 'once'))
+        self.disconnect_after_commit(job, 1)
+        self.assertEqual(job(), 1)
+        self.assertEqual(calls, [(('once',), {})])
+        self.assertEqual(job.status, interfaces.COMPLETED)
+
+    def test_a_lost_result_commit_does_not_run_the_callable_again(self):
+        job = self.store(Job(record, 'once'))
+        self.disconnect_after_commit(job, 2)
+        self.assertEqual(job(), 1)
+        self.assertEqual(calls, [(('once',), {})])
+        self.assertEqual(job.status, interfaces.COMPLETED)
+        self.assertEqual(job.result, 1)
+
+
 class RescheduleTests(DatabaseTestCase):
 
     def _job_with_answers(self, queue, agent, *answers):
