@@ -45,18 +45,22 @@ setup(
         'zope.event',
         'zope.i18nmessageid',
         'zope.annotation',
+        'zope.authentication',
         'zope.configuration',
+        'zope.security',
         'zope.app.appsetup',
         'zodburi',
     ],
     extras_require={
         'test': TESTS_REQUIRE,
-        'grok': ['grok', 'waitress'],
+        'grok': ['grok', 'zope.app.wsgi', 'waitress'],
         'relstorage': ['RelStorage[postgresql]', 'psycopg2'],
         'metrics': ['prometheus-client'],
     },
     entry_points={
-        'console_scripts': ['zc-async = zc.async.cli:main'],
+        # Generated scripts import the module in Python source, where
+        # ``async`` is a keyword: name it by its importable spelling.
+        'console_scripts': ['zc-async = zc.asynchronous.cli:main'],
     },
     classifiers=[
         'Framework :: ZODB',

@@ -503,3 +503,17 @@ class ICompletedCollection(zope.interface.Interface):
 
 class IUUID(zope.interface.Interface):
     """A marker for the instance UUID utility."""
+
+
+class IMonitorPlugin(zope.interface.Interface):
+    """A command of the monitor line server (``async``, ``asyncdb``).
+
+    ``dispatcher.zcml`` registers zc.async's commands as named utilities
+    providing this interface, as 1.5 did with zc.monitor's interface of
+    the same name.
+    """
+
+    def __call__(connection, cmd=None, *raw):
+        """Run tool ``cmd`` with the modifier words ``raw``; write the
+        answer to ``connection`` (anything with a ``write(text)`` method).
+        """

@@ -235,7 +235,11 @@ def transactionManager(obj):
     """The transaction manager of ``obj``'s connection.
 
     The thread-local ``transaction.manager`` when ``obj`` has no connection.
+    ``obj`` may also be a connection (``configure`` registers this adapter
+    for ``IConnection`` too).
     """
+    if ZODB.interfaces.IConnection.providedBy(obj):
+        return obj.transaction_manager
     conn = connection(obj)
     manager = getattr(conn, 'transaction_manager', None)
     return manager if manager is not None else transaction.manager

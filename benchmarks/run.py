@@ -1,0 +1,181 @@
+"""Run the benchmark suite: ``python -m benchmarks.run [options]``.
+
+Every workload (and the raw commit-rate probe) runs in a fresh child
+process on a fresh storage in a temporary directory, so no workload sees
+another's data, threads or caches.  The results go to a JSON file and a
+table (printed, and written next to the JSON file as ``.txt``).
+
+Options::
+
+    --quick                 W4 with 10,000 pending jobs, short commit
+                            probes, no 100,000-job memory drain (~1-2 min)
+    --storage file|zeo|all  which set-up(s) to run (default: all)
+    --out PATH              the JSON file (default:
+                            benchmarks/results/<date>-<mode>.json)
+"""
+import argparse
+import datetime
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+
+from benchmarks import common
+
+CASES = ('commit', 'w1', 'w2', 'w3', 'w4')
+STORAGES = ('file', 'zeo')
+PENDING_FULL, PENDING_QUICK = 100000, 10000
+MEMORY_MARKS = (10000, 100000)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(
+        prog='python -m benchmarks.run',
+        description='Run the zc.async benchmark workloads W1-W4.')
+    parser.add_argument('--quick', action='store_true',
+                        help='a short run (about a minute or two)')
+    parser.add_argument('--storage', choices=STORAGES + ('all',),
+                        default='all')
+    parser.add_argument('--out', metavar='PATH')
+    parser.add_argument('--case', choices=CASES, help=argparse.SUPPRESS)
+    parser.add_argument('--work', help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.case:
+        return run_case(args.case, args.storage, args.work, args.quick)
+    return run_all(args)
+
+
+# ------------------------------------------------------------ the parent
+
+def run_all(args):
+    from benchmarks import report
+    storages = STORAGES if args.storage == 'all' else (args.storage,)
+    mode = 'quick' if args.quick else 'full'
+    out = args.out or os.path.join(
+        common.ROOT, 'benchmarks', 'results', '%s-%s.json' % (
+            datetime.date.today().isoformat(), mode))
+    results = {'mode': mode, 'started': _now(), 'machine': _machine(),
+               'storages': {}}
+    for storage in storages:
+        figures = results['storages'][storage] = {}
+        for case in CASES:
+            began = time.monotonic()
+            print('%-4s %-6s ...' % (storage, case), end=' ', flush=True,
+                  file=sys.stderr)
+            figures[case] = _run_child(case, storage, args.quick)
+            print('%.1f s' % (time.monotonic() - began), file=sys.stderr)
+    results['finished'] = _now()
+    report.add_ratios(results)
+    table = report.table(results)
+    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+    with open(out, 'w') as f:
+        json.dump(results, f, indent=2, sort_keys=True)
+    with open(os.path.splitext(out)[0] + '.txt', 'w') as f:
+        f.write(table)
+    print(table)
+    print('results written to %s' % out)
+    return 0
+
+
+def _run_child(case, storage, quick):
+    work = tempfile.mkdtemp(prefix='zc.async-bench-%s-%s-' % (storage, case))
+    try:
+        argv = [sys.executable, '-m', 'benchmarks.run', '--case', case,
+                '--storage', storage, '--work', work]
+        if quick:
+            argv.append('--quick')
+        env = dict(os.environ)
+        env['PYTHONPATH'] = os.pathsep.join(
+            [common.ROOT, os.path.join(common.ROOT, 'src')]
+            + [p for p in [env.get('PYTHONPATH')] if p])
+        done = subprocess.run(argv, stdout=subprocess.PIPE, env=env,
+                              cwd=work)
+        if done.returncode:
+            raise SystemExit('benchmark %s on %s failed (exit %s)'
+                             % (case, storage, done.returncode))
+        return json.loads(done.stdout.decode().splitlines()[-1])
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _now():
+    return datetime.datetime.now(datetime.timezone.utc).isoformat(
+        timespec='seconds')
+
+
+def _machine():
+    return {'python': platform.python_version(), 'cpus': os.cpu_count(),
+            'platform': platform.platform(),
+            'ZODB': _version('ZODB'), 'ZEO': _version('ZEO')}
+
+
+def _version(distribution):
+    from importlib import metadata
+    try:
+        return metadata.version(distribution)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+# ------------------------------------------------------------- a child
+
+def run_case(case, storage, work, quick):
+    """Run one case in this (fresh) process; print its JSON result."""
+    common.prepare_process(work)
+    env = (common.FileEnv if storage == 'file' else common.ZEOEnv)(work)
+    try:
+        common.install_queue(env.db)
+        result = CASE_RUNNERS[case](env, quick)
+    finally:
+        env.close()
+    print(json.dumps(result))
+    return 0
+
+
+def _commit(env, quick):
+    from benchmarks import commit_rate
+    return commit_rate.run(env, quick)
+
+
+def _w1(env, quick):
+    from benchmarks import drain
+    return drain.run_w1(env, quick)
+
+
+def _w2(env, quick):
+    from benchmarks import latency
+    return latency.run(env, quick)
+
+
+def _w3(env, quick):
+    from benchmarks import enqueue
+    return enqueue.run(env, quick)
+
+
+def _w4(env, quick):
+    """W3 then W1 with ``pending`` jobs already queued (put in commits of
+    5000 before the clock starts); the full run then drains on to 100,000
+    completed jobs, recording the dispatchers' RSS at 10,000 and
+    100,000."""
+    from benchmarks import drain, enqueue, jobs
+    pending = PENDING_QUICK if quick else PENDING_FULL
+    began = time.monotonic()
+    oids = common.put_jobs(env.db, pending, jobs.noop)
+    built = time.monotonic() - began
+    enqueued = enqueue.run(env, quick)
+    drained = drain.run_w4(env, oids, quick,
+                           () if quick else MEMORY_MARKS)
+    return {'pending': pending, 'build_seconds': built,
+            'enqueue': enqueued, 'drain': drained}
+
+
+CASE_RUNNERS = {'commit': _commit, 'w1': _w1, 'w2': _w2, 'w3': _w3,
+                'w4': _w4}
+
+
+if __name__ == '__main__':
+    sys.exit(main())

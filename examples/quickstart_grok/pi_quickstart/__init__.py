@@ -1,0 +1,1 @@
+"""A Grok application that estimates pi in the background with zc.async."""

@@ -1,0 +1,777 @@
+"""A dispatcher polls queues on a reactor clock and hands claimed jobs to
+worker threads.
+
+One :class:`Dispatcher` runs per process (per instance UUID).  It is driven
+by a reactor (:class:`zc.async.interfaces.IReactor`): once activated, it
+polls every ``poll_interval`` seconds.  A poll syncs its connection, finds
+``root['zc.async']`` and, for each queue, registers and activates this
+dispatcher's record (a :class:`zc.async.queue.DispatcherAgents`), pings it,
+and lets each agent claim jobs, which go to that agent's
+:class:`~zc.async.workers.AgentThreadPool` (also importable from here):
+daemon threads, each with its own long-lived connection, that run one job
+at a time.
+
+Threads never touch the dispatcher's memory (pools, job records, poll
+history): workers report back with ``reactor.callFromThread``, and a
+threaded poll hands its findings to the reactor thread the same way.
+
+**Instant dispatch.**  Besides the ``poll_interval`` heartbeat, a dispatcher
+watches the ZODB invalidations of every queue's ``_length`` counter (which
+changes with each put, claim and removal).  When another connection commits
+a change to one, the dispatcher polls at once instead of at the next beat;
+the beat then follows ``poll_interval`` after that poll.  A worker that
+finishes a job of an agent that was full also wakes a poll, so queued work
+flows on.  Wake-ups coalesce: never two polls at once.  A reactor whose
+``instant_dispatch`` attribute is false (the virtual-time
+:class:`zc.async.testing.Reactor`) gets only the heartbeat, as in 1.5.
+"""
+import datetime
+import threading
+
+import transaction
+import twisted.python.failure
+import zope.component
+import ZODB.mvccadapter
+import ZODB.utils
+
+from . import interfaces
+from . import utils
+from .twist import Failure
+from .workers import AgentThreadPool, _utcnow  # noqa: F401  (1.5 name)
+
+STOPPED = 'STOPPED'
+RUNNING = 'RUNNING'
+STUCK = 'STUCK'
+STARTING = 'STARTING'
+
+# ------------------------------------------------------------- registry
+
+_dispatchers = {}  # {UUID: Dispatcher}
+
+
+def _default_uuid():
+    return zope.component.getUtility(interfaces.IUUID)
+
+
+def get(uuid=None, default=None):
+    """The dispatcher registered for ``uuid`` (the instance UUID by default).
+    """
+    if uuid is None:
+        uuid = zope.component.queryUtility(interfaces.IUUID)
+    return _dispatchers.get(uuid, default)
+
+
+def pop(uuid=None):
+    """Unregister and return the dispatcher for ``uuid``; KeyError if none."""
+    if uuid is None:
+        uuid = _default_uuid()
+    return _dispatchers.pop(uuid)
+
+
+def clear():
+    """Forget every registered dispatcher (for tests)."""
+    _dispatchers.clear()
+
+
+# -------------------------------------------------------------- helpers
+
+def getId(obj):
+    """``(integer oid, database name)`` of a stored persistent object."""
+    return ZODB.utils.u64(obj._p_oid), obj._p_jar.db().database_name
+
+
+def _naive(dt):
+    """``dt`` as a naive UTC datetime (naive values are taken as UTC)."""
+    if dt.tzinfo is not None:
+        dt = dt.astimezone(datetime.timezone.utc).replace(tzinfo=None)
+    return dt
+
+
+def _job_info(job, queue_name, agent_name):
+    """A fresh in-memory record of one claimed job (see getJobInfo)."""
+    return {'result': None, 'failed': False, 'poll id': None,
+            'quota names': tuple(job.quota_names), 'call': repr(job),
+            'started': None, 'completed': None, 'thread': None,
+            'reassigned': False, 'queue': queue_name, 'agent': agent_name}
+
+
+class PollInfo(dict):
+    """What one poll saw: ``{queue name: None | {agent name: info}}``.
+
+    An agent info has 'size', 'len', 'error' (None or a Failure), 'new
+    jobs' (ids claimed by this poll) and 'active jobs' (ids held when the
+    poll began).  None means the dispatcher is not activated in that queue.
+    ``key`` is set when the poll is recorded (newer polls: smaller keys).
+    """
+
+    key = None
+
+    @property
+    def utc_timestamp(self):
+        """When the poll was recorded, as a naive UTC datetime."""
+        if self.key is not None:
+            return _naive(utils.long_to_dt(self.key))
+
+
+# ----------------------------------------------- invalidation watching
+
+class _InvalidationHook:
+    """Tells listeners which oids were committed, for one MVCC adapter.
+
+    It shadows the adapter's two invalidation entry points with instance
+    attributes: ``invalidate(tid, oids)`` (commits of other processes, from
+    ZEO) and ``_invalidate_finish(tid, oids, committing_instance)`` (commits
+    of this process).  Listeners are called as ``listener(adapter, oids,
+    committing_instance)`` in the committing thread, after the original.
+    The hook removes itself when its last listener leaves.
+    """
+
+    _lock = threading.Lock()
+    _hooks = {}  # {adapter: _InvalidationHook}
+
+    def __init__(self, adapter):
+        self.adapter = adapter
+        self.listeners = ()
+
+    @classmethod
+    def listen(cls, adapter, listener):
+        with cls._lock:
+            hook = cls._hooks.get(adapter)
+            if hook is None:
+                hook = cls._hooks[adapter] = cls(adapter)
+                adapter.invalidate = hook.invalidate
+                adapter._invalidate_finish = hook._invalidate_finish
+            hook.listeners += (listener,)
+
+    @classmethod
+    def unlisten(cls, adapter, listener):
+        with cls._lock:
+            hook = cls._hooks.get(adapter)
+            if hook is None or listener not in hook.listeners:
+                return
+            hook.listeners = tuple(
+                other for other in hook.listeners if other != listener)
+            if not hook.listeners:
+                del cls._hooks[adapter]
+                vars(adapter).pop('invalidate', None)
+                vars(adapter).pop('_invalidate_finish', None)
+
+    def invalidate(self, tid, oids):
+        type(self.adapter).invalidate(self.adapter, tid, oids)
+        self._tell(oids, None)
+
+    def _invalidate_finish(self, tid, oids, committing_instance):
+        type(self.adapter)._invalidate_finish(
+            self.adapter, tid, oids, committing_instance)
+        self._tell(oids, committing_instance)
+
+    def _tell(self, oids, committing_instance):
+        for listener in self.listeners:
+            try:
+                listener(self.adapter, oids, committing_instance)
+            except Exception:
+                # Never let a watcher break somebody else's commit.
+                utils.log.exception('error in an invalidation listener')
+
+
+# ----------------------------------------------------------- the poll
+
+class _PollWork:
+    """What a poll found and claimed in the database.
+
+    Built by :meth:`Dispatcher._pollDatabase` (in whatever thread polls),
+    applied to the dispatcher's memory by :meth:`Dispatcher._applyPoll` in
+    the reactor thread.
+    """
+
+    def __init__(self):
+        self.info = PollInfo()
+        self.sizes = {}  # {(queue name, agent name): agent size}
+        self.claimed = []  # [(queue name, agent name, oid, db name, info)]
+        self.saturated = set()  # {(queue name, agent name)}
+        self.watched = {}  # {MVCC adapter: set of queue-length oids}
+
+    def watch(self, queue):
+        """Watch ``queue``'s length counter for instant dispatch."""
+        length = getattr(queue, '_length', None)
+        jar = getattr(length, '_p_jar', None)
+        if jar is None or length._p_oid is None:
+            return
+        adapter = jar.db()._mvcc_storage
+        if isinstance(adapter, ZODB.mvccadapter.MVCCAdapter):
+            self.watched.setdefault(adapter, set()).add(length._p_oid)
+
+    def claim(self, queue_name, agent_name, job, agent_info):
+        """Note a claimed ``job``: a new job info and a work item."""
+        jobid = getId(job)
+        agent_info['new jobs'].append(jobid)
+        self.claimed.append((queue_name, agent_name, job._p_oid, jobid[1],
+                             _job_info(job, queue_name, agent_name)))
+
+
+class Dispatcher:
+    """Polls the queues of ``db`` and runs the jobs its agents claim.
+
+    See the module docstring; ``uuid`` defaults to the ``IUUID`` utility,
+    ``reactor`` to the global Twisted reactor (looked up on first use).
+    """
+
+    activated = False  # False, a naive UTC datetime, or None (stopping)
+    conn = None  # the poll connection (direct polls only)
+    thread = None  # the reactor thread, set by the threaded installer
+
+    def __init__(self, db, reactor=None, poll_interval=5, uuid=None,
+                 jobs_size=200, polls_size=400):
+        if uuid is None:
+            uuid = _default_uuid()
+        if uuid in _dispatchers:
+            raise ValueError('dispatcher for this UUID is already registered')
+        self.db = db
+        self._reactor = reactor
+        self.poll_interval = poll_interval
+        self.UUID = uuid
+        self.jobs = utils.RollingMapping()  # {(oid, db name): job info}
+        self.jobs.size = jobs_size
+        self.polls = utils.RollingSet()  # PollInfo, newest first
+        self.polls.size = polls_size
+        self.queues = {}  # {queue name: {agent name: AgentThreadPool}}
+        self.dead_pools = []  # pools stopped by deactivation or pruning
+        self._activated_queues = set()  # ids of queues activated by us
+        self._pool_growth = {}  # {db: connections added to its pool}
+        self._threaded = False
+        self._next_poll = None  # the scheduled heartbeat call
+        self._polling = False  # a threaded poll is running
+        self._wake_pending = False  # poll again as soon as it ends
+        self._wake_requested = False  # a wake-up is on its way
+        self._watched = {}  # {MVCC adapter: frozenset of oids}
+        self._own_storages = frozenset()  # MVCC instances of poll conns
+        _dispatchers[uuid] = self
+
+    @property
+    def reactor(self):
+        """The reactor; the global Twisted reactor unless one was given."""
+        if self._reactor is None:
+            import twisted.internet.reactor  # costly: only when needed
+            self._reactor = twisted.internet.reactor
+        return self._reactor
+
+    # --------------------------------------------------- life cycle
+
+    def activate(self, threaded=False):
+        """Start polling when the reactor runs (see IReactor).
+
+        ``threaded``: poll in the reactor's thread pool, with a fresh
+        connection each time (for the main Twisted reactor).
+        """
+        if self.activated:
+            raise ValueError('already activated')
+        utils.log.info('attempting to activate dispatcher %s', self.UUID)
+        self.activated = _utcnow()
+        self._activated_queues.clear()
+        self.polls.clear()
+        self.jobs.clear()
+        self._threaded = threaded
+        self._growPool(self.db, 1)  # the poll connection
+        if not threaded:
+            self.conn = self._openPollConnection()
+        self.reactor.callWhenRunning(
+            self.threadedPoll if threaded else self.directPoll)
+        self.reactor.addSystemEventTrigger(
+            'before', 'shutdown', self._deactivateOnShutdown)
+
+    def deactivate(self):
+        """Stop polling, deactivate this UUID in every queue, stop threads.
+
+        Running jobs are not killed: their daemon threads finish them.
+        History is kept for diagnosis.
+        """
+        if not self.activated:
+            raise ValueError('not activated')
+        self.activated = None  # in progress
+        try:
+            self._cancelNextPoll()
+            self._watch({})
+            self._deactivateRecords()
+            self._stopPools()
+            for db, growth in self._pool_growth.items():
+                db.setPoolSize(db.getPoolSize() - growth)
+            self._pool_growth.clear()
+            utils.log.info('deactivated dispatcher %s', self.UUID)
+        finally:
+            self.activated = False
+
+    def _deactivateOnShutdown(self):
+        if self.activated:
+            self.deactivate()
+
+    def _deactivateRecords(self):
+        """Deactivate this UUID's records in every queue, committed."""
+        conn = self.db.open(transaction_manager=transaction.TransactionManager())
+        try:
+            tm = conn.transaction_manager
+            tm.begin()
+            self._attempt(tm, 'cleanly deactivating UUID %s' % (self.UUID,),
+                          lambda: self._deactivateIn(conn.root()))
+        finally:
+            conn.close()
+            if self.conn is not None:
+                self.conn.close()
+                self.conn = None
+
+    def _deactivateIn(self, root):
+        queues = root.get(interfaces.KEY)
+        for queue in ([] if queues is None else queues.values()):
+            da = queue.dispatchers.get(self.UUID)
+            if da is not None and da.activated:
+                da.deactivate()
+
+    def _stopPools(self):
+        for pools in self.queues.values():
+            for pool in pools.values():
+                self._growPool(self.db, pool.setSize(0))
+                self.dead_pools.append(pool)
+        self.queues.clear()
+
+    def _growPool(self, db, delta):
+        if delta:
+            db.setPoolSize(db.getPoolSize() + delta)
+            self._pool_growth[db] = self._pool_growth.get(db, 0) + delta
+
+    def _openPollConnection(self):
+        """A connection (and its sub-connections) with a private manager.
+
+        Commits of these connections never wake this dispatcher.
+        """
+        conn = self.db.open(transaction_manager=transaction.TransactionManager())
+        for name in self.db.databases:
+            conn.get_connection(name)
+        self._own_storages = frozenset(
+            c._storage for c in conn.connections.values())
+        return conn
+
+    # ------------------------------------------------------ polling
+
+    def poll(self):
+        """Poll once, now, in this thread, using :attr:`conn`.
+
+        Sync; for each queue: register and activate this dispatcher's
+        record if needed, ping it, and for each agent note its size and
+        length, then claim until it has no more room; finally resize,
+        prune and feed the thread pools and record a :class:`PollInfo`.
+        """
+        self._applyPoll(self._pollDatabase(self.conn))
+
+    def directPoll(self):
+        """Poll in the reactor thread, then schedule the next poll."""
+        if not self.activated:
+            return
+        self._cancelNextPoll()
+        try:
+            self.poll()
+        except Exception:
+            # An escaping error would end the polling for good.
+            utils.log.critical('error while polling', exc_info=True)
+        self._scheduleNextPoll()
+
+    def threadedPoll(self):
+        """Poll in a reactor pool thread with a fresh connection; then
+        schedule the next poll from the reactor thread."""
+        if not self.activated:
+            return
+        self._cancelNextPoll()
+        self._polling = True
+        self.reactor.callInThread(
+            self._pollInThread, self._openPollConnection())
+
+    def _pollInThread(self, conn):
+        work = None
+        try:
+            work = self._pollDatabase(conn)
+        except Exception:
+            utils.log.critical('error while polling', exc_info=True)
+        finally:
+            conn.close()
+            self.reactor.callFromThread(self._threadedPollDone, work)
+
+    def _threadedPollDone(self, work):
+        self._polling = False
+        if work is not None:
+            self._applyPoll(work)
+        if self._wake_pending:
+            self._wake_pending = False
+            self.threadedPoll()
+        else:
+            self._scheduleNextPoll()
+
+    def _scheduleNextPoll(self):
+        if self.activated:
+            self._next_poll = self.reactor.callLater(
+                self.poll_interval,
+                self.threadedPoll if self._threaded else self.directPoll)
+
+    def _cancelNextPoll(self):
+        call, self._next_poll = self._next_poll, None
+        if call is not None and call.active():
+            call.cancel()
+
+    def _pollDatabase(self, conn):
+        """Claim work for this process: the database half of a poll."""
+        work = _PollWork()
+        tm = conn.transaction_manager
+        tm.begin()  # sync: see what others committed
+        try:
+            queues = conn.root().get(interfaces.KEY)
+            for queue in ([] if queues is None else list(queues.values())):
+                work.info[queue.name] = self._pollQueue(queue, tm, work)
+        finally:
+            tm.abort()
+        return work
+
+    def _pollQueue(self, queue, tm, work):
+        """Activate, ping and claim in one queue; the queue's poll info."""
+        if not self._activateIfNeeded(queue, tm):
+            return None
+        self._attempt(tm, 'pinging UUID %s in queue %r' % (
+            self.UUID, queue.name), lambda: queue.dispatchers.ping(self.UUID))
+        work.watch(queue)
+        agents = list(queue.dispatchers[self.UUID].items())
+        return {name: self._pollAgent(queue, name, agent, tm, work)
+                for name, agent in agents}
+
+    def _activateIfNeeded(self, queue, tm):
+        """Register and activate this UUID in ``queue`` once per activation.
+
+        False when another live process seems to hold the same UUID.
+        """
+        queue_id = getId(queue)
+        if queue_id in self._activated_queues:
+            return True
+        activated = self._attempt(
+            tm, 'activating UUID %s in queue %r' % (self.UUID, queue.name),
+            lambda: self._activateRecord(queue))
+        if activated is True:
+            self._activated_queues.add(queue_id)
+            return True
+        return False
+
+    def _activateRecord(self, queue):
+        if self.UUID not in queue.dispatchers:
+            queue.dispatchers.register(self.UUID)
+        da = queue.dispatchers[self.UUID]
+        if da.activated:
+            if not da.dead:
+                utils.log.error(
+                    'UUID %s already activated in queue %s (oid %d): another '
+                    'process?  (To stop poll attempts in this process, set '
+                    '``zc.asynchronous.dispatcher.get().activated = False``.  '
+                    'To stop polls permanently, do not start a dispatcher '
+                    'in this process.)', self.UUID, queue.name,
+                    ZODB.utils.u64(queue._p_oid))
+                return False
+            da.deactivate()  # a dead earlier life of this UUID: clean it
+        da.activate()
+        return True
+
+    def _pollAgent(self, queue, name, agent, tm, work):
+        """Note an agent's size and length and claim for it; its info."""
+        info = {'size': None, 'len': None, 'error': None,
+                'new jobs': [], 'active jobs': []}
+        try:
+            info['size'] = agent.size
+            info['len'] = len(agent)
+            info['active jobs'] = [getId(job) for job in agent]
+        except utils.EXPLOSIVE_ERRORS:
+            raise
+        except Exception:
+            info['error'] = Failure()
+            tm.abort()
+            return info
+        work.sizes[(queue.name, name)] = info['size']
+        claimed = self._claim(queue, agent, tm)
+        if isinstance(claimed, twisted.python.failure.Failure):
+            info['error'] = claimed
+            self._attempt(tm, 'stashing failure on agent %r' % (name,),
+                          lambda: setattr(agent, 'failure', claimed))
+            return info
+        jobs, saturated = claimed
+        for job in jobs:
+            work.claim(queue.name, name, job, info)
+        if saturated:
+            work.saturated.add((queue.name, name))
+        return info
+
+    def _claim(self, queue, agent, tm):
+        """Claim jobs for ``agent`` until it has no room, in one commit.
+
+        Returns ``(jobs, saturated)``, saturated meaning the agent is full
+        while its queue still holds jobs; or a Failure.
+        """
+        def claim_all():
+            jobs = []
+            job = agent.claimJob()
+            while job is not None:
+                jobs.append(job)
+                job = agent.claimJob()
+            return jobs, len(agent) >= agent.size and len(queue) > 0
+        return self._attempt(tm, 'getting jobs for UUID %s from agent %r in '
+                             'queue %r' % (self.UUID, agent.name, queue.name),
+                             claim_all)
+
+    def _attempt(self, tm, description, call):
+        """Run ``call`` and commit as one unit, trying up to five times."""
+        def unit():
+            tm.get().note('zc.async: %s' % (description,))
+            return call()
+        return utils.try_five_times(unit, description, tm)
+
+    def _applyPoll(self, work):
+        """The memory half of a poll, in the reactor thread."""
+        if self.activated:  # a deactivation during a threaded poll wins
+            for (queue_name, name), size in work.sizes.items():
+                self._resizePool(queue_name, name, size).saturated = (
+                    (queue_name, name) in work.saturated)
+            self._prunePools(work.info)
+            for queue_name, name, oid, dbname, info in work.claimed:
+                self.jobs[(ZODB.utils.u64(oid), dbname)] = info
+                self.queues[queue_name][name].put((oid, dbname, info))
+            self._watch(work.watched)
+        self._recordPoll(work.info, [item[-1] for item in work.claimed])
+
+    def _resizePool(self, queue_name, name, size):
+        pools = self.queues.setdefault(queue_name, {})
+        pool = pools.get(name)
+        if pool is None:
+            pool = pools[name] = AgentThreadPool(self, name, size)
+            self._growPool(self.db, size)
+        else:
+            self._growPool(self.db, pool.setSize(size))
+        return pool
+
+    def _prunePools(self, poll_info):
+        """Stop the pools of agents and queues that are gone (see A20)."""
+        for queue_name, pools in list(self.queues.items()):
+            if queue_name in poll_info and poll_info[queue_name] is None:
+                continue  # not activated there this poll: no news
+            agents = poll_info.get(queue_name) or {}
+            for name in [name for name in pools if name not in agents]:
+                pool = pools.pop(name)
+                self._growPool(self.db, pool.setSize(0))
+                self.dead_pools.append(pool)
+            if not pools:
+                del self.queues[queue_name]
+
+    def _recordPoll(self, poll_info, new_infos):
+        try:
+            last = self.polls.first()
+        except ValueError:
+            last = None
+        self.polls.add(poll_info)
+        for info in new_infos:
+            info['poll id'] = poll_info.key
+        if last is None or last != poll_info:
+            utils.tracelog.debug('poll %s: %r', poll_info.key, poll_info)
+
+    # ------------------------------------------------ instant dispatch
+
+    @property
+    def _instant(self):
+        return getattr(self.reactor, 'instant_dispatch', True)
+
+    def _watch(self, watched):
+        """Listen to the invalidations of ``{adapter: oids}`` only."""
+        if not self._instant:
+            return
+        for adapter in set(self._watched) - set(watched):
+            _InvalidationHook.unlisten(adapter, self._invalidated)
+        for adapter in set(watched) - set(self._watched):
+            _InvalidationHook.listen(adapter, self._invalidated)
+        self._watched = {adapter: frozenset(oids)
+                         for adapter, oids in watched.items()}
+
+    def _invalidated(self, adapter, oids, committing_instance):
+        """In a committing thread: wake if a watched queue changed."""
+        if committing_instance in self._own_storages:
+            return  # our own claims
+        watched = self._watched.get(adapter)
+        if watched and not watched.isdisjoint(oids) and self.activated:
+            if not self._wake_requested:
+                self._wake_requested = True
+                self.reactor.callFromThread(self._wake)
+
+    def _wake(self):
+        """Poll now (coalesced with a running poll); the beat follows."""
+        self._wake_requested = False
+        if not self.activated:
+            return
+        if self._polling:
+            self._wake_pending = True
+        elif self._threaded:
+            self.threadedPoll()
+        else:
+            self.directPoll()
+
+    def _wakeForRoom(self):
+        """A full agent finished a job: poll now for its queued work."""
+        if self._instant:
+            self._wake()
+
+    # ---------------------------------------------------- reporting
+
+    def _pools(self):
+        """Every pool, live or stopped (for tests and tear-down)."""
+        for pools in self.queues.values():
+            yield from pools.values()
+        yield from self.dead_pools
+
+    def getStatusInfo(self):
+        """Status, poll interval, time since last poll, uptime and UUID."""
+        interval = datetime.timedelta(seconds=self.poll_interval)
+        res = {'poll interval': interval, 'time since last poll': None,
+               'uptime': None, 'uuid': self.UUID, 'status': STOPPED}
+        if not self.activated:
+            return res
+        now = _utcnow()
+        res['uptime'] = now - self.activated
+        last = self.getPollInfo()
+        if last is None:
+            stuck = self.activated + interval < now
+            res['status'] = STUCK if stuck else STARTING
+        else:
+            since = res['time since last poll'] = now - last.utc_timestamp
+            res['status'] = STUCK if since > interval else RUNNING
+        return res
+
+    def getJobInfo(self, oid, database_name=None):
+        """A copy of the record of job ``oid`` (an int or packed oid)."""
+        if isinstance(oid, bytes):
+            oid = ZODB.utils.u64(oid)
+        if database_name is None:
+            names = [name for key, name in self.jobs if key == oid]
+            if len(names) > 1:
+                raise ValueError('ambiguous database name')
+            if not names:
+                raise ValueError('unknown job oid %d' % (oid,))
+            database_name = names[0]
+        jobid = (oid, database_name)
+        info = dict(self.jobs[jobid])
+        if not info['completed'] and not info['reassigned']:
+            info['reassigned'] = self._missingFromLastPoll(info, jobid)
+        return info
+
+    def _missingFromLastPoll(self, info, jobid):
+        last = self.getPollInfo()
+        agents = last.get(info['queue']) if last is not None else None
+        agent = (agents or {}).get(info['agent'])
+        if agent is None:
+            return last is not None and agents is not None
+        return (jobid not in agent['active jobs']
+                and jobid not in agent['new jobs'])
+
+    def getActiveJobIds(self, queue=None, agent=None):
+        """``(oid, db name)`` of the jobs this process's threads run now."""
+        res = []
+        for queue_name, pools in self.queues.items():
+            if queue is not None and queue != queue_name:
+                continue
+            for name, pool in pools.items():
+                if agent is None or agent == name:
+                    res.extend(jobid for jobid in pool.jobids.values()
+                               if jobid is not None)
+        return res
+
+    def getPollInfo(self, at=None, before=None):
+        """The newest poll, at or before ``at``, or strictly before
+        ``before`` (a poll key or a datetime); None if there is none."""
+        for poll in self.iterPolls(at=at, before=before, count=1):
+            return poll
+        return None
+
+    def iterPolls(self, at=None, before=None, since=None, count=None):
+        """Polls, newest first, from ``at``/``before`` back to ``since``
+        (inclusive), at most ``count`` of them."""
+        if at is not None and before is not None:
+            raise ValueError('may only provide one of `at` and `before`')
+        if count is not None and count < 0:
+            raise ValueError('count must be zero or more, not %r' % (count,))
+        newest = _key(at, 0) if at is not None else None
+        if before is not None:
+            newest = _key(before, 15) + 1
+        oldest = _key(since, 15) if since is not None else None
+        found = 0
+        for poll in list(self.polls):
+            if count is not None and found >= count:
+                return
+            if newest is not None and poll.key < newest:
+                continue
+            if oldest is not None and poll.key > oldest:
+                return
+            found += 1
+            yield poll
+
+    def getStatistics(self, at=None, before=None, since=None, queue=None,
+                      agent=None):
+        """Counts and extremes of the jobs started by the chosen polls.
+
+        'statistics start' is the oldest poll's time, 'statistics end' the
+        newest's (naive UTC).
+        """
+        stats = _Statistics(self.jobs, _utcnow())
+        for poll in self.iterPolls(at=at, before=before, since=since):
+            stats.addPoll(poll, queue, agent)
+        return stats.result()
+
+
+def _key(value, ties):
+    """A poll key for a key or a datetime (``ties``: its low-bit offset)."""
+    if isinstance(value, datetime.datetime):
+        if value.tzinfo is None:
+            value = value.replace(tzinfo=datetime.timezone.utc)
+        return utils.dt_to_long(value) + ties
+    return value
+
+
+class _Statistics:
+    """Accumulates :meth:`Dispatcher.getStatistics` over polls."""
+
+    def __init__(self, jobs, now):
+        self.jobs = jobs
+        self.now = now
+        self.counts = {'started': 0, 'successful': 0, 'failed': 0,
+                       'unknown': 0}
+        self.durations = {'successful': [], 'failed': [], 'active': []}
+        self.newest = self.oldest = None
+
+    def addPoll(self, poll, queue, agent):
+        self.newest = self.newest or poll.utc_timestamp
+        self.oldest = poll.utc_timestamp
+        for queue_name, agents in poll.items():
+            if agents is None or queue not in (None, queue_name):
+                continue
+            for name, info in agents.items():
+                if agent in (None, name):
+                    for jobid in info['new jobs']:
+                        self.addJob(jobid)
+
+    def addJob(self, jobid):
+        self.counts['started'] += 1
+        info = self.jobs.get(jobid)
+        if info is None:
+            self.counts['unknown'] += 1
+        elif info['completed'] and info['started']:
+            kind = 'failed' if info['failed'] else 'successful'
+            self.counts[kind] += 1
+            self.durations[kind].append(
+                (info['completed'] - info['started'], jobid))
+        elif info['started'] and not info['reassigned']:
+            self.durations['active'].append(
+                (self.now - info['started'], jobid))
+
+    def result(self):
+        res = dict(self.counts)
+        for kind, durations in self.durations.items():
+            durations.sort(key=lambda item: item[0])
+            res['shortest ' + kind] = durations[0][1] if durations else None
+            res['longest ' + kind] = durations[-1][1] if durations else None
+        res['statistics start'] = self.oldest
+        res['statistics end'] = self.newest
+        return res

@@ -1,0 +1,296 @@
+"""Installers that run on ``DatabaseOpened``: queues, agents, dispatcher.
+
+Each installer is a small class whose constructor holds all its settings and
+whose instances are event handlers.  Register them (``configure.start``,
+the policy ZCML files, or ``zope.component.provideHandler``) and fire
+``zope.event.notify(zc.async.interfaces.DatabaseOpened(db))``:
+
+* :class:`QueueInstaller` makes sure the ``Queues`` mapping and the named
+  queues exist (optionally in another database);
+* :class:`ThreadedDispatcherInstaller` starts a dispatcher on a private
+  reactor in a daemon thread (and installs signal handlers, see
+  :func:`restore_signal_handlers`);
+* :class:`TwistedDispatcherInstaller` starts a dispatcher on the main Twisted
+  reactor;
+* :class:`AgentInstaller` (a handler of ``IDispatcherActivated``) adds an
+  agent whenever a dispatcher activates in a queue.
+
+Every installer instance names the event it handles in ``__component_adapts__``
+so that ``provideHandler(queue_installer)`` and ZCML's
+``<subscriber handler="zc.async.subscribers.queue_installer" />`` need no
+``for``.
+"""
+import signal
+import threading
+
+import transaction
+import twisted.internet.selectreactor
+import zope.event
+
+from . import interfaces
+from . import utils
+from .agent import Agent
+from .dispatcher import Dispatcher
+from .queue import Queue
+from .queue import Queues
+
+# {id(dispatcher): {signal number: (previous handler, installed handler)}}
+signal_handlers = {}
+
+# How long a signal handler waits for a dispatcher's reactor thread to stop.
+STOP_TIMEOUT = 3
+
+
+def queue_factory(conn, name):
+    """The default ``QueueInstaller`` factory: a new, empty ``Queue``."""
+    return Queue()
+
+
+class QueueInstaller:
+    """Make sure ``root['zc.async']`` and the named queues exist.
+
+    ``factory(conn, name)`` makes each missing queue.  With ``db_name`` the
+    ``Queues`` mapping lives in that database (also under ``KEY`` in its
+    root) and is referenced from the main root.  Each addition fires
+    ``ObjectAdded`` and is committed in a connection and transaction of the
+    installer's own; running it again changes nothing.
+    """
+
+    __component_adapts__ = (interfaces.IDatabaseOpenedEvent,)
+
+    def __init__(self, queues=('',), factory=queue_factory, db_name=None):
+        if isinstance(queues, str):
+            raise TypeError(
+                'queues must be a sequence of queue names, not the string %r'
+                % (queues,))
+        self.queues = queues
+        self.factory = factory
+        self.db_name = db_name
+
+    def __call__(self, ev):
+        databases = ev.database.databases
+        if self.db_name is not None and self.db_name not in databases:
+            raise ValueError(
+                'the zc.async queues belong in the database named %r, but'
+                ' the opened multi-database has only %s; open that database'
+                ' with the main one (e.g. a <zodb %s> section in zope.conf)'
+                % (self.db_name, sorted(databases), self.db_name))
+        tm = transaction.TransactionManager(explicit=True)
+        conn = ev.database.open(transaction_manager=tm)
+        try:
+            if _in_transaction(tm, self._add_queues_mapping, conn):
+                utils.log.info('queues collection added')
+            for name in self.queues:
+                if _in_transaction(tm, self._add_queue, conn, name):
+                    utils.log.info('queue %r added', name)
+        finally:
+            conn.close()
+
+    def _add_queues_mapping(self, conn):
+        """Add the ``Queues`` mapping if missing; answer whether it was."""
+        root = conn.root()
+        if interfaces.KEY in root:
+            return False
+        queues = Queues()
+        if self.db_name is not None:
+            # Give the mapping its home in the other database explicitly.
+            other = conn.get_connection(self.db_name)
+            other.root()[interfaces.KEY] = queues
+            other.add(queues)
+        root[interfaces.KEY] = queues
+        zope.event.notify(interfaces.ObjectAdded(queues, root, interfaces.KEY))
+        return True
+
+    def _add_queue(self, conn, name):
+        """Add queue ``name`` if missing; answer whether it was."""
+        queues = conn.root()[interfaces.KEY]
+        if name in queues:
+            return False
+        queues[name] = self.factory(conn, name)
+        zope.event.notify(interfaces.ObjectAdded(queues[name], queues, name))
+        return True
+
+
+def _in_transaction(tm, call, *args):
+    """Run ``call(*args)`` and commit, retrying conflicts; return its answer.
+
+    A conflict means another process installed concurrently: the retry sees
+    its work and usually has nothing left to do.
+    """
+    for attempt in tm.attempts(5):
+        with attempt:
+            answer = call(*args)
+    return answer
+
+
+queue_installer = QueueInstaller()
+multidb_queue_installer = QueueInstaller(db_name='async')
+
+
+class ThreadedDispatcherInstaller:
+    """Start a dispatcher on a private reactor in a daemon thread.
+
+    The reactor comes from ``reactor_factory()`` (a Twisted
+    ``SelectReactor`` by default) and runs without Twisted's own signal
+    handling; the thread is kept as ``dispatcher.thread``.  When the event
+    arrives in the main thread, SIGINT, SIGTERM (and SIGBREAK on Windows)
+    handlers are installed that stop the reactor first, so the dispatcher
+    deactivates cleanly (see :data:`signal_handlers`).  ``uuid`` lets tests
+    run two dispatchers in one process.
+    """
+
+    __component_adapts__ = (interfaces.IDatabaseOpenedEvent,)
+
+    def __init__(self, poll_interval=5,
+                 reactor_factory=twisted.internet.selectreactor.SelectReactor,
+                 uuid=None):
+        self.poll_interval = poll_interval
+        self.reactor_factory = reactor_factory
+        self.uuid = uuid
+
+    def __call__(self, ev):
+        reactor = self.reactor_factory()
+        dispatcher = Dispatcher(ev.database, reactor,
+                                poll_interval=self.poll_interval,
+                                uuid=self.uuid)
+        # Activating here (not in the thread) reports a misconfiguration to
+        # the caller; it only schedules work for when the reactor runs.
+        dispatcher.activate()
+        thread = threading.Thread(
+            target=reactor.run, kwargs={'installSignalHandlers': False},
+            name='zc.async dispatcher %s' % (dispatcher.UUID,), daemon=True)
+        dispatcher.thread = thread
+        thread.start()
+        if threading.current_thread() is threading.main_thread():
+            install_signal_handlers(dispatcher)
+        return dispatcher
+
+
+threaded_dispatcher_installer = ThreadedDispatcherInstaller()
+
+
+def install_signal_handlers(dispatcher):
+    """Stop ``dispatcher``'s reactor thread on SIGINT, SIGTERM and SIGBREAK.
+
+    SIGINT then calls the handler it replaced (normally raising
+    ``KeyboardInterrupt``); SIGTERM and SIGBREAK raise ``SystemExit``.  A
+    signal that is ignored (``SIG_IGN``) stays ignored.  The replaced and
+    installed handlers are recorded in ``signal_handlers[id(dispatcher)]``.
+    Call only from the main thread.
+    """
+    previous_sigint = signal.getsignal(signal.SIGINT)
+
+    def on_sigint(signum, frame):
+        _stop_reactor_thread(dispatcher)
+        _call_previous(previous_sigint, signum, frame)
+
+    def on_terminate(signum, frame):
+        _stop_reactor_thread(dispatcher)
+        raise SystemExit()
+
+    handlers = {signal.SIGINT: on_sigint, signal.SIGTERM: on_terminate}
+    if hasattr(signal, 'SIGBREAK'):  # Windows only
+        handlers[signal.SIGBREAK] = on_terminate
+    installed = signal_handlers.setdefault(id(dispatcher), {})
+    for signum, handler in handlers.items():
+        previous = signal.getsignal(signum)
+        if previous == signal.SIG_IGN:
+            continue  # ignored on purpose (nohup, background jobs): keep it
+        installed[signum] = (previous, handler)
+        signal.signal(signum, handler)
+
+
+def _stop_reactor_thread(dispatcher):
+    """Stop the reactor (which deactivates the dispatcher); wait a little."""
+    thread = getattr(dispatcher, 'thread', None)
+    if thread is None or not thread.is_alive():
+        return
+    reactor = dispatcher.reactor
+    reactor.callFromThread(reactor.stop)
+    thread.join(STOP_TIMEOUT)
+
+
+def _call_previous(previous, signum, frame):
+    """Call a signal handler we replaced, as Python would have."""
+    if callable(previous):
+        previous(signum, frame)
+    elif previous in (signal.SIG_DFL, None):
+        # SIGINT's default outside Python's own handler: interrupt.
+        raise KeyboardInterrupt()
+
+
+def restore_signal_handlers(dispatcher):
+    """Put back the handlers ``dispatcher``'s installer replaced.
+
+    Only where the current handler is still the one the installer set: a
+    handler installed later by someone else is left alone.  The record in
+    :data:`signal_handlers` is dropped either way.
+    """
+    handlers = signal_handlers.pop(id(dispatcher), {})
+    for signum, (previous, installed) in handlers.items():
+        if signal.getsignal(signum) is installed:
+            signal.signal(
+                signum, signal.SIG_DFL if previous is None else previous)
+
+
+class TwistedDispatcherInstaller:
+    """Start a dispatcher on the main Twisted reactor.
+
+    Each poll runs in the reactor's thread pool with a fresh connection
+    (``activate(threaded=True)``); the application runs the reactor.
+    """
+
+    __component_adapts__ = (interfaces.IDatabaseOpenedEvent,)
+
+    def __init__(self, poll_interval=5):
+        self.poll_interval = poll_interval
+
+    def __call__(self, ev):
+        dispatcher = Dispatcher(ev.database, poll_interval=self.poll_interval)
+        dispatcher.activate(threaded=True)
+        return dispatcher
+
+
+twisted_dispatcher_installer = TwistedDispatcherInstaller()
+
+
+class AgentInstaller:
+    """Add an agent named ``agent_name`` whenever a dispatcher activates.
+
+    Handles ``IDispatcherActivated`` (in the activating poll's transaction)
+    for the queues named in ``queue_names`` (None: every queue).  The agent
+    gets ``chooser`` or ``filter`` (not both) and ``size``.
+    """
+
+    __component_adapts__ = (interfaces.IDispatcherActivated,)
+
+    def __init__(self, agent_name, chooser=None, size=3, queue_names=None,
+                 filter=None):
+        if chooser is not None and filter is not None:
+            raise ValueError('cannot set both chooser and filter to non-None')
+        if isinstance(queue_names, str):
+            raise TypeError(
+                'queue_names must be None or a collection of queue names,'
+                ' not the string %r' % (queue_names,))
+        self.agent_name = agent_name
+        self.chooser = chooser
+        self.size = size
+        self.queue_names = queue_names
+        self.filter = filter
+
+    def __call__(self, ev):
+        dispatcher_agents = ev.object
+        queue_name = dispatcher_agents.parent.name
+        if self.queue_names is not None and queue_name not in self.queue_names:
+            return
+        if self.agent_name in dispatcher_agents:
+            utils.log.info('agent %r already in queue %r',
+                           self.agent_name, queue_name)
+            return
+        dispatcher_agents[self.agent_name] = Agent(
+            chooser=self.chooser, filter=self.filter, size=self.size)
+        utils.log.info('agent %r added to queue %r',
+                       self.agent_name, queue_name)
+
+
+agent_installer = AgentInstaller('main')

@@ -1,0 +1,248 @@
+"""Worker threads run one job attempt each, in their own connection, and
+report back through the reactor.
+
+An :class:`AgentThreadPool` holds the daemon threads of one agent of a
+:class:`zc.async.dispatcher.Dispatcher` (which re-exports it under its 1.5
+name, ``zc.async.dispatcher.AgentThreadPool``).  The reactor thread owns
+the pool's state; a worker takes ``(oid, database name, info)`` items from
+the pool's queue, loads and calls the job, and hands what happened to the
+reactor thread with ``reactor.callFromThread``.
+"""
+import queue as queue_module
+import threading
+import time
+
+import transaction
+import twisted.python.failure
+import ZEO.Exceptions
+import ZODB.POSException
+import ZODB.utils
+
+from . import interfaces
+from . import utils
+from .threadlocal import local
+
+RESULT_LIMIT = 10000  # characters of a job info's 'result' kept
+
+
+def _utcnow():
+    """The library clock as a naive UTC datetime (1.5's record format)."""
+    return utils.now().replace(tzinfo=None)
+
+
+def _handoff(method):
+    """Mark a method that worker threads send to the reactor thread.
+
+    :class:`zc.async.testing.Reactor` runs these reports as soon as it runs
+    anything and leaves them out of its call counts.
+    """
+    method.zc_async_handoff = True
+    return method
+
+
+def _describe_result(result):
+    """The 'result' and 'failed' entries of a job info for ``result``."""
+    failed = isinstance(result, twisted.python.failure.Failure)
+    if failed:
+        text = result.getTraceback(elideFrameworkCode=True)
+    else:
+        text = repr(result)
+    if len(text) > RESULT_LIMIT:
+        text = text[:RESULT_LIMIT] + '\n[...TRUNCATED...]'
+    return {'result': text, 'failed': failed}
+
+
+class AgentThreadPool:
+    """The daemon worker threads running the jobs one agent claimed.
+
+    The reactor thread owns the pool's state (``threads``, ``jobids``, the
+    size); workers only take ``(oid, database name, info)`` items from
+    ``queue`` and report back through ``reactor.callFromThread``.
+    """
+
+    initial_backoff = utils.INITIAL_BACKOFF
+    incremental_backoff = utils.BACKOFF_INCREMENT
+    maximum_backoff = utils.MAX_BACKOFF
+
+    def __init__(self, dispatcher, name, size):
+        self.dispatcher = dispatcher
+        self.name = name  # the agent's name
+        self.queue = queue_module.Queue()  # work items, None = stop a thread
+        self.threads = []  # started threads that have not reported their end
+        self.jobids = {}  # {thread id: (oid, db name) running, or None}
+        self.saturated = False  # the agent was full with work waiting
+        self._size = 0
+        self._stopping = 0  # stop sentinels queued and not yet taken
+        self.setSize(size)
+
+    def getSize(self):
+        """The number of threads the pool aims at."""
+        return self._size
+
+    def setSize(self, size=None):
+        """Start or stop threads to match ``size`` (default: the current
+        size, which tops up threads that died); return the size delta."""
+        old = self._size
+        if size is not None:
+            self._size = size
+        missing = self._size - (len(self.threads) - self._stopping)
+        for _ in range(missing):
+            thread = threading.Thread(
+                target=self._work, daemon=True,
+                name='zc.async worker %s' % (self.name,))
+            self.threads.append(thread)
+            thread.start()
+        for _ in range(-missing):
+            self._stopping += 1
+            self.queue.put(None)
+        return self._size - old
+
+    def put(self, item):
+        """Queue ``(oid, database name, info)`` for the next free thread."""
+        self.queue.put(item)
+
+    @property
+    def busy(self):
+        """Whether a handed-off item is waiting or being worked on."""
+        return self.queue.unfinished_tasks > 0
+
+    # The methods below run in the worker threads.
+
+    def _report(self, method, *args):
+        self.dispatcher.reactor.callFromThread(method, *args)
+
+    def _work(self):
+        """A worker thread: run items until told to stop or an error."""
+        local.dispatcher = self.dispatcher
+        local.name = self.name
+        me = threading.current_thread()
+        conn = self.dispatcher.db.open()
+        stopped = False
+        try:
+            while not stopped:
+                item = self.queue.get()
+                try:
+                    stopped = item is None
+                    if not stopped:
+                        self._perform(conn, *item)
+                finally:
+                    self.queue.task_done()
+        except Exception:
+            # Jobs handle their own errors: anything else is a surprise
+            # that ends this thread (the pool starts another).
+            utils.log.critical('unexpected error', exc_info=True)
+        finally:
+            transaction.abort()
+            conn.close()
+            self._report(self._threadEnded, me, stopped)
+
+    def _perform(self, conn, oid, dbname, info):
+        """Run one job attempt and report how it went."""
+        thread = threading.get_ident()
+        jobid = (ZODB.utils.u64(oid), dbname)
+        self._report(self._jobStarted, thread, jobid, info, _utcnow())
+        utils.tracelog.info('starting in thread %d: %s', thread, info['call'])
+        outcome = {}
+        try:
+            outcome = self._call(self._load(conn, oid, dbname))
+        finally:
+            local.job = None  # the job clears it too; this is a safety net
+            transaction.abort()
+            self._report(self._jobFinished, thread, info, outcome)
+        utils.tracelog.info(
+            'completed in thread %d: %s', thread, info['call'])
+
+    def _load(self, conn, oid, dbname):
+        """The job, loaded in this thread's connection (retrying)."""
+        backoff = self.initial_backoff
+        errors = 0
+        while True:
+            try:
+                transaction.begin()  # sync
+                job = conn.get_connection(dbname).get(oid)
+                job._p_activate()  # load now, inside this retry loop
+                return job
+            except ZEO.Exceptions.ClientDisconnected:
+                utils.log.info(
+                    'ZEO client disconnected while trying to get job %d in '
+                    'db %s; retrying in %d seconds', ZODB.utils.u64(oid),
+                    dbname, backoff)
+                time.sleep(backoff)
+                backoff = min(self.maximum_backoff,
+                              backoff + self.incremental_backoff)
+            except ZODB.POSException.TransactionError:
+                errors += 1
+                if errors == 1 or not errors % 5:
+                    utils.log.warning(
+                        '%d transaction error(s) while trying to get job %d '
+                        'in db %s', errors, ZODB.utils.u64(oid), dbname,
+                        exc_info=True)
+
+    def _call(self, job):
+        """Call ``job``; return the job info entries for how it ended."""
+        try:
+            job()
+        except interfaces.ReassignedError:
+            transaction.abort()
+            return {'reassigned': True}
+        except interfaces.BadStatusError:
+            transaction.abort()
+            utils.log.error('job already completed?', exc_info=True)
+            _retire(job)
+        except BaseException:  # explosive or unexpected: ends the thread
+            transaction.abort()
+            raise
+        outcome = _describe_result(job.result)
+        outcome['completed'] = _utcnow()
+        return outcome
+
+    # The methods below run in the reactor thread.
+
+    @_handoff
+    def _jobStarted(self, thread, jobid, info, started):
+        self.jobids[thread] = jobid
+        info['started'] = started
+        info['thread'] = thread
+
+    @_handoff
+    def _jobFinished(self, thread, info, outcome):
+        self.jobids[thread] = None
+        info.update(outcome)
+        if self.saturated:
+            self.saturated = False
+            self.dispatcher._wakeForRoom()
+
+    @_handoff
+    def _threadEnded(self, thread, stopped):
+        if thread in self.threads:
+            self.threads.remove(thread)
+        self.jobids.pop(thread.ident, None)
+        if stopped:
+            self._stopping -= 1
+        elif self.dispatcher.activated:
+            self.setSize()  # replace the thread that died
+
+
+def _retire(job):
+    """Move a job that could not be called off its agent (committed)."""
+    if job.status == interfaces.CALLBACKS:
+        job.resumeCallbacks()  # commits, and moves the job off the agent
+        return
+    count = 0
+    while True:
+        if job.status == interfaces.COMPLETED:
+            if interfaces.IAgent.providedBy(job.parent):
+                job.parent.jobCompleted(job)
+        else:
+            job.fail()
+        try:
+            transaction.commit()
+            return
+        except (ZODB.POSException.TransactionError,
+                ZODB.POSException.POSError):
+            transaction.abort()
+            count += 1
+            if not count % 10:
+                utils.log.critical('frequent database errors!  I retry '
+                                   'forever...', exc_info=True)
+            time.sleep(1)

@@ -1,0 +1,187 @@
+"""The ``async:policy`` ZCML directive: a dispatcher policy, checked early.
+
+A Zope site starts zc.async with two lines of its ``site.zcml``::
+
+    <include package="zc.async" />
+    <include package="zc.async" file="basic_dispatcher_policy.zcml" />
+
+(or ``multidb_dispatcher_policy.zcml`` to keep the queues in a database
+named ``async``).  Each policy file holds one ``async:policy`` directive,
+which a site may also use itself, with its own settings::
+
+    <configure xmlns:async="http://namespaces.zope.org/zc.async">
+      <include package="zc.async" file="dispatcher.zcml" />
+      <async:policy name="multidb" database="queues" poll_interval="1" />
+    </configure>
+
+It registers the default-queue adapters (``IQueue(obj)`` and
+``IQueue(connection)``) and, as subscribers of ``IDatabaseOpenedEvent``
+(fired by ``zope.app.appsetup`` when the site's database opens), a queue
+installer, a threaded dispatcher installer and a hook that deactivates the
+dispatcher when the process exits; agent ``'main'`` is added by a subscriber
+of ``IDispatcherActivated``.  With 1.5's default settings these are the
+pre-built installers of :mod:`zc.async.subscribers`, so a policy file
+registers exactly what zc.async 1.5's did.
+
+The directive checks its arguments when the configuration is processed: an
+unknown policy, a ``multidb`` policy without a database name, or two
+policies in one site (a conflict naming both places) fail then, not when
+the database opens.
+"""
+import atexit
+import threading
+import weakref
+
+import persistent.interfaces
+import zope.component
+import zope.component.zcml
+import zope.configuration.exceptions
+import zope.interface
+import zope.schema
+import ZODB.interfaces
+
+from . import dispatcher as dispatcher_registry
+from . import interfaces
+from . import subscribers
+from .queue import getDefaultQueue
+
+NAMESPACE = 'http://namespaces.zope.org/zc.async'
+
+#: The policies, by name: where each keeps the queues.
+POLICIES = {
+    'basic': 'the queues in the main database',
+    'multidb': 'the queues in another database, named by database=',
+}
+
+# How long the exit hook waits for a dispatcher's reactor thread.
+STOP_TIMEOUT = 3
+
+
+class IPolicyDirective(zope.interface.Interface):
+    """Run a dispatcher in this process, with its queues and agent."""
+
+    name = zope.schema.TextLine(
+        title='Policy',
+        description='"basic" (queues in the main database) or "multidb"'
+                    ' (queues in the database named by ``database``).')
+
+    database = zope.schema.TextLine(
+        title='Queues database',
+        description='Name of the database holding the queues (required by'
+                    ' and only allowed for the "multidb" policy).',
+        required=False)
+
+    poll_interval = zope.schema.Float(
+        title='Poll interval',
+        description='Seconds between the dispatcher\'s heartbeat polls.',
+        required=False, default=5.0)
+
+    agent_size = zope.schema.Int(
+        title='Agent size',
+        description='Number of jobs agent "main" runs at once.',
+        required=False, default=3, min=1)
+
+
+def policy(_context, name, database=None, poll_interval=5.0, agent_size=3):
+    """Handle ``<async:policy>``: see :class:`IPolicyDirective`."""
+    _check(name, database, poll_interval)
+    # Only one policy per site: a second one is reported as a conflict.
+    _context.action(discriminator=('zc.async', 'dispatcher policy'))
+    for required in (persistent.interfaces.IPersistent,
+                     ZODB.interfaces.IConnection):
+        zope.component.zcml.adapter(
+            _context, [getDefaultQueue], provides=interfaces.IQueue,
+            for_=[required])
+    for handler in installers(database, poll_interval, agent_size):
+        zope.component.zcml.subscriber(_context, handler=handler)
+
+
+def _check(name, database, poll_interval):
+    """Raise ConfigurationError for settings no dispatcher can run with."""
+    if name not in POLICIES:
+        raise zope.configuration.exceptions.ConfigurationError(
+            'unknown zc.async dispatcher policy %r; use one of: %s' % (
+                name, '; '.join('%r (%s)' % item
+                                for item in POLICIES.items())))
+    if name == 'multidb' and not database:
+        raise zope.configuration.exceptions.ConfigurationError(
+            'the multidb zc.async dispatcher policy needs the name of the'
+            ' database that holds the queues, as database="..."'
+            ' (multidb_dispatcher_policy.zcml uses database="async")')
+    if name == 'basic' and database:
+        raise zope.configuration.exceptions.ConfigurationError(
+            'the basic zc.async dispatcher policy keeps the queues in the'
+            ' main database, so database=%r is not allowed; use'
+            ' name="multidb" to keep them in that database' % (database,))
+    if not poll_interval > 0:
+        raise zope.configuration.exceptions.ConfigurationError(
+            'poll_interval must be a number of seconds above 0, not %r'
+            % (poll_interval,))
+
+
+def installers(database=None, poll_interval=5.0, agent_size=3):
+    """The event handlers of a policy, in the order they must run."""
+    return [
+        _prebuilt_or_new(
+            (subscribers.queue_installer,
+             subscribers.multidb_queue_installer),
+            subscribers.QueueInstaller, db_name=database or None),
+        _prebuilt_or_new(
+            (subscribers.threaded_dispatcher_installer,),
+            subscribers.ThreadedDispatcherInstaller,
+            poll_interval=poll_interval),
+        stop_dispatcher_at_exit,
+        _prebuilt_or_new(
+            (subscribers.agent_installer,), subscribers.AgentInstaller,
+            agent_name='main', size=agent_size),
+    ]
+
+
+def _prebuilt_or_new(prebuilt, factory, **settings):
+    """The pre-built installer with ``settings``, else a new one."""
+    for installer in prebuilt:
+        if all(getattr(installer, key) == value
+               for key, value in settings.items()):
+            return installer
+    return factory(**settings)
+
+
+# ------------------------------------------------------- shutdown at exit
+
+_running = weakref.WeakSet()  # threaded dispatchers to stop at exit
+_exit_hook_lock = threading.Lock()
+_exit_hook_registered = False
+
+
+@zope.component.adapter(interfaces.IDatabaseOpenedEvent)
+def stop_dispatcher_at_exit(event):
+    """Deactivate this process's threaded dispatcher when the process exits.
+
+    Signals are handled by the dispatcher installer; this covers a normal
+    exit (the end of the main program, ``sys.exit``), after which the
+    dispatcher's daemon threads would otherwise just vanish and its records
+    stay active until other dispatchers declare it dead.
+    """
+    global _exit_hook_registered
+    dispatcher = dispatcher_registry.get()
+    if dispatcher is None or getattr(dispatcher, 'thread', None) is None:
+        return
+    with _exit_hook_lock:
+        _running.add(dispatcher)
+        if not _exit_hook_registered:
+            atexit.register(stop_running_dispatchers)
+            _exit_hook_registered = True
+
+
+def stop_running_dispatchers(timeout=STOP_TIMEOUT):
+    """Stop the reactor threads of the dispatchers noted for exit.
+
+    Stopping a dispatcher's reactor deactivates the dispatcher (its records
+    in every queue are committed as deactivated).
+    """
+    for dispatcher in list(_running):
+        thread = dispatcher.thread
+        if thread.is_alive():
+            dispatcher.reactor.callFromThread(dispatcher.reactor.stop)
+            thread.join(timeout)
+        _running.discard(dispatcher)
