@@ -75,7 +75,7 @@ def main(argv=None):
     parser.add_argument('--host', default='127.0.0.1')
     parser.add_argument('--port', type=int, default=8080)
     parser.add_argument('--var', default=os.path.join(HERE, 'var'),
-                        help='directory of the database (default: %(default)s)')
+                        help='where the database lives (%(default)s)')
     args = parser.parse_args(argv)
     app, db = make_app(os.path.abspath(args.var))
     import waitress.server

@@ -16,7 +16,6 @@ import tempfile
 import textwrap
 import unittest
 
-import persistent.interfaces
 import transaction
 import transaction.interfaces
 import ZConfig
@@ -46,7 +45,6 @@ import zc.asynchronous.testing
 import zc.asynchronous.zcml as zcml
 from zc.asynchronous.tests.test_subscribers import DEADLINE
 from zc.asynchronous.tests.test_subscribers import use_temporary_instance_uuid
-from zc.asynchronous.tests.test_subscribers import wait_until
 
 SRC = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(
     os.path.abspath(__file__)))))
