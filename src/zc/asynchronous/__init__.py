@@ -32,6 +32,11 @@ class _AliasLoader(importlib.abc.Loader):
         # or relative imports made later inside the module warn.
         module.__spec__ = self.real_spec
 
+    def get_code(self, fullname):
+        # ``python -m zc.asynchronous.cli`` runs the real module's code.
+        real = importlib.util.find_spec(self.real_name)
+        return real.loader.get_code(self.real_name)
+
 
 class _AliasFinder(importlib.abc.MetaPathFinder):
     """Map every ``zc.asynchronous.*`` import onto ``zc.async.*``."""

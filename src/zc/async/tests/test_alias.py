@@ -17,3 +17,11 @@ class AliasTests(unittest.TestCase):
         from zc.asynchronous.interfaces import KEY
         self.assertIs(interfaces, importlib.import_module('zc.async.interfaces'))
         self.assertEqual(KEY, 'zc.async')
+
+    def test_run_as_main_module(self):
+        import subprocess
+        import sys
+        out = subprocess.run(
+            [sys.executable, '-m', 'zc.asynchronous.cli', '--help'],
+            capture_output=True, text=True, check=True)
+        self.assertIn('zc-async', out.stdout)
