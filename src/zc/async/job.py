@@ -546,9 +546,12 @@ class Job(utils.Base):
         the server committed; running the callable again would do its work
         twice, so look before asking the retry policy.
         """
+        # Equal times alone do not prove it (frozen or coarse clocks): a
+        # dispatcher that took the job over may have completed it since.
         return utils.never_fail(
             lambda: (self._status_id != _ACTIVE
-                     and self._active_end == stored_end),
+                     and self._active_end == stored_end
+                     and self._foreign_agent() is None),
             'checking the stored result of %r' % (self,), tm)
 
     def _store_result(self, res, data_cache):
