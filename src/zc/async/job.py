@@ -572,9 +572,12 @@ class Job(utils.Base):
         return False
 
     def _waits_on(self, inner):
-        """Whether ``inner`` already has this job's completion callback."""
+        """Whether ``inner`` already has a completion callback for this job
+        that has yet to run (one that ran while this job was put back after
+        an interruption failed, and cannot deliver any more)."""
         return any(getattr(cb, '_callable_root', None) is self
                    and getattr(cb, '_callable_name', None) == '_callback'
+                   and cb.status != COMPLETED
                    for cb in inner.callbacks)
 
     def _wait_for_deferred(self, deferred):

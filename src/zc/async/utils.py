@@ -48,11 +48,16 @@ UTC = datetime.timezone.utc
 _frozen_now = None
 
 
+# The real class, even while zc.async.testing patches ``datetime.datetime``
+# (whose ``now`` reads this clock).
+_real_datetime = datetime.datetime
+
+
 def now():
     """The current time, a timezone-aware UTC datetime (maybe frozen)."""
     if _frozen_now is not None:
         return _frozen_now
-    return datetime.datetime.now(UTC)
+    return _real_datetime.now(UTC)
 
 
 def _set_frozen_now(dt):

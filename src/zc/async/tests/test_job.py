@@ -1066,6 +1066,29 @@ class InnerJobTests(DatabaseTestCase):
         self.assertEqual(outer.status, interfaces.COMPLETED)
 
 
+    def test_inner_job_finishing_while_outer_is_put_back(self):
+        # The outer job was interrupted and put back (handleInterrupt) while
+        # its inner job ran on: the inner job's completion callback fails,
+        # and the outer job's re-run must wait on the inner job anew.
+        queue, agent = self.make_queue()
+        inner = Job(operator.mul, 21, 2)
+        outer = self.claimed(queue, agent, Job(return_job, inner))
+        queue.put(inner)
+        transaction.commit()
+        outer()
+        outer.handleInterrupt()
+        transaction.commit()
+        self.assertEqual(outer.status, interfaces.PENDING)
+        self.assertIs(agent.claimJob(), outer)  # put back: first in line
+        self.assertIs(agent.claimJob(), inner)
+        transaction.commit()
+        inner()
+        self.assertEqual(outer.status, interfaces.ASSIGNED)
+        outer()
+        self.assertEqual(outer.status, interfaces.COMPLETED)
+        self.assertEqual(outer.result, 42)
+
+
 class DeferredTests(DatabaseTestCase):
 
     def test_deferred_result_is_stored_in_its_own_connection(self):
