@@ -18,6 +18,7 @@ is fast.
 """
 import hashlib
 import os
+import signal
 import subprocess
 import sys
 import venv
@@ -92,8 +93,29 @@ def main(argv):
         print('bootstrap: ready; run bin/test or bin/zc-async demo')
         return 0
     script, *args = COMMANDS[argv[0]]
-    command = [os.path.join(BIN, script)] + args + argv[1:]
-    return subprocess.run(command, cwd=HERE).returncode
+    return run_command([os.path.join(BIN, script)] + args + argv[1:])
+
+
+def run_command(command):
+    """Run ``command`` with Ctrl-C (SIGINT) working as in a terminal.
+
+    A process started in the background, as by some CI runners, inherits
+    SIGINT ignored; the command (and the processes its tests start and
+    interrupt) get the default back.  A Ctrl-C reaches the command too, so
+    this process just goes on waiting for it.
+    """
+    process = subprocess.Popen(
+        command, cwd=HERE,
+        preexec_fn=_default_sigint if os.name == 'posix' else None)
+    while True:
+        try:
+            return process.wait()
+        except KeyboardInterrupt:
+            pass
+
+
+def _default_sigint():
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 if __name__ == '__main__':

@@ -64,8 +64,9 @@ def build_parser():
         'demo', help='run a parallel Monte-Carlo estimate of pi',
         description=(
             'Run a parallel Monte-Carlo estimate of pi as a zc.async'
-            ' composite job on a real dispatcher and an embedded FileStorage'
-            ' under --var, showing progress, then print the result.'))
+            ' composite job on a real dispatcher and a new embedded'
+            ' FileStorage under --var (replacing the previous run\'s),'
+            ' showing progress, then print the result.'))
     demo.add_argument('--var', default='var', metavar='DIR',
                       help='directory for the database, log and instance'
                            ' UUID (default: ./var)')
@@ -79,6 +80,8 @@ def build_parser():
     demo.set_defaults(run=run_demo)
     from .worker import add_worker_parser
     add_worker_parser(commands)
+    from .clidb import add_db_parsers
+    add_db_parsers(commands)
     return parser
 
 
