@@ -14,6 +14,10 @@ import os
 import threading
 import uuid
 
+import zope.interface
+
+from .interfaces import IUUID
+
 key = 'ZC_ASYNC_UUID'
 
 msg = """
@@ -46,6 +50,26 @@ time the instance starts, and the instance gets a new identity.
 _lock = threading.Lock()
 
 
+@zope.interface.implementer(IUUID)
+class InstanceUUID(uuid.UUID):
+    """A :class:`uuid.UUID` that provides :class:`IUUID`.
+
+    1.5 declared that every ``uuid.UUID`` implements ``IUUID``; this
+    subclass gives the instance UUID that interface without touching the
+    standard library class.  It equals, hashes, prints and pickles as the
+    plain ``uuid.UUID`` of the same value.
+    """
+
+    def __repr__(self):
+        return 'UUID(%r)' % str(self)
+
+    def __reduce__(self):
+        return (uuid.UUID, (str(self),))
+
+    def __reduce_ex__(self, protocol):
+        return self.__reduce__()
+
+
 def getUUID(path=None):
     """Return the instance UUID stored at ``path``; create the file if absent.
 
@@ -71,7 +95,7 @@ def _read(path):
     with open(path, encoding='ascii', errors='replace') as f:
         line = f.readline().strip()
     try:
-        return uuid.UUID(line)
+        return InstanceUUID(line)
     except ValueError:
         raise ValueError(
             'instance UUID file %r should start with a UUID line, found %r;'
@@ -81,7 +105,7 @@ def _read(path):
 
 
 def _create(path):
-    value = uuid.uuid1()
+    value = InstanceUUID(int=uuid.uuid1().int)
     # O_EXCL: never overwrite a file another process has just written.
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
     with os.fdopen(fd, 'w', encoding='ascii') as f:

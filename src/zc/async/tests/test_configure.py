@@ -7,6 +7,7 @@ import sys
 import tempfile
 import textwrap
 import unittest
+import uuid
 
 import persistent.mapping
 import transaction
@@ -99,8 +100,9 @@ class RegistrationTests(TempDirMixin, unittest.TestCase):
         configure.minimal(self.registry)
         self.assertEqual(self.registry.getUtility(interfaces.IUUID),
                          instanceuuid.UUID)
-        # Registered naming the interface: uuid.UUID is left unchanged.
-        self.assertFalse(interfaces.IUUID.providedBy(instanceuuid.UUID))
+        # The instance UUID provides IUUID; uuid.UUID is left unchanged.
+        self.assertTrue(interfaces.IUUID.providedBy(instanceuuid.UUID))
+        self.assertFalse(interfaces.IUUID.implementedBy(uuid.UUID))
 
     def test_minimal_has_no_connection_adapter_base_has(self):
         obj, conn = self.stored(self.db)

@@ -147,3 +147,26 @@ class LazyUUIDTests(TempDirMixin, unittest.TestCase):
 
 def test_suite():
     return unittest.defaultTestLoader.loadTestsFromName(__name__)
+
+
+class InstanceUUIDTests(unittest.TestCase):
+    """The instance UUID provides IUUID and is otherwise a plain UUID."""
+
+    def test_provides_iuuid_and_behaves_as_a_uuid(self):
+        import pickle
+        import uuid
+        from zc.asynchronous import instanceuuid
+        from zc.asynchronous.interfaces import IUUID
+        with tempfile.TemporaryDirectory() as tmp:
+            value = instanceuuid.getUUID(os.path.join(tmp, 'uuid.txt'))
+            again = instanceuuid.getUUID(os.path.join(tmp, 'uuid.txt'))
+        self.assertTrue(IUUID.providedBy(value))
+        self.assertTrue(IUUID.providedBy(again))
+        self.assertEqual(value, again)
+        plain = uuid.UUID(str(value))
+        self.assertEqual(value, plain)
+        self.assertEqual(hash(value), hash(plain))
+        self.assertEqual(repr(value), repr(plain))
+        copy = pickle.loads(pickle.dumps(value))
+        self.assertIs(type(copy), uuid.UUID)
+        self.assertEqual(copy, value)
