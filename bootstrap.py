@@ -69,7 +69,7 @@ def ensure_installed():
             os.path.exists(os.path.join(BIN, name)) for name in SCRIPTS):
         return
     run(venv_script('python'), '-m', 'pip', 'install', '--quiet',
-        BUILDOUT_REQUIREMENT, '--editable', HERE + '[test,grok]')
+        BUILDOUT_REQUIREMENT, '--editable', HERE + '[test,grok,relstorage,metrics]')
     run(venv_script('buildout'), '-c', os.path.join(HERE, 'buildout.cfg'))
     with open(STAMP, 'w') as f:
         f.write(digest)

@@ -14,6 +14,7 @@ TESTS_REQUIRE = [
     'zope.testbrowser',
     'webtest',
     'manuel',
+    'websocket-client',  # drives headless Chromium (dashboard tests)
 ]
 
 setup(
@@ -28,7 +29,8 @@ setup(
     package_dir={'': 'src'},
     packages=find_namespace_packages('src', include=['zc.*']),
     include_package_data=True,
-    package_data={'': ['*.zcml', '*.txt', '*.rst']},
+    package_data={'': ['*.zcml', '*.txt', '*.rst', '*.html', '*.js',
+                       '*.css']},
     zip_safe=False,
     install_requires=[
         'setuptools',
@@ -54,7 +56,7 @@ setup(
     extras_require={
         'test': TESTS_REQUIRE,
         'grok': ['grok', 'zope.app.wsgi', 'waitress'],
-        'relstorage': ['RelStorage[postgresql]', 'psycopg2'],
+        'relstorage': ['RelStorage', 'psycopg2-binary'],
         'metrics': ['prometheus-client'],
     },
     entry_points={
