@@ -104,6 +104,10 @@ def add_arguments(parser):
         help='seconds to wait for a ZEO or PostgreSQL server at start-up '
              '(default: %(default)s)')
     parser.add_argument(
+        '--metrics-port', metavar='PORT', type=int,
+        help='serve Prometheus metrics at http://127.0.0.1:PORT/metrics '
+             '(needs the metrics extra; default: no metrics)')
+    parser.add_argument(
         '--log-level', metavar='LEVEL', type=str.upper, default='INFO',
         choices=('DEBUG', 'INFO', 'WARNING', 'ERROR', 'CRITICAL'),
         help='DEBUG, INFO, WARNING, ERROR or CRITICAL (default: '
@@ -111,6 +115,7 @@ def add_arguments(parser):
     parser.add_argument(
         '--log-file', metavar='PATH',
         help='append the log to this file (default: stderr)')
+    add_dashboard_arguments(parser)
     return parser
 
 
@@ -179,7 +184,8 @@ def run_worker(options):
     db = _open(opener, options.database)
     try:
         from twisted.internet import reactor
-        start_dispatcher(db, reactor, uuid, options)
+        dispatcher = start_dispatcher(db, reactor, uuid, options)
+        start_dashboard(db, reactor, dispatcher, options)
         reactor.run()  # Twisted's SIGTERM/SIGINT handlers stop it.
     finally:
         db.close()
@@ -337,10 +343,22 @@ def start_dispatcher(db, reactor, uuid, options):
             uuid, options.ping_interval, options.ping_death_interval))
     dispatcher = Dispatcher(db, reactor, poll_interval=options.poll_interval,
                             uuid=uuid)
+    if options.metrics_port is not None:
+        _serve_metrics(dispatcher, options.metrics_port)
     dispatcher.activate()
     log.info('worker %s started (poll interval %s s)',
              uuid, options.poll_interval)
     return dispatcher
+
+
+def _serve_metrics(dispatcher, port):
+    from . import metrics
+    try:
+        metrics.install_metrics(dispatcher)
+        metrics.start_metrics_server(port)
+    except (metrics.MetricsUnavailable, OSError) as e:
+        raise WorkerError('cannot serve metrics on port %d: %s' % (port, e))
+    log.info('serving metrics at http://127.0.0.1:%d/metrics', port)
 
 
 def _warn_if_no_queues(db):
@@ -377,6 +395,47 @@ class PingSettings:
         if self.ping_death_interval:
             da.ping_death_interval = datetime.timedelta(
                 seconds=self.ping_death_interval)
+
+
+# -------------------------------------------------------------- dashboard
+
+#: The environment variable that may hold the dashboard's actions token
+#: (safer than --actions-token, which other users see in ``ps``).
+ACTIONS_TOKEN_VARIABLE = 'ZC_ASYNC_ACTIONS_TOKEN'
+
+
+def add_dashboard_arguments(parser):
+    """The options of the web dashboard (see :mod:`zc.async.web`)."""
+    parser.add_argument(
+        '--dashboard-port', metavar='PORT', type=int,
+        help='serve the web dashboard on this port (default: no '
+             'dashboard; 0 picks a free port)')
+    parser.add_argument(
+        '--dashboard-host', metavar='HOST', default='127.0.0.1',
+        help='address the dashboard listens on (default: %(default)s; '
+             'anyone who can connect can read job data)')
+    parser.add_argument(
+        '--actions-token', metavar='TOKEN',
+        default=os.environ.get(ACTIONS_TOKEN_VARIABLE),
+        help='enable the dashboard\'s retry and cancel actions for '
+             'requests with the header "Authorization: Bearer TOKEN" (at '
+             'least 8 characters; default: $%s, else read-only)'
+             % (ACTIONS_TOKEN_VARIABLE,))
+
+
+def start_dashboard(db, reactor, dispatcher, options):
+    """Serve the dashboard if ``--dashboard-port`` asks for it."""
+    port = getattr(options, 'dashboard_port', None)
+    if port is None:
+        return None
+    from . import web
+    try:
+        return web.start_dashboard(
+            db, reactor, port, options.dashboard_host, dispatcher,
+            options.actions_token)
+    except Exception as e:  # a busy port, a bad address or token
+        raise WorkerError('cannot start the dashboard on %s:%s: %s' % (
+            options.dashboard_host, port, e))
 
 
 if __name__ == '__main__':
