@@ -17,9 +17,10 @@ threaded poll hands its findings to the reactor thread the same way.
 
 **Instant dispatch.**  Besides the ``poll_interval`` heartbeat, a dispatcher
 watches the ZODB invalidations of every queue's ``_length`` counter (which
-changes with each put, claim and removal).  When another connection commits
-a change to one, the dispatcher polls at once instead of at the next beat;
-the beat then follows ``poll_interval`` after that poll.  A worker that
+changes with each put, claim and removal), and of the root while it has no
+queues.  When another connection commits a change to one, the dispatcher
+polls at once instead of at the next beat; the beat then follows
+``poll_interval`` after that poll.  A worker that
 finishes a job of an agent that was full also wakes a poll, so queued work
 flows on.  Wake-ups coalesce: never two polls at once.  A reactor whose
 ``instant_dispatch`` attribute is false (the virtual-time
@@ -27,6 +28,7 @@ flows on.  Wake-ups coalesce: never two polls at once.  A reactor whose
 """
 import datetime
 import threading
+import time
 
 import transaction
 import twisted.python.failure
@@ -135,6 +137,7 @@ class _InvalidationHook:
 
     @classmethod
     def listen(cls, adapter, listener):
+        """Call ``listener`` for the commits ``adapter`` learns of."""
         with cls._lock:
             hook = cls._hooks.get(adapter)
             if hook is None:
@@ -145,6 +148,8 @@ class _InvalidationHook:
 
     @classmethod
     def unlisten(cls, adapter, listener):
+        """Stop calling ``listener``; unhook the adapter if it was the last.
+        """
         with cls._lock:
             hook = cls._hooks.get(adapter)
             if hook is None or listener not in hook.listeners:
@@ -189,17 +194,17 @@ class _PollWork:
         self.sizes = {}  # {(queue name, agent name): agent size}
         self.claimed = []  # [(queue name, agent name, oid, db name, info)]
         self.saturated = set()  # {(queue name, agent name)}
-        self.watched = {}  # {MVCC adapter: set of queue-length oids}
+        self.watched = {}  # {MVCC adapter: set of oids to wake up for}
+        self.duration = None  # seconds the database half took
 
-    def watch(self, queue):
-        """Watch ``queue``'s length counter for instant dispatch."""
-        length = getattr(queue, '_length', None)
-        jar = getattr(length, '_p_jar', None)
-        if jar is None or length._p_oid is None:
+    def watch(self, obj):
+        """Wake up when a commit changes the stored object ``obj``."""
+        jar = getattr(obj, '_p_jar', None)
+        if jar is None or obj._p_oid is None:
             return
         adapter = jar.db()._mvcc_storage
         if isinstance(adapter, ZODB.mvccadapter.MVCCAdapter):
-            self.watched.setdefault(adapter, set()).add(length._p_oid)
+            self.watched.setdefault(adapter, set()).add(obj._p_oid)
 
     def claim(self, queue_name, agent_name, job, agent_info):
         """Note a claimed ``job``: a new job info and a work item."""
@@ -245,6 +250,7 @@ class Dispatcher:
         self._wake_requested = False  # a wake-up is on its way
         self._watched = {}  # {MVCC adapter: frozenset of oids}
         self._own_storages = frozenset()  # MVCC instances of poll conns
+        self.listeners = []  # see notify
         _dispatchers[uuid] = self
 
     @property
@@ -417,14 +423,18 @@ class Dispatcher:
     def _pollDatabase(self, conn):
         """Claim work for this process: the database half of a poll."""
         work = _PollWork()
+        started = time.monotonic()
         tm = conn.transaction_manager
         tm.begin()  # sync: see what others committed
         try:
             queues = conn.root().get(interfaces.KEY)
+            if queues is None:  # wake up when the queues are installed
+                work.watch(conn.get(ZODB.utils.z64))
             for queue in ([] if queues is None else list(queues.values())):
                 work.info[queue.name] = self._pollQueue(queue, tm, work)
         finally:
             tm.abort()
+        work.duration = time.monotonic() - started
         return work
 
     def _pollQueue(self, queue, tm, work):
@@ -433,7 +443,8 @@ class Dispatcher:
             return None
         self._attempt(tm, 'pinging UUID %s in queue %r' % (
             self.UUID, queue.name), lambda: queue.dispatchers.ping(self.UUID))
-        work.watch(queue)
+        # Every put, claim and removal changes the queue's length counter.
+        work.watch(getattr(queue, '_length', None))
         agents = list(queue.dispatchers[self.UUID].items())
         return {name: self._pollAgent(queue, name, agent, tm, work)
                 for name, agent in agents}
@@ -536,6 +547,7 @@ class Dispatcher:
                 self.queues[queue_name][name].put((oid, dbname, info))
             self._watch(work.watched)
         self._recordPoll(work.info, [item[-1] for item in work.claimed])
+        self.notify('poll', {'duration': work.duration, 'poll': work.info})
 
     def _resizePool(self, queue_name, name, size):
         pools = self.queues.setdefault(queue_name, {})
@@ -571,6 +583,23 @@ class Dispatcher:
         if last is None or last != poll_info:
             utils.tracelog.debug('poll %s: %r', poll_info.key, poll_info)
 
+    def notify(self, event, info):
+        """Call each of :attr:`listeners` as ``listener(event, info)``.
+
+        Runs in the reactor thread.  Events: ``'poll'`` after each poll
+        (info: ``'duration'``, the seconds its database half took, and
+        ``'poll'``, its :class:`PollInfo`); ``'job started'`` and ``'job
+        finished'`` for each job attempt a worker thread runs (info: the
+        job's record, see :meth:`getJobInfo`; listeners must not change it).
+        """
+        for listener in list(self.listeners):
+            try:
+                listener(event, info)
+            except Exception:
+                # An observer must never break the dispatcher.
+                utils.log.exception('error in dispatcher listener %r',
+                                    listener)
+
     # ------------------------------------------------ instant dispatch
 
     @property
@@ -581,12 +610,12 @@ class Dispatcher:
         """Listen to the invalidations of ``{adapter: oids}`` only."""
         if not self._instant:
             return
-        for adapter in set(self._watched) - set(watched):
+        old, self._watched = self._watched, {
+            adapter: frozenset(oids) for adapter, oids in watched.items()}
+        for adapter in set(old) - set(watched):
             _InvalidationHook.unlisten(adapter, self._invalidated)
-        for adapter in set(watched) - set(self._watched):
+        for adapter in set(watched) - set(old):
             _InvalidationHook.listen(adapter, self._invalidated)
-        self._watched = {adapter: frozenset(oids)
-                         for adapter, oids in watched.items()}
 
     def _invalidated(self, adapter, oids, committing_instance):
         """In a committing thread: wake if a watched queue changed."""

@@ -14,7 +14,6 @@ import time
 
 import transaction
 import twisted.python.failure
-import ZEO.Exceptions
 import ZODB.POSException
 import ZODB.utils
 
@@ -132,7 +131,8 @@ class AgentThreadPool:
             # that ends this thread (the pool starts another).
             utils.log.critical('unexpected error', exc_info=True)
         finally:
-            transaction.abort()
+            utils.abort(transaction.manager, 'ending worker thread',
+                        wait=False)
             conn.close()
             self._report(self._threadEnded, me, stopped)
 
@@ -147,7 +147,8 @@ class AgentThreadPool:
             outcome = self._call(self._load(conn, oid, dbname))
         finally:
             local.job = None  # the job clears it too; this is a safety net
-            transaction.abort()
+            utils.abort(transaction.manager, 'finishing job %d in db %s'
+                        % jobid)
             self._report(self._jobFinished, thread, info, outcome)
         utils.tracelog.info(
             'completed in thread %d: %s', thread, info['call'])
@@ -162,11 +163,11 @@ class AgentThreadPool:
                 job = conn.get_connection(dbname).get(oid)
                 job._p_activate()  # load now, inside this retry loop
                 return job
-            except ZEO.Exceptions.ClientDisconnected:
+            except utils.disconnect_errors():  # ZEO's, RelStorage's
                 utils.log.info(
                     'ZEO client disconnected while trying to get job %d in '
                     'db %s; retrying in %d seconds', ZODB.utils.u64(oid),
-                    dbname, backoff)
+                    dbname, backoff, exc_info=True)
                 time.sleep(backoff)
                 backoff = min(self.maximum_backoff,
                               backoff + self.incremental_backoff)
@@ -180,17 +181,22 @@ class AgentThreadPool:
 
     def _call(self, job):
         """Call ``job``; return the job info entries for how it ended."""
+        tm = transaction.manager
         try:
             job()
         except interfaces.ReassignedError:
-            transaction.abort()
+            utils.abort(tm, 'dropping reassigned %r' % (job,))
             return {'reassigned': True}
         except interfaces.BadStatusError:
-            transaction.abort()
+            utils.abort(tm, 'calling %r' % (job,))
             utils.log.error('job already completed?', exc_info=True)
             _retire(job)
-        except BaseException:  # explosive or unexpected: ends the thread
-            transaction.abort()
+        except Exception:  # unexpected: ends the thread, not the job
+            utils.abort(tm, 'calling %r' % (job,))
+            _recover(job)
+            raise
+        except BaseException:  # explosive: the process is going away
+            utils.abort(tm, 'calling %r' % (job,), wait=False)
             raise
         outcome = _describe_result(job.result)
         outcome['completed'] = _utcnow()
@@ -203,11 +209,13 @@ class AgentThreadPool:
         self.jobids[thread] = jobid
         info['started'] = started
         info['thread'] = thread
+        self.dispatcher.notify('job started', info)
 
     @_handoff
     def _jobFinished(self, thread, info, outcome):
         self.jobids[thread] = None
         info.update(outcome)
+        self.dispatcher.notify('job finished', info)
         if self.saturated:
             self.saturated = False
             self.dispatcher._wakeForRoom()
@@ -239,10 +247,30 @@ def _retire(job):
             transaction.commit()
             return
         except (ZODB.POSException.TransactionError,
-                ZODB.POSException.POSError):
-            transaction.abort()
+                ZODB.POSException.POSError, *utils.disconnect_errors()):
+            utils.abort(transaction.manager, 'retiring %r' % (job,))
             count += 1
             if not count % 10:
                 utils.log.critical('frequent database errors!  I retry '
                                    'forever...', exc_info=True)
             time.sleep(1)
+
+
+def _recover(job):
+    """Leave ``job``, which an unexpected error took out of the hands of
+    this worker thread, as a dead dispatcher would (committed).
+
+    A live dispatcher keeps pinging, so no sibling would ever take over a
+    job left ACTIVE in its agent: handle the interruption here instead.
+    The retry policy decides (the default puts the job back in its queue,
+    first in line; counted in ``policy.data['interruptions']``); a job in
+    CALLBACKS gets its callbacks resumed.
+    """
+    def unit():
+        if job.status in (interfaces.ACTIVE, interfaces.CALLBACKS):
+            job.handleInterrupt()
+    try:
+        utils.never_fail(unit, 'recovering %r after an unexpected error'
+                         % (job,), transaction.manager)
+    except interfaces.ReassignedError:
+        pass  # another dispatcher has it now (logged): nothing to recover

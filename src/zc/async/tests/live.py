@@ -183,9 +183,15 @@ class DispatcherTestCase(unittest.TestCase):
         return live
 
     def put(self, call, *args, **kw):
-        """Put ``call(*args)`` in queue '' and commit; return the job."""
-        job = self.queue.put(zc.asynchronous.job.Job(call, *args), **kw)
-        transaction.commit()
+        """Put ``call(*args)`` in queue '' and commit; return the job.
+
+        Retries conflicts, as a producer should (a put may conflict with a
+        dispatcher's claim that commits meanwhile).
+        """
+        for attempt in transaction.manager.attempts():
+            with attempt:
+                job = self.queue.put(
+                    zc.asynchronous.job.Job(call, *args), **kw)
         return job
 
     def messages(self, level):

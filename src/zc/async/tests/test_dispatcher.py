@@ -5,7 +5,6 @@ The first classes drive a dispatcher step by step with the virtual-time
 reactors in threads against a FileStorage and wait on conditions.
 """
 import datetime
-import logging
 import operator
 import threading
 import time
@@ -15,12 +14,11 @@ import uuid
 import transaction
 import twisted.internet.defer
 import twisted.python.failure
-import zope.component
 import zope.component.testing
-import zope.interface.verify
 import zope.testing.loggingsupport
 import ZODB
 import ZODB.POSException
+import ZODB.utils
 
 import zc.asynchronous.agent
 import zc.asynchronous.dispatcher as dispatcher_module
@@ -105,6 +103,10 @@ def hang_first_attempt(name):
         event('started ' + name).set()
         event(name).wait(20)
     return 42
+
+
+def exit_thread():
+    raise SystemExit()
 
 
 def add(*values):
@@ -442,6 +444,32 @@ class JobTests(VirtualTimeTestCase):
         self.assertTrue(any('was reassigned' in message
                             for message in self.messages('ERROR')))
 
+    def test_job_completed_while_pending_is_dropped_from_the_agent(self):
+        job = self.put(operator.mul, 6, 7)
+        job.fail()
+        transaction.commit()
+        self.reactor.time_flies(5)
+        self.reactor._settle([job])
+        self.assertIn('job already completed?', self.messages('ERROR'))
+        da = self.da()
+        self.assertEqual(len(da['main']), 0)
+        self.assertEqual(list(da['main'].completed), [job])
+        self.assertIsInstance(job.result, twisted.python.failure.Failure)
+
+    def test_a_thread_that_dies_is_replaced(self):
+        pool = self.dispatcher.queues['']['main']
+        before = list(pool.threads)
+        job = self.put(exit_thread)
+        self.reactor.time_flies(5)
+        wait_until(lambda: not all(t.is_alive() for t in before))
+        wait_until(lambda: self.reactor._let_threads_work(0.01)
+                   or len([t for t in pool.threads if t.is_alive()]) == 3)
+        self.assertEqual(len(pool.threads), 3)
+        self.assertNotEqual(pool.threads, before)
+        self.assertEqual(pool.getSize(), 3)
+        transaction.begin()
+        self.assertEqual(job.status, interfaces.ACTIVE)  # as if killed
+
     def test_unknown_and_ambiguous_job_ids(self):
         with self.assertRaises(KeyError):
             self.dispatcher.getJobInfo(999, 'unnamed')
@@ -617,6 +645,17 @@ class InstantDispatchVirtualTests(VirtualTimeTestCase):
         transaction.begin()
         self.assertEqual(first.result, 'first')
         self.assertEqual(second.result, 42)
+
+    def test_installing_the_queues_wakes_a_poll(self):
+        del self.root[interfaces.KEY]
+        transaction.commit()
+        self.reactor.time_flies(5)
+        self.assertEqual(self.dispatcher.getPollInfo(), {})
+        self.root[interfaces.KEY] = zc.asynchronous.queue.Queues()
+        self.root[interfaces.KEY][''] = zc.asynchronous.queue.Queue()
+        transaction.commit()
+        self.assertTrue(self.reactor.time_passes())
+        self.assertEqual(list(self.dispatcher.getPollInfo()), [''])
 
     def test_deactivation_removes_the_hook(self):
         adapter = self.db._mvcc_storage
@@ -821,6 +860,8 @@ class ZEOInstantDispatchTests(unittest.TestCase):
         root[interfaces.KEY] = zc.asynchronous.queue.Queues()
         self.queue = root[interfaces.KEY][''] = zc.asynchronous.queue.Queue()
         self.tm.commit()
+        # (ZEO delivers the commit to the other client asynchronously.)
+        wait_until(lambda: _sees_queues(self.worker_db))
         self.live = LiveDispatcher(self.worker_db, poll_interval=30,
                                    uuid=self.uuid)
 
@@ -838,15 +879,13 @@ class ZEOInstantDispatchTests(unittest.TestCase):
         for n in range(3):
             job = self.queue.put(zc.asynchronous.job.Job(operator.mul, n, 7))
             self.tm.commit()
-            t0 = time.time()
-            try:
-                testing.wait_for_result(job, seconds=5)
-            except AssertionError:
-                self.tm.begin()
-                print('FAILED n', n, job.status, [(p.utc_timestamp, p) for p in self.live.dispatcher.iterPolls()], self.live.dispatcher._watched, self.live.dispatcher._wake_requested)
-                import zc.asynchronous.dispatcher as D
-                print(D._InvalidationHook._hooks, self.worker_db._mvcc_storage, vars(self.worker_db._mvcc_storage).keys())
-                raise
+            self.assertEqual(testing.wait_for_result(job, seconds=5), 7 * n,
+                             n)
+
+
+def _sees_queues(db):
+    with db.transaction() as conn:
+        return interfaces.KEY in conn.root()
 
 
 # ------------------------------------------------------ catastrophes

@@ -5,7 +5,6 @@ import io
 import logging
 import os
 import pickle
-import sys
 import threading
 import unittest
 import uuid
