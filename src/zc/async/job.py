@@ -338,6 +338,7 @@ class Job(utils.Base):
     def _ask_policy(self, call_name, tm, *args):
         """The answer of the policy's ``call_name`` method (None if it has
         none); False once the ``begin_by`` deadline has passed."""
+        self._check_reassigned((ACTIVE,))
         if self._expired():
             return False
         policy = utils.never_fail(
@@ -471,8 +472,9 @@ class Job(utils.Base):
             if decision is not None:
                 return decision
             self._log_lost_outcome(res)
-            utils.never_fail(lambda: self._complete(failure, data_cache),
-                             'storing commit failure of %r' % (self,), tm)
+            utils.never_fail(
+                lambda: self._complete_if_still_ours(failure, data_cache),
+                'storing commit failure of %r' % (self,), tm)
         elif waiting:
             if isinstance(res, twisted.internet.defer.Deferred):
                 self._wait_for_deferred(res)
@@ -495,12 +497,13 @@ class Job(utils.Base):
             setup_info = self.setUp()
             res = self.callable(*args, **kwargs)
         except utils.EXPLOSIVE_ERRORS:
-            tm.abort()
+            utils.abort(tm, 'calling %r' % (self,), wait=False)
             self._tear_down(setup_info)
             raise
         except BaseException:  # the job boundary: any error is a result
             res = twist.Failure()  # before the abort ghosts the locals
-            tm.abort()
+            # A disconnect may fail the abort too: wait for the database.
+            utils.abort(tm, 'calling %r' % (self,))
             self._tear_down(setup_info)
             return res, True, _nothing
         finally:
@@ -526,18 +529,26 @@ class Job(utils.Base):
                 stored_end = self._active_end
             tm.commit()
         except utils.EXPLOSIVE_ERRORS:
-            tm.abort()
+            utils.abort(tm, 'storing result of %r' % (self,), wait=False)
             teardown()
             raise
         except Exception:
             failure = twist.Failure()
-            tm.abort()
+            # A disconnect may fail the abort too: wait for the database.
+            utils.abort(tm, 'storing result of %r' % (self,))
             teardown()
             if stored_end is not None and self._result_landed(stored_end, tm):
                 return None, False
             return failure, False
         teardown()
         return None, waiting
+
+    def _complete_if_still_ours(self, res, data_cache):
+        # Another dispatcher may have completed the job meanwhile (false
+        # death): ReassignedError ends the retry loop, BadStatusError
+        # would not.
+        self._check_reassigned((ACTIVE,))
+        self._complete(res, data_cache)
 
     def _result_landed(self, stored_end, tm):
         """Whether a result commit that raised was recorded all the same.
