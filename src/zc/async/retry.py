@@ -8,7 +8,8 @@ thread", False "give up", and a ``datetime``/``timedelta`` "put the job back
 in its queue to be claimed then".
 
 * :class:`RetryCommonFourTimes` (the default for jobs) retries conflicts up
-  to five attempts in all and ZEO disconnects forever, with backoff;
+  to five attempts in all and storage disconnects (ZEO's or RelStorage's)
+  forever, with backoff;
 * :class:`RetryCommonForever` (the default for callbacks and housekeeping
   jobs) retries conflicts and disconnects forever, and retries any other
   commit error forever too, with a slowly growing backoff;
@@ -53,7 +54,11 @@ class RetryCommonFourTimes(persistent.Persistent):
     Each row of ``internal_exceptions`` (used by ``jobError``) and
     ``transaction_exceptions`` (used by ``commitError``) is
     ``(exception classes, data key, max count or None, initial backoff,
-    backoff increment, max backoff)``, times in seconds.  The counts live
+    backoff increment, max backoff)``, times in seconds; ZEO's
+    ``ClientDisconnected`` in a row stands for the disconnect errors of
+    every storage (:func:`zc.async.utils.disconnect_errors`: RelStorage's
+    database driver errors too), counted as ``'zeo_disconnected'`` as in
+    1.5.  The counts live
     in the data cache of one call of the job, shared by both methods;
     interruptions are counted in the persistent ``data``.
     """
@@ -93,7 +98,7 @@ class RetryCommonFourTimes(persistent.Persistent):
         retries left; False otherwise."""
         for (exceptions, key, max_count,
              initial, increment, maximum) in table:
-            if failure.check(*exceptions) is None:
+            if failure.check(*utils.with_disconnects(exceptions)) is None:
                 continue
             count = data_cache.get(key, 0) + 1
             if max_count is not None and count >= max_count:

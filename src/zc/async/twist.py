@@ -22,7 +22,6 @@ import twisted.python.failure
 import twisted.python.reflect
 import zope.component
 import zope.interface
-import ZEO.Exceptions
 import ZODB.interfaces
 
 from . import utils
@@ -287,7 +286,8 @@ class Partial:
     persistent object among the callable (a bound method's object
     included) and the arguments; reloads those objects in it by oid; calls;
     commits; and closes the connection.  Conflicts are retried at once, at
-    most ``max_transaction_errors`` times (None: forever); ZEO disconnects
+    most ``max_transaction_errors`` times (None: forever); disconnects
+    (ZEO's or RelStorage's, see :func:`zc.async.utils.disconnect_errors`)
     are retried after 5, 10, ... 60 seconds, rescheduled with
     ``reactor.callLater`` when a reactor was set (see :meth:`setReactor`),
     else after sleeping.  Returns a Deferred of the result or
@@ -355,33 +355,40 @@ class Partial:
         tm = transaction.TransactionManager()
         db = next((obj._p_jar.db() for obj in _candidates(
             self.call, args, kwargs) if _stored(obj)), None)
-        conn = None if db is None else db.open(transaction_manager=tm)
+        conn = None
         try:
+            if db is not None:  # opening syncs: it may meet a disconnect
+                conn = db.open(transaction_manager=tm)
             tm.begin()
             call, args, kwargs = self._reloaded(conn, args, kwargs)
             res = call(*args, **kwargs)
             tm.commit()
             return 'done', res
         except utils.EXPLOSIVE_ERRORS:
-            tm.abort()
+            self._abort(tm)
             raise
-        except ZEO.Exceptions.ClientDisconnected:
-            tm.abort()
-            self._disconnects += 1
-            return 'disconnected', None
         except Exception as e:
+            if utils.is_disconnect(e):  # ZEO's or RelStorage's
+                self._abort(tm)
+                self._disconnects += 1
+                return 'disconnected', None
             if isinstance(e, transaction.interfaces.TransientError):
                 self._conflicts += 1
                 limit = self.max_transaction_errors
                 if limit is None or self._conflicts < limit:
-                    tm.abort()
+                    self._abort(tm)
                     return 'conflict', None
             failure = Failure()
-            tm.abort()
+            self._abort(tm)
             return 'failed', failure
         finally:
             if conn is not None:
                 conn.close()
+
+    def _abort(self, tm):
+        # The connection is closed next, so a failed abort (the database
+        # is away) need not be waited for: the next attempt opens another.
+        utils.abort(tm, 'calling %r' % (self,), wait=False)
 
     def _reloaded(self, conn, args, kwargs):
         """The callable and arguments as loaded in ``conn`` (if any)."""

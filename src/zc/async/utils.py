@@ -12,6 +12,7 @@ import datetime
 import heapq
 import itertools
 import logging
+import sys
 import time
 import types
 
@@ -136,6 +137,120 @@ def takecount(iterable, count):
     return itertools.islice(iterable, count)
 
 
+# ----------------------------------------------- storage disconnects
+
+# The RelStorage database families whose driver errors mean a disconnect.
+_RELSTORAGE_FAMILIES = ('postgresql', 'mysql', 'oracle', 'sqlite')
+_disconnect_cache = {}  # {families in use: classes}
+
+
+def disconnect_errors():
+    """The exception classes meaning "the storage cannot be reached".
+
+    ZEO's ``ClientDisconnected``, plus, for each RelStorage database family
+    in use in this process, the ``disconnected_exceptions`` of its
+    available drivers (for PostgreSQL and psycopg2:
+    ``psycopg2.OperationalError``, ``psycopg2.InterfaceError`` and
+    RelStorage's ``ReplicaClosedException``).  A family is in use once its
+    adapter module is imported, which opening such a storage does; so
+    processes without RelStorage see ZEO's class alone, and the drivers of
+    families nobody uses (say, sqlite3 errors of application code) are not
+    taken for disconnects.  These errors are waited for with backoff, as
+    1.5 did for ZEO: the retry loops of this module, the retry policies
+    (their ``ClientDisconnected`` rows), the worker threads' job loading
+    and :class:`zc.async.twist.Partial`.
+    """
+    families = tuple(
+        name for name in _RELSTORAGE_FAMILIES
+        if 'relstorage.adapters.%s.adapter' % (name,) in sys.modules)
+    classes = _disconnect_cache.get(families)
+    if classes is None:
+        classes = (ZEO.Exceptions.ClientDisconnected,)
+        for name in families:
+            classes += _relstorage_disconnect_errors(name)
+        classes = _disconnect_cache[families] = tuple(
+            dict.fromkeys(classes))  # without duplicates, in order
+    return classes
+
+
+def _relstorage_disconnect_errors(family):
+    """The ``disconnected_exceptions`` of a RelStorage family's drivers.
+
+    Each family's ``drivers`` package provides ``IDBDriverOptions``:
+    ``known_driver_factories()``; a factory whose driver module cannot be
+    imported raises ``DriverNotAvailableError`` and is skipped.
+    """
+    import importlib
+    from relstorage.adapters.interfaces import DriverNotAvailableError
+    options = importlib.import_module(
+        'relstorage.adapters.%s.drivers' % (family,))
+    classes = ()
+    for factory in options.known_driver_factories():
+        try:
+            driver = factory()
+        except DriverNotAvailableError:
+            continue
+        classes += tuple(driver.disconnected_exceptions)
+    return classes
+
+
+def is_disconnect(error):
+    """Whether the exception ``error`` says the storage cannot be reached
+    (see :func:`disconnect_errors`)."""
+    return isinstance(error, disconnect_errors())
+
+
+def with_disconnects(classes):
+    """``classes`` with ZEO's ``ClientDisconnected`` standing for all of
+    :func:`disconnect_errors` (how retry policy tables are read)."""
+    if ZEO.Exceptions.ClientDisconnected not in classes:
+        return tuple(classes)
+    return tuple(dict.fromkeys(
+        [*classes, *disconnect_errors()]))
+
+
+def abort(tm, identifier, wait=True):
+    """Abort ``tm``'s transaction even when the database is away.
+
+    The abort synchronizes the connections with their storage, so it can
+    fail by itself: RelStorage reconnects then and raises its driver's
+    error while the database is down, leaving the connection unsynchronized.
+    The transaction is gone all the same, and another abort retries the
+    synchronization; so the abort is tried again, at once after a first
+    error that is not a disconnect (the resource manager that failed was
+    dropped), else after 5, 10, ... 60 seconds, until it succeeds: the
+    connection is usable again from there.  With ``wait`` False (the
+    reactor thread, which must not sleep) a failed abort is tried once more
+    at once, and its Failure returned if that fails too (the next ``begin``
+    synchronizes again).  Returns None once aborted.  Explosive errors
+    propagate.
+    """
+    what = 'aborting (%s)' % (identifier,)
+    errors = 0
+    delay = INITIAL_BACKOFF
+    while True:
+        try:
+            tm.abort()
+            return None
+        except EXPLOSIVE_ERRORS:
+            raise
+        except Exception as e:
+            errors += 1
+            kind = 'system' if is_disconnect(e) else 'other'
+            if errors == 1 and (kind == 'other' or not wait):
+                log.error('error while %s; aborting again', what,
+                          exc_info=True)
+                continue
+            if not wait:
+                from .twist import Failure  # twist imports this module
+                failure = Failure()
+                log.critical('cannot complete %s', what, exc_info=True)
+                return failure
+            _log_backoff(kind, errors, what, delay)
+            _sleep(delay)
+            delay = min(MAX_BACKOFF, delay + BACKOFF_INCREMENT)
+
+
 # -------------------------------------------------------- retry loops
 
 def _sleep(seconds):
@@ -145,8 +260,8 @@ def _sleep(seconds):
 
 def _error_kind(error):
     """'system', 'conflict' (a transient transaction error) or 'other'."""
-    # ZEO's ClientDisconnected is also transient: test system errors first.
-    if isinstance(error, SYSTEM_ERRORS):
+    # Disconnects are also transient: test system errors first.
+    if isinstance(error, SYSTEM_ERRORS) or is_disconnect(error):
         return 'system'
     if isinstance(error, transaction.interfaces.TransientError):
         return 'conflict'
@@ -162,10 +277,14 @@ def _retry(call, identifier, tm, commit=True, max_conflicts=None,
     kinds listed in ``backoff`` are retried after sleeping 5, 10, ... 60
     seconds.  Any other error is final: logged at ``final_level`` and
     returned as a :class:`zc.async.twist.Failure`.  Explosive errors are
-    re-raised after an abort.
+    re-raised after an abort.  Aborts go through :func:`abort`: a loop
+    that backs off on system errors waits there for the database too; the
+    others give up (returning the abort's Failure) rather than sleep.
     """
     conflicts = errors = 0
     delay = INITIAL_BACKOFF
+    # Only loops that back off on disconnects may wait for a failed abort.
+    wait = 'system' in backoff
     while True:
         try:
             res = call()
@@ -173,21 +292,23 @@ def _retry(call, identifier, tm, commit=True, max_conflicts=None,
                 tm.commit()
             return res
         except EXPLOSIVE_ERRORS:
-            tm.abort()
+            abort(tm, identifier, wait=False)  # the process is going away
             raise
         except Exception as e:
             kind = _error_kind(e)
             if kind == 'conflict':
                 conflicts += 1
                 if max_conflicts is None or conflicts < max_conflicts:
-                    tm.abort()
+                    aborted = abort(tm, identifier, wait)
+                    if aborted is not None:
+                        return aborted
                     if not conflicts % 5:
                         log.warning(
                             '%d consecutive transaction errors while %s',
                             conflicts, identifier, exc_info=True)
                     continue
             elif kind in backoff:
-                tm.abort()
+                abort(tm, identifier, wait)
                 errors += 1
                 _log_backoff(kind, errors, identifier, delay)
                 _sleep(delay)
@@ -196,7 +317,7 @@ def _retry(call, identifier, tm, commit=True, max_conflicts=None,
             # Capture before the abort ghosts the objects the locals show.
             from .twist import Failure  # twist imports this module
             failure = Failure()
-            tm.abort()
+            abort(tm, identifier, wait)
             log.log(final_level, 'Error while %s', identifier, exc_info=True)
             return failure
 
