@@ -16,8 +16,12 @@ def run_w1(env, quick):
 
 
 def _drain(env, oids, after=None):
-    """Start the dispatchers, wait for ``oids`` to complete; ``after`` is
-    called (with a client and the queue's length before the start) before the dispatchers stop."""
+    """Start the dispatchers and wait for ``oids`` to complete.
+
+    ``after(client, queued)``, if given, runs before the dispatchers stop
+    (``queued``: the queue's length before they started); its dict is
+    added to the result.
+    """
     client = common.Client(env.db)
     try:
         queued = client.read(lambda: len(client.queue()))

@@ -22,46 +22,68 @@ def add_ratios(results):
         raw = figures['commit']
         one = raw['one_client']['commits_per_s']
         four = raw['four_clients']['commits_per_s']
-        figures['w1']['ratio_to_raw_commit'] = figures['w1']['jobs_per_s'] / one
-        figures['w2']['p50_in_commit_times'] = figures['w2']['p50_ms'] * one / 1000
-        figures['w3']['ratio_to_raw_commit'] = figures['w3']['jobs_per_s'] / four
-        w4 = figures['w4']
-        w4['drain']['ratio_to_raw_commit'] = w4['drain']['jobs_per_s'] / one
-        w4['enqueue']['ratio_to_raw_commit'] = w4['enqueue']['jobs_per_s'] / four
-        w4['drain']['cost_vs_empty'] = (
-            w4['drain']['ms_per_job'] / figures['w1']['ms_per_job'] - 1)
-        w4['enqueue']['cost_vs_empty'] = (
-            w4['enqueue']['ms_per_job'] / figures['w3']['ms_per_job'] - 1)
+        if 'w1' in figures:
+            w1 = figures['w1']
+            w1['ratio_to_raw_commit'] = w1['jobs_per_s'] / one
+        if 'w2' in figures:
+            figures['w2']['p50_in_commit_times'] = (
+                figures['w2']['p50_ms'] * one / 1000)
+        if 'w3' in figures:
+            w3 = figures['w3']
+            w3['ratio_to_raw_commit'] = w3['jobs_per_s'] / four
+        if 'w4' in figures:
+            drain, enqueue = figures['w4']['drain'], figures['w4']['enqueue']
+            drain['ratio_to_raw_commit'] = drain['jobs_per_s'] / one
+            enqueue['ratio_to_raw_commit'] = enqueue['jobs_per_s'] / four
+            if 'w1' in figures:
+                drain['cost_vs_empty'] = (
+                    drain['ms_per_job'] / figures['w1']['ms_per_job'] - 1)
+            if 'w3' in figures:
+                enqueue['cost_vs_empty'] = (
+                    enqueue['ms_per_job'] / figures['w3']['ms_per_job'] - 1)
 
 
 def rows(figures):
     """``(label, value, ratio, goal)`` rows for one storage."""
     raw = figures['commit']
-    w1, w2, w3, w4 = (figures[k] for k in ('w1', 'w2', 'w3', 'w4'))
-    pending = '{:,}'.format(w4['pending'])
     out = [
         ('raw commits/s, 1 client',
          '%.0f' % raw['one_client']['commits_per_s'], '1.00', ''),
         ('raw commits/s, 4 clients',
          '%.0f' % raw['four_clients']['commits_per_s'], '1.00', ''),
-        ('W1 drain jobs/s', '%.0f' % w1['jobs_per_s'],
-         '%.2f' % w1['ratio_to_raw_commit'], GOALS['w1']),
-        ('W2 latency p50/p90/p99/max ms', '%.1f/%.1f/%.1f/%.1f' % (
-            w2['p50_ms'], w2['p90_ms'], w2['p99_ms'], w2['max_ms']),
-         '%.1f ct' % w2['p50_in_commit_times'], GOALS['w2']),
-        ('W3 enqueue jobs/s (4 producers)', '%.0f' % w3['jobs_per_s'],
-         '%.2f' % w3['ratio_to_raw_commit'], GOALS['w3']),
-        ('W3 conflicts / retries', '%d / %d' % (w3['conflicts'],
-                                               w3['retries']), '', ''),
-        ('W4 drain jobs/s, %s pending' % pending,
-         '%.0f (%+.0f%%)' % (w4['drain']['jobs_per_s'],
-                             100 * w4['drain']['cost_vs_empty']),
-         '%.2f' % w4['drain']['ratio_to_raw_commit'], GOALS['w4']),
-        ('W4 enqueue jobs/s, %s pending' % pending,
-         '%.0f (%+.0f%%)' % (w4['enqueue']['jobs_per_s'],
-                             100 * w4['enqueue']['cost_vs_empty']),
-         '%.2f' % w4['enqueue']['ratio_to_raw_commit'], GOALS['w4']),
     ]
+    if 'w1' in figures:
+        w1 = figures['w1']
+        out.append(('W1 drain jobs/s', '%.0f' % w1['jobs_per_s'],
+                    '%.2f' % w1['ratio_to_raw_commit'], GOALS['w1']))
+    if 'w2' in figures:
+        w2 = figures['w2']
+        out.append(('W2 latency p50/p90/p99/max ms',
+                    '%.1f/%.1f/%.1f/%.1f' % (w2['p50_ms'], w2['p90_ms'],
+                                             w2['p99_ms'], w2['max_ms']),
+                    '%.1f ct' % w2['p50_in_commit_times'], GOALS['w2']))
+    if 'w3' in figures:
+        w3 = figures['w3']
+        out.append(('W3 enqueue jobs/s (4 producers)',
+                    '%.0f' % w3['jobs_per_s'],
+                    '%.2f' % w3['ratio_to_raw_commit'], GOALS['w3']))
+        out.append(('W3 conflicts / retries', '%d / %d' % (
+            w3['conflicts'], w3['retries']), '', ''))
+    if 'w4' in figures:
+        out.extend(_w4_rows(figures['w4']))
+    return out
+
+
+def _w4_rows(w4):
+    pending = '{:,}'.format(w4['pending'])
+    out = []
+    for half in ('drain', 'enqueue'):
+        figures = w4[half]
+        growth = ('' if 'cost_vs_empty' not in figures
+                  else ' (%+.0f%%)' % (100 * figures['cost_vs_empty']))
+        out.append(('W4 %s jobs/s, %s pending' % (half, pending),
+                    '%.0f%s' % (figures['jobs_per_s'], growth),
+                    '%.2f' % figures['ratio_to_raw_commit'], GOALS['w4']))
     marks = sorted((int(k.rsplit('_', 1)[1]), v)
                    for k, v in w4['drain'].items()
                    if k.startswith('rss_mb_at_'))
@@ -101,6 +123,10 @@ def table(results):
     text.append('%s run, %s, Python %s, %s CPUs, ZODB %s, ZEO %s' % (
         results['mode'], results['started'], machine['python'],
         machine['cpus'], machine['ZODB'], machine['ZEO']))
+    if 'load_average_start' in results:
+        text.append('load average (1/5/15 min) at start %s, at end %s' % tuple(
+            '/'.join('%.1f' % x for x in results[key])
+            for key in ('load_average_start', 'load_average_end')))
     text.append('ratio: figure / raw commit rate of the same storage'
                 ' (ct: p50 latency in commit times)')
     return '\n'.join(text) + '\n'
