@@ -13,6 +13,49 @@ Claim order is the put-back FIFO, then the due FIFO and the scheduled BTree
 merged by ``begin_after`` (scheduled first on ties).  Putting a job writes
 only the due FIFO's last bucket (or a BTree bucket), a length counter and
 the new job, so concurrent puts resolve instead of conflicting.
+
+Puts that do not conflict with claims
+-------------------------------------
+
+A FIFO is a composite: a tuple of buckets (``fifo._data``).  A put appends
+to the last bucket (adding a bucket, and so writing the composite, only when
+the last one is full); a claim, pull or remove takes a job out of its
+bucket.  When a claim empties a bucket while a concurrent put adds to it,
+ZODB must merge the bucket's two states.  zc.queue's ``BucketQueue``
+refuses that merge (ConflictError): the emptying transaction might also
+have dropped the bucket from the composite, and the added job would then be
+stored in a bucket nobody references -- lost.  Dispatchers claim each job
+right after it is committed, so producers would hit that refusal all the
+time.  New queues therefore use :class:`DueBucket`, whose resolver merges
+"one side emptied it, the other added to it", and three rules make that
+merge safe:
+
+1. Only this module removes jobs from the FIFOs (``_pull``), and it never
+   drops the composite's *last* bucket, even when it is empty.  Puts only
+   ever add to the last bucket, so a put racing a claim adds to a bucket
+   the claim kept: the merged bucket, job included, is still referenced.
+2. An emptied bucket that is *not* last is dropped from the composite (so
+   the composite does not grow without bound), and the dropping transaction
+   marks the bucket ``closed`` -- its state gains a key.  A put can only
+   add to it if the putter's snapshot is stale (the bucket was last then);
+   the bucket resolver refuses states whose keys differ, so that put gets a
+   ConflictError and is retried on a fresh snapshot, where it appends to
+   the real last bucket.  No job is ever added to a dropped bucket.
+3. A put never appends to a bucket marked closed (a closed bucket is never
+   in a consistent ``_data``; ``_append`` checks anyway).
+
+Two claims of the same job still conflict (the resolver refuses two removals
+of one item), and so do two transactions dropping the same bucket (the
+composite resolver refuses two removals of one bucket).  Empty non-last
+buckets left behind by merges (two concurrent claims emptying a bucket
+between them, or a claim emptying the last bucket while a put starts a new
+one) are dropped, under rule 2, by the next claim that walks past them.
+
+Queues from 1.5 databases keep their FIFOs' ``subfactory``
+(``zc.queue.BucketQueue``): 1.5 processes may share the database and they
+pull with ``CompositeQueue.pull``, which drops empty last buckets, so only
+the conservative resolver is safe for them.  Their puts may conflict with
+claims as in 1.5; the rules above still apply to them and cost nothing.
 """
 import datetime
 import itertools
@@ -21,6 +64,7 @@ import BTrees.Length
 import BTrees.OOBTree
 import persistent.interfaces
 import zc.queue
+import zc.queue._queue
 import zope.component
 import zope.interface
 import ZODB.interfaces
@@ -76,9 +120,9 @@ class Queue(utils.Base):
     _putback_queue = None  # 1.5 queues create it on their first putBack
 
     def __init__(self):
-        self._queue = zc.queue.CompositeQueue()  # due FIFO
+        self._queue = _new_fifo(DueBucket)  # due FIFO
         self._held = BTrees.OOBTree.OOBTree()  # {(begin_after, db, oid): job}
-        self._putback_queue = zc.queue.CompositeQueue()
+        self._putback_queue = _new_fifo(DueBucket)
         # Every put, putBack, claim, pull and remove changes this counter;
         # dispatchers watch its invalidations to wake up when work arrives.
         self._length = BTrees.Length.Length(0)
@@ -135,7 +179,7 @@ class Queue(utils.Base):
     def _store(self, job, now):
         """File a NEW job with its ``begin_after`` set as pending."""
         if job.begin_after <= now:
-            self._queue.put(job)
+            _append(self._queue, job)
         else:
             self._held[_scheduled_key(job)] = job
         job.parent = self
@@ -151,9 +195,9 @@ class Queue(utils.Base):
         if item.begin_after is None or item._p_jar is None:
             raise ValueError('can only put back a job that was queued before: '
                              '%r' % (item,))
-        if self._putback_queue is None:
-            self._putback_queue = zc.queue.CompositeQueue()
-        self._putback_queue.put(item)
+        if self._putback_queue is None:  # a 1.5 queue: buckets as its FIFO's
+            self._putback_queue = _new_fifo(self._queue.subfactory)
+        _append(self._putback_queue, item)
         item.parent = self
         self._length.change(1)
 
@@ -346,12 +390,38 @@ def _timeout_job(job, now):
     return res
 
 
+def _new_fifo(subfactory):
+    """A composite FIFO of ``subfactory`` buckets, with its first bucket.
+
+    Starting with a bucket spares the first puts a write of the composite
+    (and concurrent first puts a bucket each).
+    """
+    fifo = zc.queue.CompositeQueue(subfactory=subfactory)
+    fifo._data = (subfactory(),)
+    return fifo
+
+
+def _append(fifo, job):
+    """Add ``job`` at the end of ``fifo`` (see rule 3 in the module doc).
+
+    Writes only the last bucket, unless a new bucket is needed.
+    """
+    data = fifo._data
+    last = data[-1] if data else None
+    if (last is None or getattr(last, 'closed', False)
+            or len(last) >= fifo.compositeSize):
+        last = fifo.subfactory()
+        fifo._data = data + (last,)
+    last.put(job)
+
+
 def _iter_fifo(fifo):
     """Yield ``(job, remove)`` for each job of a ``zc.queue.CompositeQueue``.
 
     Walks the composite's buckets directly: ``CompositeQueue.pull`` checks
-    the length of every bucket (loading them all) and rewrites the composite
-    on each pull, while removing here rewrites it only when a bucket empties.
+    the length of every bucket (loading them all), rewrites the composite
+    on each pull and drops an emptied last bucket, while removing here
+    rewrites it only when it drops a bucket that is not last.
     """
     for bucket in fifo._data:
         for ix, job in enumerate(bucket):
@@ -359,6 +429,32 @@ def _iter_fifo(fifo):
 
 
 def _pull(fifo, bucket, ix):
+    """Remove item ``ix`` of ``bucket``, then drop the empty buckets up to
+    it, except the last bucket (rules 1 and 2 in the module doc)."""
     bucket.pull(ix)
-    if not len(bucket):
-        fifo._data = tuple(b for b in fifo._data if b is not bucket)
+    data = fifo._data
+    end = next(i for i, b in enumerate(data) if b is bucket) + 1
+    # The buckets before ``bucket`` were loaded by the walk that found it.
+    dropped = [b for b in data[:end] if b is not data[-1] and not len(b)]
+    if dropped:
+        for b in dropped:
+            b.closed = True  # a concurrent put into it must conflict
+        ids = {id(b) for b in dropped}
+        fifo._data = tuple(b for b in data if id(b) not in ids)
+
+
+class DueBucket(zc.queue._queue.BucketQueue):
+    """A FIFO bucket whose resolver merges a put with a claim emptying it.
+
+    Safe only because of the module's rules: see its docstring.
+    ``closed`` is set (and so becomes part of the state) when the bucket is
+    dropped from its composite.
+    """
+
+    __module__ = 'zc.async.queue'
+
+    closed = False
+
+    def _p_resolveConflict(self, oldstate, committedstate, newstate):
+        return zc.queue._queue.resolveQueueConflict(
+            oldstate, committedstate, newstate, bucket=False)

@@ -7,6 +7,7 @@ import os
 import shutil
 import tempfile
 import threading
+import time
 import unittest
 import uuid
 
@@ -26,6 +27,8 @@ import zc.asynchronous.job
 import zc.asynchronous.queue
 import zc.asynchronous.twist
 import zc.asynchronous.utils
+import zc.queue
+import zc.queue._queue
 
 UTC = datetime.timezone.utc
 START = datetime.datetime(2006, 8, 10, 15, 44, 22, 211, UTC)
@@ -704,6 +707,148 @@ class QuotaClaimTests(DBTestCase):
         self.assertEqual(both.status, interfaces.PENDING)
 
 
+class FifoBucketTests(DBTestCase):
+    """The due FIFO's buckets: which are kept, dropped, marked, written."""
+
+    def setUp(self):
+        super().setUp()
+        self.fifo = self.queue._queue
+        self.fifo.compositeSize = 2
+        self.commit()
+
+    def test_new_fifos_use_DueBucket_and_start_with_a_bucket(self):
+        DueBucket = zc.asynchronous.queue.DueBucket
+        self.assertEqual(DueBucket.__module__, 'zc.async.queue')
+        for fifo in (self.queue._queue, self.queue._putback_queue):
+            self.assertIs(fifo.subfactory, DueBucket)
+            self.assertEqual([type(b) for b in fifo._data], [DueBucket])
+
+    def test_put_writes_the_composite_only_when_adding_a_bucket(self):
+        self.queue.put(work)
+        self.queue.put(work)
+        self.assertFalse(self.fifo._p_changed)  # the first bucket had room
+        self.commit()
+        self.queue.put(work)
+        self.assertTrue(self.fifo._p_changed)  # it was full
+        self.assertEqual([len(b) for b in self.fifo._data], [2, 1])
+
+    def test_claim_keeps_the_emptied_last_bucket(self):
+        self.queue.put(work)
+        self.commit()
+        bucket, = self.fifo._data
+        self.queue.claim()
+        self.assertFalse(self.fifo._p_changed)
+        self.assertEqual(self.fifo._data, (bucket,))
+        self.assertFalse(bucket.closed)
+        job = self.queue.put(other_work)  # into the kept bucket
+        self.assertEqual(list(bucket), [job])
+
+    def test_claim_drops_and_closes_an_emptied_bucket_that_is_not_last(self):
+        first = self.queue.put(work)
+        self.queue.put(work)
+        third = self.queue.put(work)
+        self.commit()
+        emptied, last = self.fifo._data
+        self.queue.claim()
+        self.assertFalse(self.fifo._p_changed)  # the bucket still has a job
+        self.queue.claim()
+        self.assertTrue(self.fifo._p_changed)
+        self.assertEqual(self.fifo._data, (last,))
+        self.assertTrue(emptied.closed)
+        self.assertIn('closed', emptied.__getstate__())
+        self.assertIsNone(first.parent)
+        self.assertEqual(list(self.queue), [third])
+
+    def test_pull_and_remove_follow_the_same_rules(self):
+        jobs = [self.queue.put(work) for i in range(3)]
+        emptied, last = self.fifo._data
+        self.queue.remove(jobs[2])  # empties the last bucket: kept
+        self.assertEqual(self.fifo._data, (emptied, last))
+        self.queue.pull(1)
+        self.queue.pull()  # empties a bucket that is not last: dropped
+        self.assertEqual(self.fifo._data, (last,))
+        self.assertTrue(emptied.closed)
+        self.assertFalse(last.closed)
+
+    def test_sequence_api_with_an_empty_last_bucket(self):
+        scheduled = self.queue.put(work, START + datetime.timedelta(hours=1))
+        # The due FIFO holds nothing but its (empty, last) bucket.
+        self.assertEqual(len(self.fifo._data), 1)
+        self.assertEqual(len(self.queue), 1)
+        self.assertEqual(list(self.queue), [scheduled])
+        self.assertIs(self.queue[-1], scheduled)
+        self.assertIsNone(self.queue.claim())  # scheduled is not due
+        with self.assertRaises(IndexError):
+            self.queue.pull(1)
+        self.assertIs(self.queue.pull(), scheduled)
+        self.assertEqual(list(self.queue), [])
+        self.assertIsNone(self.queue.claim())
+
+    def test_claim_drops_empty_buckets_left_by_merges(self):
+        # Two claims that empty a bucket between them leave it empty and in
+        # place (neither emptied it alone); the next claim walking past it
+        # drops it.
+        DueBucket = zc.asynchronous.queue.DueBucket
+        left_over = DueBucket()
+        self.fifo._data = (left_over,) + self.fifo._data
+        job = self.queue.put(work)
+        self.assertEqual(list(self.queue), [job])
+        self.assertIs(self.queue[0], job)
+        self.assertIs(self.queue.claim(), job)
+        self.assertEqual(len(self.fifo._data), 1)
+        self.assertIsNot(self.fifo._data[0], left_over)
+        self.assertTrue(left_over.closed)
+
+    def test_put_never_appends_to_a_closed_bucket(self):
+        bucket, = self.fifo._data
+        bucket.closed = True  # cannot happen in a consistent composite
+        job = self.queue.put(work)
+        self.assertEqual(list(bucket), [])
+        self.assertEqual(len(self.fifo._data), 2)
+        self.assertEqual(list(self.fifo._data[-1]), [job])
+
+    def test_put_back_fifo_follows_the_same_rules(self):
+        jobs = [self.queue.put(work) for i in range(3)]
+        for job in jobs:
+            self.queue.pull()
+        fifo = self.queue._putback_queue
+        fifo.compositeSize = 2
+        for job in jobs:
+            self.queue.putBack(job)
+        emptied, last = fifo._data
+        self.assertEqual([self.queue.claim() for job in jobs], jobs)
+        self.assertEqual(fifo._data, (last,))
+        self.assertTrue(emptied.closed)
+
+
+class LegacyFifoTests(DBTestCase):
+    """Queues from 1.5 databases: plain zc.queue buckets, left as they are
+    (1.5 processes sharing the database pull with CompositeQueue.pull)."""
+
+    def setUp(self):
+        super().setUp()
+        self.queue._queue = zc.queue.CompositeQueue(compositeSize=2)
+        del self.queue._putback_queue
+        self.commit()
+
+    def test_put_claim_pull_and_put_back_work(self):
+        BucketQueue = zc.queue._queue.BucketQueue
+        jobs = [self.queue.put(work) for i in range(5)]
+        self.assertEqual(list(self.queue), jobs)
+        self.assertEqual([type(b) for b in self.queue._queue._data],
+                         [BucketQueue] * 3)
+        self.assertIs(self.queue.claim(), jobs[0])
+        self.assertIs(self.queue.pull(-1), jobs[4])
+        self.queue.putBack(jobs[4])
+        self.assertIs(self.queue._putback_queue.subfactory, BucketQueue)
+        self.assertEqual(list(self.queue), [jobs[4]] + jobs[1:4])
+        self.assertEqual([self.queue.claim() for i in range(4)],
+                         [jobs[4]] + jobs[1:4])
+        self.assertEqual(len(self.queue), 0)
+        self.assertEqual(len(self.queue._queue._data), 1)  # the last one
+        self.commit()
+
+
 # ------------------------------------------------------------- concurrency
 
 class ConcurrencyTests(Clocked):
@@ -803,6 +948,170 @@ class ConcurrencyTests(Clocked):
         self.assertEqual(len(queue), 20)
         self.assertEqual(len(list(queue)), 20)
         self.assertEqual(queue[-1].callable, other_work)
+
+    # A claim that empties a FIFO bucket, and puts into it (the "instant
+    # dispatch" pattern: each job is claimed right after its put commits).
+
+    def fifo_size(self, size):
+        conn, tm = self.open()
+        self.queue(conn)._queue.compositeSize = size
+        tm.commit()
+
+    def test_put_merges_with_a_claim_emptying_the_last_bucket(self):
+        (c1, tm1), (c2, tm2) = self.open(), self.open()
+        first = self.queue(c1).put(work)
+        tm1.commit()
+        tm1.begin()  # the producer's next transaction starts
+        tm2.begin()
+        self.assertEqual(self.queue(c2).claim()._p_oid, first._p_oid)
+        tm2.commit()
+        second = self.queue(c1).put(other_work)
+        tm1.commit()  # a ConflictError here fails the test
+        conn, tm = self.open()
+        queue = self.queue(conn)
+        self.assertEqual([j._p_oid for j in queue], [second._p_oid])
+        self.assertEqual(len(queue), 1)
+        self.assertIsNone(conn.get(first._p_oid).parent)  # claimed
+        self.assertIs(queue.claim().callable, other_work)
+
+    def test_put_and_claim_of_the_only_job_from_one_snapshot(self):
+        conn, tm = self.open()
+        self.queue(conn).put(work)
+        tm.commit()
+        queue = self.concurrently(lambda q: q.put(other_work),
+                                  lambda q: q.claim())
+        self.assertEqual([j.callable for j in queue], [other_work])
+        self.assertEqual(len(queue), 1)
+
+    def test_stale_put_into_a_dropped_bucket_conflicts_then_succeeds(self):
+        self.fifo_size(2)
+        (c0, tm0), (c1, tm1), (c2, tm2) = (
+            self.open(), self.open(), self.open())
+        self.queue(c0).put(work)
+        tm0.commit()
+        tm1.begin()  # the putter's snapshot: one bucket, with room
+        self.queue(c0).put(work)
+        self.queue(c0).put(work)  # starts a second bucket
+        tm0.commit()
+        tm2.begin()
+        self.queue(c2).claim()
+        self.queue(c2).claim()  # empties the first bucket, which is dropped
+        tm2.commit()
+        putter = self.queue(c1)
+        self.assertEqual(len(putter._queue._data), 1)  # stale: still last
+        putter.put(other_work)
+        with self.assertRaises(ZODB.POSException.ConflictError) as caught:
+            tm1.commit()
+        self.assertEqual(caught.exception.class_name,
+                         'zc.async.queue.DueBucket')
+        tm1.abort()
+        self.queue(c1).put(other_work)  # the retry sees the real last one
+        tm1.commit()
+        conn, tm = self.open()
+        queue = self.queue(conn)
+        self.assertEqual([j.callable for j in queue], [work, other_work])
+        self.assertEqual(len(queue), 2)
+        self.assertEqual(len(queue._queue._data), 1)
+
+    def test_two_claims_of_the_same_job_conflict(self):
+        conn, tm = self.open()
+        self.queue(conn).put(work)
+        tm.commit()
+        with self.assertRaises(ZODB.POSException.ConflictError):
+            self.concurrently(lambda q: q.claim(), lambda q: q.claim())
+
+    def test_claims_of_different_jobs_of_one_bucket_merge(self):
+        conn, tm = self.open()
+        self.queue(conn).put(work)
+        self.queue(conn).put(other_work)
+        tm.commit()
+        queue = self.concurrently(
+            lambda q: q.claim(),
+            lambda q: q.claim(lambda job: job.callable is other_work))
+        self.assertEqual(list(queue), [])
+        self.assertEqual(len(queue), 0)
+        self.assertEqual([len(b) for b in queue._queue._data], [0])
+
+    def produce_and_consume(self, producers=2, consumers=3, count=40):
+        """Run producer and consumer threads, each with its connection;
+        conflicts are retried.  Return the oids put, the oids claimed and
+        the number of conflicts the puts met."""
+        lock = threading.Lock()
+        put, claimed, put_conflicts, errors = [], [], [], []
+        deadline = time.monotonic() + 60
+        barrier = threading.Barrier(producers + consumers)
+
+        def produce():
+            conn, tm = self.open()
+            barrier.wait()
+            for i in range(count):
+                while True:
+                    try:
+                        job = self.queue(conn).put(work)
+                        tm.commit()
+                        break
+                    except ZODB.POSException.ConflictError:
+                        tm.abort()
+                        put_conflicts.append(1)
+                with lock:
+                    put.append(job._p_oid)
+
+        def consume():
+            conn, tm = self.open()
+            barrier.wait()
+            while (len(claimed) < producers * count
+                   and time.monotonic() < deadline):
+                try:
+                    job = self.queue(conn).claim()
+                    tm.commit()
+                except ZODB.POSException.ConflictError:
+                    tm.abort()
+                    continue
+                if job is not None:
+                    with lock:
+                        claimed.append(job._p_oid)
+
+        def guarded(target):
+            try:
+                target()
+            except Exception as e:  # report any other error to the test
+                errors.append(e)
+        threads = [threading.Thread(target=guarded, args=(produce,))
+                   for i in range(producers)]
+        threads += [threading.Thread(target=guarded, args=(consume,))
+                    for i in range(consumers)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(90)
+        self.assertEqual(errors, [])
+        self.assertEqual(len(put), producers * count)
+        conn, tm = self.open()
+        self.assertEqual(len(self.queue(conn)), 0)
+        self.assertEqual(list(self.queue(conn)), [])
+        return put, claimed, len(put_conflicts)
+
+    def test_puts_and_claims_from_threads_lose_nothing(self):
+        self.fifo_size(1000)  # one bucket, never dropped
+        put, claimed, put_conflicts = self.produce_and_consume()
+        self.assertEqual(sorted(claimed), sorted(put))  # each exactly once
+        self.assertEqual(put_conflicts, 0)
+
+    def test_small_buckets_under_threads_lose_nothing(self):
+        # Buckets fill, empty and are dropped all the time: a put may meet
+        # a dropped bucket (and retry), but no job is lost or doubled.
+        self.fifo_size(2)
+        put, claimed, put_conflicts = self.produce_and_consume()
+        self.assertEqual(sorted(claimed), sorted(put))
+
+    def test_legacy_buckets_stay_conservative(self):
+        conn, tm = self.open()
+        self.queue(conn)._queue = zc.queue.CompositeQueue()
+        self.queue(conn).put(work)
+        tm.commit()
+        with self.assertRaises(ZODB.POSException.ConflictError):
+            self.concurrently(lambda q: q.put(other_work),
+                              lambda q: q.claim())
 
 
 # ---------------------------------------------------------- Quotas, Quota
