@@ -30,6 +30,7 @@ import ZODB.interfaces
 
 from . import instanceuuid
 from . import interfaces
+from . import monitorserver
 from . import subscribers
 from . import twist
 from . import z3
@@ -84,7 +85,8 @@ def base(registry=None):
 
 
 def start(db, poll_interval=5, db_name=None, agent_chooser=None,
-          agent_size=3, twisted=False, registry=None):
+          agent_size=3, twisted=False, registry=None, monitor_port=None,
+          monitor_host='127.0.0.1'):
     """Install queue ``''``, a dispatcher and agent ``'main'`` for ``db``.
 
     Registers the default-queue adapters (``IQueue(persistent_obj)`` and
@@ -95,7 +97,17 @@ def start(db, poll_interval=5, db_name=None, agent_chooser=None,
     ``AgentInstaller('main')`` with ``agent_chooser`` and ``agent_size``;
     then fires ``DatabaseOpened(db)``.  Call :func:`base` or
     :func:`minimal` first.
+
+    With ``monitor_port`` (an integer, or its text, such as
+    ``os.environ.get('MONITOR_PORT')``; 0 picks a free port) a
+    :class:`zc.async.monitorserver.MonitorInstaller` registered last
+    serves the ``async`` and ``asyncdb`` monitor commands on
+    ``monitor_host:monitor_port`` (loopback by default) once the dispatcher
+    exists.
     """
+    if monitor_port is not None:  # bad values fail before anything starts
+        monitor_installer = monitorserver.MonitorInstaller(
+            monitor_port, monitor_host)
     registry = _registry(registry)
     for required in (persistent.interfaces.IPersistent,
                      ZODB.interfaces.IConnection):
@@ -107,10 +119,13 @@ def start(db, poll_interval=5, db_name=None, agent_chooser=None,
     else:
         dispatcher_installer = subscribers.ThreadedDispatcherInstaller(
             poll_interval=poll_interval)
-    for handler in (subscribers.QueueInstaller(db_name=db_name),
-                    dispatcher_installer,
-                    subscribers.AgentInstaller(
-                        'main', chooser=agent_chooser, size=agent_size)):
+    handlers = [subscribers.QueueInstaller(db_name=db_name),
+                dispatcher_installer,
+                subscribers.AgentInstaller(
+                    'main', chooser=agent_chooser, size=agent_size)]
+    if monitor_port is not None:
+        handlers.append(monitor_installer)
+    for handler in handlers:
         registry.registerHandler(handler, handler.__component_adapts__)
     _notify(registry, interfaces.DatabaseOpened(db))
 

@@ -12,14 +12,27 @@ the port firewalled.  ``async`` runs in the reactor thread, where the
 dispatcher's memory is safe; ``asyncdb`` reads the database through a
 connection of its own in a reactor pool thread, so that it never holds up
 the dispatcher.  Each session answers its commands in order.
+
+Besides :data:`commands`, the server offers every command registered as a
+named :class:`zc.async.interfaces.IMonitorPlugin` utility (``dispatcher.zcml``
+registers ``async`` and ``asyncdb`` that way, and a site may add its own).
+
+Three ways start it: :func:`start_monitor` from Python,
+``configure.start(db, monitor_port=PORT)`` and the ``<async:monitor />`` ZCML
+directive (both through a :class:`MonitorInstaller`), and ``zc-async worker
+--monitor-port PORT``.
 """
 import inspect
 import threading
+import weakref
 
 import twisted.internet.protocol
 import twisted.internet.threads
 import twisted.protocols.basic
+import zope.component
 
+from . import dispatcher as dispatcher_registry
+from . import interfaces
 from . import monitor
 from . import monitordb
 from . import utils
@@ -48,14 +61,15 @@ def help(connection, cmd=None):
 
     Usage: "help" lists the commands; "help COMMAND" explains one.
     """
+    available = all_commands()
     if cmd is None:
         lines = ['Supported commands:']
-        for name, command in sorted(commands.items()):
-            summary = inspect.getdoc(command).split('\n')[0]
+        for name, command in sorted(available.items()):
+            summary = (inspect.getdoc(command) or '').split('\n')[0]
             lines.append('  %s -- %s' % (name, summary))
         connection.write('\n'.join(lines) + '\n')
-    elif cmd in commands:
-        connection.write(inspect.getdoc(commands[cmd]) + '\n')
+    elif cmd in available:
+        connection.write((inspect.getdoc(available[cmd]) or cmd) + '\n')
     else:
         raise ValueError('unknown command %r; %s' % (cmd, _available()))
 
@@ -85,8 +99,16 @@ threaded_commands = frozenset(['asyncdb'])
 _USER_ERRORS = (ValueError, LookupError, TypeError)
 
 
+def all_commands():
+    """The commands served: :data:`commands` and the ``IMonitorPlugin``
+    utilities, by name (a utility wins over a built-in of its name)."""
+    res = dict(commands)
+    res.update(zope.component.getUtilitiesFor(interfaces.IMonitorPlugin))
+    return res
+
+
 def _available():
-    return 'the commands are %s' % (', '.join(sorted(commands)),)
+    return 'the commands are %s' % (', '.join(sorted(all_commands())),)
 
 
 def run_command(dispatcher, line):
@@ -96,7 +118,7 @@ def run_command(dispatcher, line):
     """
     words = line.split()
     output = _Output()
-    command = commands.get(words[0])
+    command = all_commands().get(words[0])
     if command is None:
         text = 'Error: unknown command %r; %s\n' % (words[0], _available())
         return text, False
@@ -172,7 +194,13 @@ def start_monitor(dispatcher, port, host='127.0.0.1'):
     ``stopListening()`` in the reactor thread).  Call this in the reactor
     thread, before the reactor runs, or from any thread when the reactor
     runs in ``dispatcher.thread`` (as with the threaded installer).
+
+    Listen on 127.0.0.1 (the default) unless the port is firewalled:
+    anyone who can connect reads job data.  A bad port or host raises
+    ValueError; a port in use, ``CannotListenError``.  Stopping the
+    reactor closes the port.
     """
+    port, host = check_address(port, host)
     reactor = dispatcher.reactor
     factory = MonitorFactory(dispatcher)
 
@@ -188,3 +216,53 @@ def start_monitor(dispatcher, port, host='127.0.0.1'):
     utils.log.info('monitor for dispatcher %s listening on %s:%d',
                    dispatcher.UUID, address.host, address.port)
     return res
+
+
+def check_address(port, host='127.0.0.1'):
+    """``(port, host)`` checked: the port as an int from 0 (any free port)
+    to 65535, the host a non-empty string.  ValueError naming the bad value
+    otherwise; a port may be given as text (an environment variable)."""
+    try:
+        number = int(port)
+    except (TypeError, ValueError):
+        number = None
+    if number is None or isinstance(port, (bool, float)) or not (
+            0 <= number <= 65535):
+        raise ValueError('the monitor port must be an integer from 0 to '
+                         '65535, not %r' % (port,))
+    if not isinstance(host, str) or not host.strip():
+        raise ValueError('the monitor host must be an address such as '
+                         "'127.0.0.1', not %r" % (host,))
+    return number, host.strip()
+
+
+class MonitorInstaller:
+    """Serve the monitor for this process's dispatcher when the database
+    opens (an ``IDatabaseOpenedEvent`` handler).
+
+    Register it after the dispatcher installer (``configure.start`` and the
+    ``<async:monitor />`` directive do): it serves the dispatcher that
+    :func:`zc.async.dispatcher.get` finds, once per dispatcher however often
+    the event fires.  :attr:`servers` maps each dispatcher served to its
+    listening port.  A busy port raises ``CannotListenError`` to whoever
+    fired the event.
+    """
+
+    __component_adapts__ = (interfaces.IDatabaseOpenedEvent,)
+
+    def __init__(self, port, host='127.0.0.1'):
+        self.port, self.host = check_address(port, host)
+        self.servers = weakref.WeakKeyDictionary()
+
+    def __call__(self, ev):
+        dispatcher = dispatcher_registry.get()
+        if dispatcher is None:
+            utils.log.warning(
+                'no dispatcher runs in this process, so the monitor is not '
+                'started on %s:%d (register a dispatcher installer first)',
+                self.host, self.port)
+            return None
+        if dispatcher not in self.servers:
+            self.servers[dispatcher] = start_monitor(
+                dispatcher, self.port, self.host)
+        return self.servers[dispatcher]

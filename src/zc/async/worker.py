@@ -116,6 +116,7 @@ def add_arguments(parser):
         '--log-file', metavar='PATH',
         help='append the log to this file (default: stderr)')
     add_dashboard_arguments(parser)
+    add_monitor_arguments(parser)
     return parser
 
 
@@ -186,6 +187,7 @@ def run_worker(options):
         from twisted.internet import reactor
         dispatcher = start_dispatcher(db, reactor, uuid, options)
         start_dashboard(db, reactor, dispatcher, options)
+        start_monitor(dispatcher, options)
         reactor.run()  # Twisted's SIGTERM/SIGINT handlers stop it.
     finally:
         db.close()
@@ -436,6 +438,44 @@ def start_dashboard(db, reactor, dispatcher, options):
     except Exception as e:  # a busy port, a bad address or token
         raise WorkerError('cannot start the dashboard on %s:%s: %s' % (
             options.dashboard_host, port, e))
+
+
+# ---------------------------------------------------------------- monitor
+
+def add_monitor_arguments(parser):
+    """The options of the monitor line server (see
+    :mod:`zc.async.monitorserver`)."""
+    parser.add_argument(
+        '--monitor-port', metavar='PORT', type=_port,
+        help='serve the "async" and "asyncdb" monitor commands on this '
+             'port (default: no monitor; 0 picks a free port)')
+    parser.add_argument(
+        '--monitor-host', metavar='HOST', default='127.0.0.1',
+        help='address the monitor listens on (default: %(default)s; '
+             'anyone who can connect can read job data)')
+
+
+def _port(text):
+    from . import monitorserver
+    try:
+        return monitorserver.check_address(text)[0]
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e))
+
+
+def start_monitor(dispatcher, options):
+    """Serve the monitor if ``--monitor-port`` asks for it; return the
+    listening port (None without the option)."""
+    port = getattr(options, 'monitor_port', None)
+    if port is None:
+        return None
+    from . import monitorserver
+    try:
+        return monitorserver.start_monitor(
+            dispatcher, port, options.monitor_host)
+    except Exception as e:  # a busy port, a bad address
+        raise WorkerError('cannot start the monitor on %s:%s: %s' % (
+            options.monitor_host, port, e))
 
 
 if __name__ == '__main__':

@@ -27,6 +27,12 @@ The directive checks its arguments when the configuration is processed: an
 unknown policy, a ``multidb`` policy without a database name, or two
 policies in one site (a conflict naming both places) fail then, not when
 the database opens.
+
+``<async:monitor port="8081" />`` (``host`` defaults to ``127.0.0.1``) also
+serves the ``async`` and ``asyncdb`` monitor commands, and the
+``IMonitorPlugin`` utilities, on that port once the dispatcher exists (see
+:mod:`zc.async.monitorserver`).  One per site; its installer runs after
+every dispatcher installer, wherever the directive appears.
 """
 import atexit
 import threading
@@ -42,6 +48,7 @@ import ZODB.interfaces
 
 from . import dispatcher as dispatcher_registry
 from . import interfaces
+from . import monitorserver
 from . import subscribers
 from .queue import getDefaultQueue
 
@@ -144,6 +151,44 @@ def _prebuilt_or_new(prebuilt, factory, **settings):
                for key, value in settings.items()):
             return installer
     return factory(**settings)
+
+
+# ----------------------------------------------------------- monitor
+
+# Action order of the monitor's handler: after the order-0 registrations,
+# so that it runs after the dispatcher installers of any policy.
+MONITOR_ORDER = 1
+
+
+class IMonitorDirective(zope.interface.Interface):
+    """Serve the monitor commands about this process's dispatcher."""
+
+    port = zope.schema.Int(
+        title='Port',
+        description='TCP port of the monitor line server (0: any free'
+                    ' port).',
+        min=0, max=65535)
+
+    host = zope.schema.TextLine(
+        title='Host',
+        description='Address to listen on.  Anyone who can connect reads'
+                    ' job data: keep the default, 127.0.0.1, unless the'
+                    ' port is firewalled.',
+        required=False, default='127.0.0.1')
+
+
+def monitor(_context, port, host='127.0.0.1'):
+    """Handle ``<async:monitor>``: see :class:`IMonitorDirective`."""
+    try:
+        installer = monitorserver.MonitorInstaller(port, host)
+    except ValueError as e:
+        raise zope.configuration.exceptions.ConfigurationError(str(e))
+    _context.action(
+        discriminator=('zc.async', 'monitor'),
+        callable=zope.component.zcml.handler,
+        args=('registerHandler', installer, installer.__component_adapts__,
+              '', _context.info),
+        order=MONITOR_ORDER)
 
 
 # ------------------------------------------------------- shutdown at exit

@@ -27,11 +27,13 @@ import zc.asynchronous.instanceuuid as instanceuuid
 import zc.asynchronous.interfaces as interfaces
 import zc.asynchronous.job
 import zc.asynchronous.legacy
+import zc.asynchronous.monitorserver as monitorserver
 import zc.asynchronous.subscribers as subscribers
 from zc.asynchronous.tests.test_subscribers import DEADLINE
 from zc.asynchronous.tests.test_subscribers import Reader
 from zc.asynchronous.tests.test_subscribers import use_temporary_instance_uuid
 from zc.asynchronous.tests.test_subscribers import wait_until
+from zc.asynchronous.tests.test_monitorserver import session
 
 SRC = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(
     os.path.abspath(__file__)))))
@@ -217,6 +219,34 @@ class StartTests(TempDirMixin, unittest.TestCase):
             reader.conn, interfaces.IQueue))
         self.assertIsNotNone(registry.queryAdapter(
             reader.conn, interfaces.IQueue))
+
+    def test_monitor_port_serves_the_monitor_commands(self):
+        dispatcher = self.start(monitor_port='0')  # text, as from environ
+        installer = [r.factory for r in zope.component.getGlobalSiteManager(
+            ).registeredHandlers()][-1]  # the last installer to run
+        self.assertIsInstance(installer, monitorserver.MonitorInstaller)
+        address = installer.servers[dispatcher].getHost()
+        self.assertEqual(address.host, '127.0.0.1')
+        self.assertEqual(
+            session((address.host, address.port), 'async UUID',
+                    'asyncdb count pending'),
+            '%s\n0\n' % (dispatcher.UUID,))
+
+    def test_without_monitor_port_no_monitor(self):
+        self.start()
+        self.assertNotIn(monitorserver.MonitorInstaller, self.handlers())
+
+    def test_a_bad_monitor_port_fails_before_anything_starts(self):
+        with self.assertRaises(ValueError) as caught:
+            configure.start(self.db, monitor_port='http')
+        self.assertEqual(str(caught.exception),
+                         'the monitor port must be an integer from 0 to '
+                         "65535, not 'http'")
+        self.assertEqual(self.handlers(), {})
+        self.assertIsNone(zc.asynchronous.dispatcher.get())
+        reader = Reader(self.db)
+        self.addCleanup(reader.close)
+        self.assertNotIn(interfaces.KEY, reader.root())
 
 
 TWISTED_SCRIPT = textwrap.dedent('''

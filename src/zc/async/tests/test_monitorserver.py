@@ -16,7 +16,9 @@ import twisted.internet.defer
 import twisted.internet.error
 import twisted.internet.testing
 import twisted.python.failure
+import zope.component
 
+import zc.asynchronous.interfaces as interfaces
 import zc.asynchronous.monitor as monitor
 import zc.asynchronous.monitordb as monitordb
 import zc.asynchronous.monitorserver as monitorserver
@@ -124,6 +126,29 @@ class ProtocolTests(MonitorTestCase):
         self.assertEqual(record.getMessage(),
                          "monitor command 'broken' failed")
         self.assertIsNotNone(record.exc_info)
+
+    def test_monitor_plugin_utilities_are_commands_too(self):
+        def hello(connection, name='world'):
+            """Say hello.
+
+            Usage: "hello [NAME]".
+            """
+            connection.write('Hello, %s!\n' % (name,))
+        zope.component.provideUtility(
+            hello, interfaces.IMonitorPlugin, name='hello')
+        # As dispatcher.zcml registers them: the same functions.
+        zope.component.provideUtility(
+            monitor.async_, interfaces.IMonitorPlugin, name='async')
+        self.assertEqual(self.send(b'hello\nhello you\n'),
+                         'Hello, world!\nHello, you!\n')
+        self.assertIn('  hello -- Say hello.\n', self.send(b'help\n'))
+        self.assertEqual(self.send(b'help hello\n'),
+                         'Say hello.\n\nUsage: "hello [NAME]".\n')
+        self.assertEqual(self.send(b'async UUID\n'), str(UUID) + '\n')
+        self.assertEqual(
+            self.send(b'nope\n'),
+            "Error: unknown command 'nope'; the commands are async, "
+            "asyncdb, hello, help, interactive, quit\n")
 
     def test_undecodable_bytes(self):
         self.assertEqual(self.send(b'async \xff\n'),
@@ -244,8 +269,88 @@ class TCPTests(DispatcherTestCase):
         self.assertNotEqual(port.getHost().port, self.port.getHost().port)
 
 
+class CheckAddressTests(unittest.TestCase):
+
+    def test_good_addresses(self):
+        self.assertEqual(monitorserver.check_address(8081),
+                         (8081, '127.0.0.1'))
+        self.assertEqual(monitorserver.check_address('0', ' ::1 '),
+                         (0, '::1'))
+        self.assertEqual(monitorserver.check_address(65535, '0.0.0.0'),
+                         (65535, '0.0.0.0'))
+
+    def test_bad_ports_and_hosts(self):
+        for port in (-1, 65536, 'http', '', None, 1.5, True):
+            with self.assertRaises(ValueError) as caught:
+                monitorserver.check_address(port)
+            self.assertEqual(
+                str(caught.exception), 'the monitor port must be an integer '
+                'from 0 to 65535, not %r' % (port,))
+        for host in ('', '  ', None, 127):
+            with self.assertRaises(ValueError) as caught:
+                monitorserver.check_address(8081, host)
+            self.assertIn('the monitor host must be an address such as '
+                          "'127.0.0.1', not %r" % (host,),
+                          str(caught.exception))
+
+    def test_start_monitor_checks_first(self):
+        with self.assertRaises(ValueError):
+            monitorserver.start_monitor(None, 70000)
+
+
+def session(address, *lines):
+    """Send ``lines`` and ``quit`` to the server at ``address`` (host,
+    port); everything it answered before "Goodbye."."""
+    with socket.create_connection(address, timeout=10) as client:
+        client.sendall(''.join(
+            line + '\n' for line in lines + ('quit',)).encode('utf-8'))
+        chunks = []
+        while True:
+            chunk = client.recv(65536)
+            if not chunk:
+                break
+            chunks.append(chunk)
+    text = b''.join(chunks).decode('utf-8')
+    if not text.endswith('Goodbye.\n'):
+        raise AssertionError('the session did not end well: %r' % (text,))
+    return text[:-len('Goodbye.\n')]
+
+
+class InstallerTests(DispatcherTestCase):
+    """MonitorInstaller serves this process's dispatcher, once."""
+
+    def test_serves_the_registered_dispatcher_once(self):
+        installer = monitorserver.MonitorInstaller(0)
+        self.assertEqual(installer.__component_adapts__,
+                         (interfaces.IDatabaseOpenedEvent,))
+        running = self.start(uuid=self.uuid)
+        event = interfaces.DatabaseOpened(self.db)
+        port = installer(event)
+        self.assertIs(installer(event), port)  # once per dispatcher
+        self.assertEqual(installer.servers[running.dispatcher], port)
+        address = port.getHost()
+        self.assertEqual(address.host, '127.0.0.1')
+        self.assertEqual(session((address.host, address.port), 'async UUID'),
+                         '%s\n' % (self.uuid,))
+        running.call(port.stopListening)
+
+    def test_without_a_dispatcher_it_warns(self):
+        installer = monitorserver.MonitorInstaller('8081', 'localhost')
+        self.assertEqual((installer.port, installer.host),
+                         (8081, 'localhost'))
+        self.assertIsNone(installer(interfaces.DatabaseOpened(self.db)))
+        self.assertIn(
+            'no dispatcher runs in this process, so the monitor is not '
+            'started on localhost:8081 (register a dispatcher installer '
+            'first)', self.messages('WARNING'))
+
+    def test_bad_settings_fail_at_once(self):
+        with self.assertRaises(ValueError):
+            monitorserver.MonitorInstaller(-5)
+
+
 def test_suite():
     suite = unittest.TestSuite()
-    for case in (ProtocolTests, TCPTests):
+    for case in (ProtocolTests, TCPTests, CheckAddressTests, InstallerTests):
         suite.addTest(unittest.defaultTestLoader.loadTestsFromTestCase(case))
     return suite

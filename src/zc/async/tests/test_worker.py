@@ -7,9 +7,12 @@ deactivation.
 """
 import contextlib
 import io
+import json
 import os
+import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -22,6 +25,7 @@ import ZODB.FileStorage
 from zc.asynchronous import interfaces
 from zc.asynchronous import worker
 from zc.asynchronous.tests import processes
+from zc.asynchronous.tests.test_monitorserver import session
 
 
 def run_command(*args, timeout=120, cwd=None):
@@ -102,9 +106,22 @@ class BadInputTests(unittest.TestCase):
             'file://%s/Data.fs' % self.directory,
             '--import', 'zc.async.tests.nosuchmodule')
 
+    def test_a_busy_monitor_port(self):
+        with socket.socket() as busy:
+            busy.bind(('127.0.0.1', 0))
+            busy.listen()
+            port = busy.getsockname()[1]
+            last = self.assertFails(
+                'cannot start the monitor on 127.0.0.1:%d: ' % port,
+                'file://%s/Data.fs' % self.directory, '--install',
+                '--log-file', os.path.join(self.directory, 'log'),
+                '--monitor-port', str(port))
+        self.assertIn('Address already in use', last)
+
     def test_bad_option_values(self):
         for option, value in [('--poll-interval', '0'),
                               ('--agent-size', '-1'),
+                              ('--monitor-port', '65536'),
                               ('--log-level', 'LOUD')]:
             rc, stderr = run_command('file:///tmp/x', option, value)
             self.assertEqual(rc, 2, stderr)
@@ -223,6 +240,49 @@ class FileStorageWorkerTests(unittest.TestCase):
             conn.close()
         finally:
             db.close()
+
+
+class MonitorWorkerTests(unittest.TestCase):
+    """``zc-async worker --monitor-port``: the monitor over a real socket.
+    """
+
+    def setUp(self):
+        self.directory = tempfile.mkdtemp(prefix='zc.async-worker-')
+        self.path = os.path.join(self.directory, 'Data.fs')
+        self.addCleanup(shutil.rmtree, self.directory)
+
+    def test_the_worker_serves_the_monitor(self):
+        db = ZODB.DB(self.path)
+        put_jobs(db, 2)
+        db.close()
+        # No agent: the jobs stay pending for asyncdb to count.
+        w = processes.WorkerProcess(
+            'file://' + self.path, self.directory, 'w', '--no-agent',
+            '--poll-interval', '0.2', '--monitor-port', '0').start()
+        self.addCleanup(w.kill)
+        port = int(processes.wait_for(lambda: re.search(
+            r'monitor for dispatcher %s listening on 127\.0\.0\.1:(\d+)'
+            % (w.uuid,), w.log), message='monitor in ' + w.log_path
+        ).group(1))
+        lines = session(('127.0.0.1', port), 'async status',
+                        'asyncdb count pending').split('\n')
+        status_end = lines.index('}')
+        status = json.loads('\n'.join(lines[:status_end + 1]))
+        self.assertEqual(status['uuid'], str(w.uuid))
+        self.assertIn(status['status'], ('STARTING', 'RUNNING'))
+        self.assertEqual(status['poll interval'], {'seconds': 0.2})
+        self.assertEqual(lines[status_end + 1:], ['2', ''])
+        self.assertEqual(w.stop(), 0, w.log)
+
+    def test_monitor_options(self):
+        args = worker.build_parser().parse_args(
+            ['file:///x', '--monitor-port', '8081', '--monitor-host',
+             '0.0.0.0'])
+        self.assertEqual((args.monitor_port, args.monitor_host),
+                         (8081, '0.0.0.0'))
+        args = worker.build_parser().parse_args(['file:///x'])
+        self.assertEqual((args.monitor_port, args.monitor_host),
+                         (None, '127.0.0.1'))
 
 
 class ZEOWorkerTests(unittest.TestCase):

@@ -6,6 +6,7 @@ a Zope 3 server does (ZConfig ``<zodb>`` sections, ``multi_database``, then
 ``DatabaseOpened``), on real FileStorages with a real threaded dispatcher.
 """
 import io
+import json
 import operator
 import os
 import shutil
@@ -39,10 +40,12 @@ import zc.asynchronous.interfaces as interfaces
 import zc.asynchronous.job
 import zc.asynchronous.monitor
 import zc.asynchronous.monitordb
+import zc.asynchronous.monitorserver as monitorserver
 import zc.asynchronous.queue
 import zc.asynchronous.subscribers as subscribers
 import zc.asynchronous.testing
 import zc.asynchronous.zcml as zcml
+from zc.asynchronous.tests.test_monitorserver import session
 from zc.asynchronous.tests.test_subscribers import DEADLINE
 from zc.asynchronous.tests.test_subscribers import use_temporary_instance_uuid
 
@@ -70,6 +73,11 @@ MULTIDB = ('<include package="zc.async"'
 
 def a_function():
     return 'function'
+
+
+def hello(connection, name='world'):
+    """Say hello (a monitor command of the site's own)."""
+    connection.write('Hello, %s!\n' % (name,))
 
 
 def ours(registrations):
@@ -234,6 +242,29 @@ class PolicyTests(ZCMLTestCase):
                                  subscribers.multidb_queue_installer))
 
 
+class MonitorDirectiveTests(ZCMLTestCase):
+    """``<async:monitor />`` registers a MonitorInstaller, last."""
+
+    def test_registers_an_installer_after_the_policy_installers(self):
+        self.process(INCLUDE, '<async:monitor port="8081" />', BASIC)
+        handlers = self.handlers()
+        self.assertEqual(handlers[:4], [
+            subscribers.queue_installer,
+            subscribers.threaded_dispatcher_installer,
+            zcml.stop_dispatcher_at_exit,
+            subscribers.agent_installer])
+        installer = handlers[4]
+        self.assertIsInstance(installer, monitorserver.MonitorInstaller)
+        self.assertEqual((installer.port, installer.host),
+                         (8081, '127.0.0.1'))
+        self.assertEqual(len(handlers), 5)
+
+    def test_another_host_only_when_configured(self):
+        self.process(INCLUDE, '<async:monitor port="0" host="0.0.0.0" />')
+        installer, = self.handlers()
+        self.assertEqual((installer.port, installer.host), (0, '0.0.0.0'))
+
+
 class BadConfigurationTests(ZCMLTestCase):
     """Mistakes fail while the ZCML is processed, and register nothing."""
 
@@ -276,6 +307,19 @@ class BadConfigurationTests(ZCMLTestCase):
                          'agent_size')
         self.assertFails(['<async:policy name="basic" poll_interval="x" />'],
                          'poll_interval')
+
+    def test_bad_monitor_settings(self):
+        self.assertFails(['<async:monitor />'], 'port')
+        for port in ('x', '-1', '65536'):
+            self.assertFails(['<async:monitor port="%s" />' % port], 'port')
+        self.assertFails(['<async:monitor port="8081" host="" />'],
+                         'the monitor host must be an address', 'line 4')
+
+    def test_two_monitors_in_one_site_conflict(self):
+        message = self.assertFails(
+            ['<async:monitor port="8081" />', '<async:monitor port="8082" />'],
+            error=zope.configuration.config.ConfigurationConflictError)
+        self.assertIn("('zc.async', 'monitor')", message)
 
     def test_unknown_policy_file(self):
         self.assertFails(
@@ -357,6 +401,29 @@ class StartUpTests(ZCMLTestCase):
         self.assertEqual(queue._p_jar.db().database_name, '')
         self.assertEqual(dispatcher.poll_interval, 5)
         self.assertIn(dispatcher, zcml._running)
+
+    def test_monitor_directive_serves_the_dispatcher(self):
+        dispatcher = self.start([
+            INCLUDE, '<async:monitor port="0" />', BASIC,
+            '<utility component="zc.async.tests.test_zcml.hello"'
+            ' provides="zc.async.interfaces.IMonitorPlugin" name="hello" />'])
+        self.assertRunsJobs(dispatcher)
+        installer = self.handlers()[-1]
+        address = installer.servers[dispatcher].getHost()
+        self.assertEqual(address.host, '127.0.0.1')
+        lines = session((address.host, address.port), 'async status',
+                        'asyncdb count completed uuid:THIS', 'hello Zope',
+                        'help').split('\n')
+        status_end = lines.index('}')
+        status = json.loads('\n'.join(lines[:status_end + 1]))
+        self.assertEqual((status['status'], status['uuid']),
+                         ('RUNNING', str(dispatcher.UUID)))
+        self.assertEqual(lines[status_end + 1:status_end + 4], [
+            '1', 'Hello, Zope!', 'Supported commands:'])
+        self.assertIn('  async -- Monitor zc.async activity in this process.',
+                      lines)
+        self.assertIn('  hello -- Say hello (a monitor command of the '
+                      "site's own).", lines)
 
     def test_multidb_policy_puts_the_queues_in_the_async_database(self):
         dispatcher = self.start([INCLUDE, MULTIDB], names=['async'])
