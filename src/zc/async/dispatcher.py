@@ -39,7 +39,7 @@ import ZODB.utils
 from . import interfaces
 from . import utils
 from .twist import Failure
-from .workers import AgentThreadPool, _utcnow  # noqa: F401  (1.5 name)
+from .workers import AgentThreadPool, _handoff, _utcnow  # noqa: F401
 
 STOPPED = 'STOPPED'
 RUNNING = 'RUNNING'
@@ -640,9 +640,18 @@ class Dispatcher:
             self.directPoll()
 
     def _wakeForRoom(self):
-        """A full agent finished a job: poll now for its queued work."""
-        if self._instant:
-            self._wake()
+        """A full agent finished a job: poll soon for its queued work.
+
+        Jobs whose reports the reactor runs in the same turn share one poll
+        (a wake-up already on its way serves them too).
+        """
+        if self._instant and not self._wake_requested:
+            self._wake_requested = True
+            self.reactor.callFromThread(self._wakeAfterReports)
+
+    @_handoff  # the tail of a worker's report (see zc.async.testing)
+    def _wakeAfterReports(self):
+        self._wake()
 
     # ---------------------------------------------------- reporting
 

@@ -3,9 +3,11 @@
 A :class:`Job` holds a callable with its stored arguments and, once called,
 its result (a value or a sanitized :class:`zc.async.twist.Failure`).  It
 runs its own transactions when called: one commit to go ACTIVE, one to store
-the result, then one per callback.  Its retry policy (:mod:`zc.async.retry`)
-decides what happens after errors and interruptions.  See
-:class:`zc.async.interfaces.IJob` for the states and transitions.
+the result (which also completes a job that has no callbacks), then, if it
+has callbacks, their commits and one to complete.  Its retry policy
+(:mod:`zc.async.retry`) decides what happens after errors and
+interruptions.  See :class:`zc.async.interfaces.IJob` for the states and
+transitions.
 
 Every status change of a job happens in this module, in four transition
 methods that check the current status first: ``_start`` (NEW or ASSIGNED ->
@@ -480,8 +482,9 @@ class Job(utils.Base):
                 self._wait_for_deferred(res)
             return res
         self._log_completion(self._result)
-        utils.never_fail(self.resumeCallbacks,
-                         'performing callbacks of %r' % (self,), tm)
+        if self._status_id != _COMPLETED:  # else finished in the result commit
+            utils.never_fail(self.resumeCallbacks,
+                             'performing callbacks of %r' % (self,), tm)
         return self._result
 
     def _invoke(self, args, kwargs, tm):
@@ -521,27 +524,55 @@ class Job(utils.Base):
 
         Returns ``(commit failure or None, whether the job waits for an
         inner job or Deferred)``; tearDown runs after the commit or abort.
+
+        When the callable changed nothing transactional, the outcome is all
+        there is to store: a job with no callbacks is completed in the same
+        commit, and a conflict of that commit (say, with another worker's
+        completion) only stores it again, without calling the callable
+        again.
         """
-        stored_end = None
-        try:
-            waiting = self._store_result(res, data_cache)
-            if not waiting:
-                stored_end = self._active_end
-            tm.commit()
-        except utils.EXPLOSIVE_ERRORS:
-            utils.abort(tm, 'storing result of %r' % (self,), wait=False)
+        quiet = not _joined(tm)
+        while True:
+            stored_end = None
+            finished = False
+            try:
+                waiting = self._store_result(res, data_cache)
+                if not waiting:
+                    stored_end = self._active_end
+                    finished = quiet and self._finish_if_no_callbacks()
+                tm.commit()
+            except utils.EXPLOSIVE_ERRORS:
+                utils.abort(tm, 'storing result of %r' % (self,), wait=False)
+                teardown()
+                raise
+            except Exception as e:
+                failure = twist.Failure()
+                # A disconnect may fail the abort too: wait for the database.
+                utils.abort(tm, 'storing result of %r' % (self,))
+                if finished and utils._error_kind(e) == 'conflict':
+                    continue  # nothing of the callable's was lost
+                teardown()
+                if (stored_end is not None
+                        and self._result_landed(stored_end, tm)):
+                    return None, False
+                return failure, False
             teardown()
-            raise
-        except Exception:
-            failure = twist.Failure()
-            # A disconnect may fail the abort too: wait for the database.
-            utils.abort(tm, 'storing result of %r' % (self,))
-            teardown()
-            if stored_end is not None and self._result_landed(stored_end, tm):
-                return None, False
-            return failure, False
-        teardown()
-        return None, waiting
+            return None, waiting
+
+    def _finish_if_no_callbacks(self):
+        """CALLBACKS -> COMPLETED now, in the result's commit, when there
+        is no callback to run; return whether it did.
+
+        A callback another transaction adds meanwhile changes this job, so
+        one of the two commits conflicts: if ours, the result is stored
+        again and the callback runs; if the adder's, its retry finds the
+        job COMPLETED and runs the callback at once.
+        """
+        if len(self.callbacks):
+            return False
+        self._check_reassigned((CALLBACKS,))
+        self._finish()
+        return True
 
     def _complete_if_still_ours(self, res, data_cache):
         # Another dispatcher may have completed the job meanwhile (false
@@ -833,6 +864,12 @@ class Job(utils.Base):
 
 
 # ------------------------------------------------------------ helpers
+
+def _joined(tm):
+    """Whether anything joined the current transaction of ``tm`` (a
+    connection with changes, or another data manager)."""
+    return bool(getattr(tm.get(), '_resources', True))
+
 
 def _nothing():
     pass

@@ -216,7 +216,9 @@ class AgentThreadPool:
         self.jobids[thread] = None
         info.update(outcome)
         self.dispatcher.notify('job finished', info)
-        if self.saturated:
+        # A poll running now may have seen this job still held, and found
+        # the agent full: it must be followed by another one.
+        if self.saturated or self.dispatcher._polling:
             self.saturated = False
             self.dispatcher._wakeForRoom()
 

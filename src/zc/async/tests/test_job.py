@@ -1283,6 +1283,24 @@ class ConcurrentCallbackTests(DatabaseTestCase):
         self.assertEqual(callback.result, 2)
         self.assertEqual(calls, [2])
 
+    def test_a_job_that_changed_nothing_completes_in_its_result_commit(self):
+        job = self.store(Job(record, 'quiet'))
+        start = self.db.lastTransaction()
+        job()
+        commits = list(self.db.storage.iterator(start))[1:]
+        self.assertEqual(len(commits), 2)  # ACTIVE, then result + COMPLETED
+        self.assertEqual(job.status, interfaces.COMPLETED)
+
+    def test_a_late_callback_does_not_run_a_quiet_callable_again(self):
+        job = self.store(LateCallbackJob(record, 'once'))
+        job.late_once = True
+        transaction.commit()
+        job()
+        # The completing commit conflicted: only the result was stored
+        # again, then the late callback ran with it.
+        self.assertEqual(calls, [(('once',), {}), 'late', 1])
+        self.assertEqual(job.status, interfaces.COMPLETED)
+
 
 def add_callback_elsewhere(result):
     """A callback that makes another connection add a callback to its
@@ -1302,8 +1320,10 @@ def add_callback_elsewhere(result):
 class LateCallbackJob(Job):
     """Another connection adds a callback just before the job completes."""
 
+    late_once = False  # add the late callback even after other calls
+
     def _finish(self):
-        if not calls:
+        if not calls or (self.late_once and 'late' not in calls):
             calls.append('late')
             tm = transaction.TransactionManager()
             conn = self._p_jar.db().open(transaction_manager=tm)
