@@ -9,6 +9,7 @@ import tempfile
 import threading
 import time
 import unittest
+import unittest.mock
 import uuid
 
 import BTrees.Length
@@ -18,8 +19,10 @@ import zope.component
 import zope.event
 import zope.interface.verify
 import ZODB
+import ZODB.ConflictResolution
 import ZODB.FileStorage
 import ZODB.MappingStorage
+import ZODB.POSException
 
 import zc.asynchronous.agent
 import zc.asynchronous.interfaces as interfaces
@@ -720,6 +723,7 @@ class FifoBucketTests(DBTestCase):
         DueBucket = zc.asynchronous.queue.DueBucket
         self.assertEqual(DueBucket.__module__, 'zc.async.queue')
         for fifo in (self.queue._queue, self.queue._putback_queue):
+            self.assertIs(type(fifo), zc.asynchronous.queue.DueFIFO)
             self.assertIs(fifo.subfactory, DueBucket)
             self.assertEqual([type(b) for b in fifo._data], [DueBucket])
 
@@ -819,6 +823,86 @@ class FifoBucketTests(DBTestCase):
         self.assertEqual([self.queue.claim() for job in jobs], jobs)
         self.assertEqual(fifo._data, (last,))
         self.assertTrue(emptied.closed)
+
+
+class PutCostTests(Clocked):
+    """A put's cost must not grow with the jobs already pending: counted in
+    objects loaded and stored and in references compared, never timed."""
+
+    PENDING = 2000
+
+    def open(self, db):
+        tm = transaction.TransactionManager()
+        conn = db.open(tm)
+        self.addCleanup(conn.close)
+        self.addCleanup(tm.abort)
+        return conn, tm
+
+    def queue_with(self, pending):
+        """A new database's queue holding ``pending`` jobs, in a fresh
+        connection (nothing loaded yet)."""
+        db = ZODB.DB(ZODB.MappingStorage.MappingStorage())
+        self.addCleanup(db.close)
+        conn, tm = self.open(db)
+        root = conn.root()
+        root[interfaces.KEY] = zc.asynchronous.queue.Queues()
+        queue = root[interfaces.KEY][''] = Queue()
+        tm.commit()
+        for i in range(pending):
+            queue.put(work)
+        tm.commit()
+        conn.close()
+        return self.open(db)
+
+    def put_counts(self, pending, puts=45):
+        """``(loaded, stored)`` objects of ``puts`` puts, one commit each
+        (45 puts fill three 15-job buckets, so the composite is written)."""
+        conn, tm = self.queue_with(pending)
+        conn.root()[interfaces.KEY][''].put(work)  # loads the path once
+        tm.commit()
+        conn.getTransferCounts(clear=True)
+        for i in range(puts):
+            conn.root()[interfaces.KEY][''].put(work)
+            tm.commit()
+        return conn.getTransferCounts(clear=True)
+
+    def test_a_put_loads_and_stores_as_much_with_2000_pending_jobs(self):
+        self.assertEqual(self.put_counts(self.PENDING), self.put_counts(0))
+
+    def test_conflict_resolution_compares_no_references(self):
+        # zc.queue's resolver compares persistent references pairwise
+        # (O(n**2) for n buckets); the due FIFO's keys them by oid.
+        PR = ZODB.ConflictResolution.PersistentReference
+        refs = [PR((b'%08d' % i, DueBucket)) for i in range(self.PENDING)]
+        old = {'_data': tuple(refs[:-2]), 'compositeSize': 15}
+        committed = {'_data': tuple(refs[1:-1]), 'compositeSize': 15}
+        new = {'_data': tuple(refs[:-2] + refs[-1:]), 'compositeSize': 15}
+        with unittest.mock.patch.object(
+                PR, '__cmp__', side_effect=AssertionError('compared')):
+            merged = DueFIFO()._p_resolveConflict(old, committed, new)
+        self.assertEqual(merged['_data'], tuple(refs[1:]))
+
+    def test_resolver_refuses_what_zc_queue_refuses(self):
+        PR = ZODB.ConflictResolution.PersistentReference
+        a, b, c = [PR((b'%08d' % i, DueBucket)) for i in range(3)]
+        resolve = DueFIFO()._p_resolveConflict
+        for old, committed, new in [
+                ((a, b), (b,), (b,)),  # both removed a
+                ((a,), (a, c), (a, PR((b'%08d' % 2, DueBucket)))),  # added c
+                ]:
+            with self.assertRaises(ZODB.POSException.ConflictError):
+                resolve({'_data': old}, {'_data': committed},
+                        {'_data': new})
+        with self.assertRaises(ZODB.POSException.ConflictError):
+            resolve({'_data': (a,)}, {'_data': (a,), 'closed': True},
+                    {'_data': (a, b)})  # a put into a dropped bucket
+        self.assertEqual(
+            resolve({'_data': (a,)}, {'_data': ()}, {'_data': (a, b)}),
+            {'_data': (b,)})  # a claim emptying it, a put adding to it
+
+
+DueBucket = zc.asynchronous.queue.DueBucket
+DueFIFO = zc.asynchronous.queue.DueFIFO
 
 
 class LegacyFifoTests(DBTestCase):
