@@ -58,6 +58,31 @@ _STATUS_NAMES = {NEW: 'NEW', PENDING: 'PENDING', ASSIGNED: 'ASSIGNED',
 
 _RETRY = object()  # an attempt's outcome: run the callable again
 
+
+class _Lazy:
+    """``text % args``, formatted only when a log message prints it.
+
+    The retry loops describe what they do only when they log an error,
+    and a job's repr loads its arguments: passing a ``_Lazy`` keeps that
+    cost off every successful call.
+    """
+
+    __slots__ = ('text', 'args')
+
+    def __init__(self, text, *args):
+        self.text = text
+        self.args = args
+
+    def __str__(self):
+        try:
+            return self.text % self.args
+        except Exception:
+            # Formatted late, maybe while the database is unreachable and a
+            # job's repr cannot load its arguments: name objects by oid.
+            return self.text.replace('%r', '%s') % tuple(
+                utils.custom_repr(arg) for arg in self.args)
+
+
 # Names defined in zc.async.composite that 1.5 defined here (see __getattr__).
 _COMPOSITE_NAMES = frozenset([
     'serial', 'parallel', '_transparent', '_queue_next', '_schedule_serial',
@@ -344,7 +369,8 @@ class Job(utils.Base):
         if self._expired():
             return False
         policy = utils.never_fail(
-            self.getRetryPolicy, 'getting retry policy for %r' % (self,), tm)
+            self.getRetryPolicy, _Lazy('getting retry policy for %r', self),
+            tm)
         call = getattr(policy, call_name, None)
         if call is None:
             utils.log.error('retry policy %r for %r has no %s method',
@@ -352,7 +378,7 @@ class Job(utils.Base):
             return None
         answer = utils.never_fail(
             lambda: call(*args),
-            'getting %s retry answer for %r' % (call_name, self), tm)
+            _Lazy('getting %s retry answer for %r', call_name, self), tm)
         self._check_reassigned((ACTIVE,))
         return answer
 
@@ -368,7 +394,7 @@ class Job(utils.Base):
                     and self.queue is not None):
                 return utils.never_fail(
                     lambda: self._reschedule(answer, data_cache),
-                    'rescheduling %r for its retry policy' % (self,), tm)
+                    _Lazy('rescheduling %r for its retry policy', self), tm)
             utils.log.critical(
                 'retry policy of %r asked to reschedule it, but only a job '
                 'held by an agent can be rescheduled; keeping the failure',
@@ -452,7 +478,7 @@ class Job(utils.Base):
             return prepared
 
         call_args, call_kwargs = utils.never_fail(
-            start, 'preparing for call of %r' % (self,), tm)
+            start, _Lazy('preparing for call of %r', self), tm)
         data_cache = {}  # the retry policy's counters for this call
         while True:
             outcome = self._attempt(call_args, call_kwargs, tm, data_cache)
@@ -476,7 +502,7 @@ class Job(utils.Base):
             self._log_lost_outcome(res)
             utils.never_fail(
                 lambda: self._complete_if_still_ours(failure, data_cache),
-                'storing commit failure of %r' % (self,), tm)
+                _Lazy('storing commit failure of %r', self), tm)
         elif waiting:
             if isinstance(res, twisted.internet.defer.Deferred):
                 self._wait_for_deferred(res)
@@ -484,7 +510,7 @@ class Job(utils.Base):
         self._log_completion(self._result)
         if self._status_id != _COMPLETED:  # else finished in the result commit
             utils.never_fail(self.resumeCallbacks,
-                             'performing callbacks of %r' % (self,), tm)
+                             _Lazy('performing callbacks of %r', self), tm)
         return self._result
 
     def _invoke(self, args, kwargs, tm):
@@ -500,13 +526,13 @@ class Job(utils.Base):
             setup_info = self.setUp()
             res = self.callable(*args, **kwargs)
         except utils.EXPLOSIVE_ERRORS:
-            utils.abort(tm, 'calling %r' % (self,), wait=False)
+            utils.abort(tm, _Lazy('calling %r', self), wait=False)
             self._tear_down(setup_info)
             raise
         except BaseException:  # the job boundary: any error is a result
             res = twist.Failure()  # before the abort ghosts the locals
             # A disconnect may fail the abort too: wait for the database.
-            utils.abort(tm, 'calling %r' % (self,))
+            utils.abort(tm, _Lazy('calling %r', self))
             self._tear_down(setup_info)
             return res, True, _nothing
         finally:
@@ -542,15 +568,19 @@ class Job(utils.Base):
                     finished = quiet and self._finish_if_no_callbacks()
                 tm.commit()
             except utils.EXPLOSIVE_ERRORS:
-                utils.abort(tm, 'storing result of %r' % (self,), wait=False)
+                utils.abort(tm, _Lazy('storing result of %r', self),
+                            wait=False)
                 teardown()
                 raise
             except Exception as e:
-                failure = twist.Failure()
+                # Nothing of the callable's is lost by a conflict of a
+                # result-only commit: store it again (no Failure needed).
+                again = finished and utils._error_kind(e) == 'conflict'
+                failure = None if again else twist.Failure()
                 # A disconnect may fail the abort too: wait for the database.
-                utils.abort(tm, 'storing result of %r' % (self,))
-                if finished and utils._error_kind(e) == 'conflict':
-                    continue  # nothing of the callable's was lost
+                utils.abort(tm, _Lazy('storing result of %r', self))
+                if again:
+                    continue
                 teardown()
                 if (stored_end is not None
                         and self._result_landed(stored_end, tm)):
@@ -594,7 +624,7 @@ class Job(utils.Base):
             lambda: (self._status_id != _ACTIVE
                      and self._active_end == stored_end
                      and self._foreign_agent() is None),
-            'checking the stored result of %r' % (self,), tm)
+            _Lazy('checking the stored result of %r', self), tm)
 
     def _store_result(self, res, data_cache):
         """Record ``res``; return whether the job must wait for it."""
@@ -652,10 +682,10 @@ class Job(utils.Base):
                 self._complete(res)
                 stored.append(self._active_end)
 
-        utils.never_fail(complete, 'storing result of %r' % (self,), tm)
+        utils.never_fail(complete, _Lazy('storing result of %r', self), tm)
         self._log_completion(self._result)
         utils.never_fail(self.resumeCallbacks,
-                         'performing callbacks of %r' % (self,), tm)
+                         _Lazy('performing callbacks of %r', self), tm)
 
     # ------------------------------------------------------------ logging
 

@@ -225,7 +225,6 @@ def abort(tm, identifier, wait=True):
     synchronizes again).  Returns None once aborted.  Explosive errors
     propagate.
     """
-    what = 'aborting (%s)' % (identifier,)
     errors = 0
     delay = INITIAL_BACKOFF
     while True:
@@ -235,6 +234,8 @@ def abort(tm, identifier, wait=True):
         except EXPLOSIVE_ERRORS:
             raise
         except Exception as e:
+            # Described only now: an identifier may be costly to format.
+            what = 'aborting (%s)' % (identifier,)
             errors += 1
             kind = 'system' if is_disconnect(e) else 'other'
             if errors == 1 and (kind == 'other' or not wait):

@@ -1770,3 +1770,22 @@ class DispatcherTests(unittest.TestCase):
         self.assertEqual(waiting.result, 42)
         self.assertEqual(composite.result, 42)
         self.assertEqual(len(self.queue), 0)
+
+
+class LazyDescriptionTests(unittest.TestCase):
+    """Retry-loop descriptions are formatted only when logged, and still
+    name the job when its repr cannot be computed then."""
+
+    def test_formats_on_demand(self):
+        text = zc.asynchronous.job._Lazy('calling %r for %r', 'x', 2)
+        self.assertEqual(str(text), "calling 'x' for 2")
+
+    def test_falls_back_to_a_name_without_state(self):
+        class Unloadable(persistent.Persistent):
+            def __repr__(self):
+                raise ZEO.Exceptions.ClientDisconnected()
+        ob = Unloadable()
+        text = zc.asynchronous.job._Lazy('preparing for call of %r', ob)
+        self.assertEqual(
+            str(text), 'preparing for call of '
+            'zc.async.tests.test_job.Unloadable (oid ?, db ?)')
