@@ -9,8 +9,10 @@ import BTrees.Length
 import BTrees.OOBTree
 import persistent
 
+from .utils import BTreeReads
 
-class Mapping(persistent.Persistent):
+
+class Mapping(BTreeReads, persistent.Persistent):
     """Read access to a BTree; subclasses write with ``_set``/``_pop``."""
 
     __parent__ = None
@@ -34,27 +36,3 @@ class Mapping(persistent.Persistent):
                         % type(self).__name__)
 
     __setitem__ = __delitem__ = update = pop = copy = _read_only
-
-    def __getitem__(self, key):
-        return self._data[key]
-
-    def get(self, key, default=None):
-        return self._data.get(key, default)
-
-    def __contains__(self, key):
-        return key in self._data
-
-    def __len__(self):
-        return self._len()
-
-    def __iter__(self):
-        return iter(self._data.keys())
-
-    def keys(self):
-        return self._data.keys()
-
-    def values(self):
-        return self._data.values()
-
-    def items(self):
-        return self._data.items()

@@ -103,8 +103,19 @@ def isFailure(value):
     return isinstance(value, twisted.python.failure.Failure)
 
 
+class _CallbackAdder:
+    """``addCallbacks`` in terms of the class's own ``addCallback``."""
+
+    def addCallbacks(self, success=None, failure=None,
+                     failure_log_level=None, retry_policy_factory=None):
+        """See IAbstractJob."""
+        return self.addCallback(SuccessFailureCallbackProxy(
+            success, failure, failure_log_level=failure_log_level,
+            retry_policy_factory=retry_policy_factory))
+
+
 @zope.interface.implementer(interfaces.IJob)
-class Job(utils.Base):
+class Job(_CallbackAdder, utils.Base):
     """See :class:`zc.async.interfaces.IJob`.
 
     ``Job(callable, *args, **kwargs)``; subclasses may override
@@ -739,13 +750,6 @@ class Job(utils.Base):
             self._p_changed = True
         return callback
 
-    def addCallbacks(self, success=None, failure=None,
-                     failure_log_level=None, retry_policy_factory=None):
-        """See IAbstractJob."""
-        return self.addCallback(SuccessFailureCallbackProxy(
-            success, failure, failure_log_level=failure_log_level,
-            retry_policy_factory=retry_policy_factory))
-
     def resumeCallbacks(self):
         """See IJob."""
         self._require_status(
@@ -1037,7 +1041,7 @@ def _pickling_problem(value):
 # ----------------------------------------------------------- proxies
 
 @zope.interface.implementer(interfaces.ICallbackProxy)
-class ConditionalCallbackProxy(utils.Base):
+class ConditionalCallbackProxy(_CallbackAdder, utils.Base):
     """A callback that chooses its job once the result is known.
 
     ``ConditionalCallbackProxy((condition, job), ..., [default_job],
@@ -1114,13 +1118,6 @@ class ConditionalCallbackProxy(utils.Base):
         # Conflict with a concurrent choice, which moves the callbacks.
         self._p_changed = True
         return callback
-
-    def addCallbacks(self, success=None, failure=None,
-                     failure_log_level=None, retry_policy_factory=None):
-        """See IAbstractJob."""
-        return self.addCallback(SuccessFailureCallbackProxy(
-            success, failure, failure_log_level=failure_log_level,
-            retry_policy_factory=retry_policy_factory))
 
 
 class SuccessFailureCallbackProxy(ConditionalCallbackProxy):

@@ -391,7 +391,35 @@ class Base(persistent.Persistent):
 _MISSING = object()
 
 
-class Dict(Base):
+class BTreeReads:
+    """Mapping reads over an OOBTree ``_data`` and a Length ``_len``."""
+
+    def __getitem__(self, key):
+        return self._data[key]
+
+    def get(self, key, default=None):
+        return self._data.get(key, default)
+
+    def __contains__(self, key):
+        return key in self._data
+
+    def __iter__(self):
+        return iter(self._data)
+
+    def __len__(self):
+        return self._len()
+
+    def keys(self):
+        return self._data.keys()
+
+    def values(self):
+        return self._data.values()
+
+    def items(self):
+        return self._data.items()
+
+
+class Dict(BTreeReads, Base):
     """A persistent BTree mapping whose values know their ``name``/``parent``.
 
     Setting ``d[key] = value`` sets ``value.name = key`` and
@@ -435,29 +463,6 @@ class Dict(Base):
         raise TypeError('%s cannot be copied: its values record it as their '
                         'parent' % type(self).__name__)
 
-    def __getitem__(self, key):
-        return self._data[key]
-
-    def get(self, key, default=None):
-        return self._data.get(key, default)
-
-    def __contains__(self, key):
-        return key in self._data
-
-    def __iter__(self):
-        return iter(self._data)
-
-    def __len__(self):
-        return self._len()
-
-    def keys(self):
-        return self._data.keys()
-
-    def values(self):
-        return self._data.values()
-
-    def items(self):
-        return self._data.items()
 
 
 def simpleWrapper(name):
