@@ -65,7 +65,9 @@ def describe(job):
         info['finished'] = True
         if isinstance(job.result, tuple):
             info['estimate'] = '%.6f' % job.result[0]
-            info['used'] = job.result[1]
+            # The last live annotation may land after the job completed.
+            info['used'] = info['done'] = job.result[1]
+            info['percent'] = int(100 * job.result[1] / total)
         else:
             info['state'] = 'failed'
             info['error'] = job.result.getErrorMessage()

@@ -83,11 +83,24 @@ class Agent(utils.Base):
 
     def claimJob(self):
         """Claim a job for the dispatcher and hold it; None if none."""
+        return self._claim_with(self._choose)
+
+    def _claim_passing_over(self, oids):
+        """``claimJob`` of an agent with no chooser, passing over the jobs
+        whose oids are in ``oids``: jobs this process claimed in commits
+        that the caller's connection may not see yet, which it would only
+        claim again into a conflict."""
+        def choose():
+            return self.queue.claim(lambda job: job._p_oid not in oids and (
+                self._filter is None or self._filter(job)))
+        return self._claim_with(choose)
+
+    def _claim_with(self, choose):
         if not self.parent.activated or self.parent.dead:
             return None
         if len(self._data) >= self.size:
             return None
-        job = self._choose()
+        job = choose()
         if job is not None:
             job.parent = self
             self._data.put(job)

@@ -225,7 +225,10 @@ def _show_progress(tm, queue, job, sample_jobs, deadline, dispatcher):
         with tm:  # a new transaction sees what the workers committed
             done = job.status == interfaces.COMPLETED and _idle(queue)
             result = job.result
-            fractions = [sample.annotations.get(demo_jobs.PROGRESS, 0.0)
+            # Live annotations are committed apart from the job: the last
+            # one may land after the job completed.
+            fractions = [1.0 if sample.status == interfaces.COMPLETED
+                         else sample.annotations.get(demo_jobs.PROGRESS, 0.0)
                          for sample in sample_jobs]
         line = _progress_line(fractions)
         if line != shown:

@@ -9,7 +9,10 @@ dispatcher's record (a :class:`zc.async.queue.DispatcherAgents`), pings it,
 and lets each agent claim jobs, which go to that agent's
 :class:`~zc.async.workers.AgentThreadPool` (also importable from here):
 daemon threads, each with its own long-lived connection, that run one job
-at a time.
+at a time.  The claim's commit also starts the jobs it claims (see
+:func:`zc.async.workers.start_claimed`), and a worker whose job completes
+claims the agent's next job in that same commit, so a busy agent needs no
+poll.
 
 Threads never touch the dispatcher's memory (pools, job records, poll
 history): workers report back with ``reactor.callFromThread``, and a
@@ -20,12 +23,14 @@ watches the ZODB invalidations of every queue's ``_length`` counter (which
 changes with each put, claim and removal), and of the root while it has no
 queues.  When another connection commits a change to one, the dispatcher
 polls at once instead of at the next beat; the beat then follows
-``poll_interval`` after that poll.  A worker that
-finishes a job of an agent that was full also wakes a poll, so queued work
-flows on.  Wake-ups coalesce: never two polls at once.  A reactor whose
+``poll_interval`` after that poll.  Commits of this process's workers
+that only claim do not wake it.  A worker that finishes a job of an agent
+that was full, without claiming the next one, also wakes a poll, so queued
+work flows on.  Wake-ups coalesce: never two polls at once.  A reactor whose
 ``instant_dispatch`` attribute is false (the virtual-time
 :class:`zc.async.testing.Reactor`) gets only the heartbeat, as in 1.5.
 """
+import collections
 import datetime
 import threading
 import time
@@ -40,6 +45,7 @@ from . import interfaces
 from . import utils
 from .twist import Failure
 from .workers import AgentThreadPool, _handoff, _utcnow  # noqa: F401
+from .workers import claim_only_commit, job_info, start_claimed
 
 STOPPED = 'STOPPED'
 RUNNING = 'RUNNING'
@@ -87,14 +93,6 @@ def _naive(dt):
     if dt.tzinfo is not None:
         dt = dt.astimezone(datetime.timezone.utc).replace(tzinfo=None)
     return dt
-
-
-def _job_info(job, queue_name, agent_name):
-    """A fresh in-memory record of one claimed job (see getJobInfo)."""
-    return {'result': None, 'failed': False, 'poll id': None,
-            'quota names': tuple(job.quota_names), 'call': repr(job),
-            'started': None, 'completed': None, 'thread': None,
-            'reassigned': False, 'queue': queue_name, 'agent': agent_name}
 
 
 class PollInfo(dict):
@@ -192,7 +190,8 @@ class _PollWork:
     def __init__(self):
         self.info = PollInfo()
         self.sizes = {}  # {(queue name, agent name): agent size}
-        self.claimed = []  # [(queue name, agent name, oid, db name, info)]
+        # [(queue name, agent name, (oid, db name, info, started))]
+        self.claimed = []
         self.saturated = set()  # {(queue name, agent name)}
         self.watched = {}  # {MVCC adapter: set of oids to wake up for}
         self.duration = None  # seconds the database half took
@@ -206,12 +205,13 @@ class _PollWork:
         if isinstance(adapter, ZODB.mvccadapter.MVCCAdapter):
             self.watched.setdefault(adapter, set()).add(obj._p_oid)
 
-    def claim(self, queue_name, agent_name, job, agent_info):
+    def claim(self, queue_name, agent_name, job, started, agent_info):
         """Note a claimed ``job``: a new job info and a work item."""
         jobid = getId(job)
         agent_info['new jobs'].append(jobid)
-        self.claimed.append((queue_name, agent_name, job._p_oid, jobid[1],
-                             _job_info(job, queue_name, agent_name)))
+        info = job_info(job, queue_name, agent_name)
+        self.claimed.append(
+            (queue_name, agent_name, (job._p_oid, jobid[1], info, started)))
 
 
 class Dispatcher:
@@ -251,6 +251,10 @@ class Dispatcher:
         self._watched = {}  # {MVCC adapter: frozenset of oids}
         self._own_storages = frozenset()  # MVCC instances of poll conns
         self.listeners = []  # see notify
+        # Oids of the jobs this process claimed lately: a worker's claim
+        # passes over them, in case its snapshot predates those claims.
+        self.recent_claims = collections.deque(maxlen=64)
+        self.claim_lock = threading.Lock()  # for workers' claims
         _dispatchers[uuid] = self
 
     @property
@@ -505,23 +509,25 @@ class Dispatcher:
                           lambda: setattr(agent, 'failure', claimed))
             return info
         jobs, saturated = claimed
-        for job in jobs:
-            work.claim(queue.name, name, job, info)
+        for job, started in jobs:
+            work.claim(queue.name, name, job, started, info)
         if saturated:
             work.saturated.add((queue.name, name))
         return info
 
     def _claim(self, queue, agent, tm):
-        """Claim jobs for ``agent`` until it has no room, in one commit.
+        """Claim jobs for ``agent`` until it has no room, and start them,
+        in one commit.
 
-        Returns ``(jobs, saturated)``, saturated meaning the agent is full
-        while its queue still holds jobs; or a Failure.
+        Returns ``([(job, started)], saturated)``, saturated meaning the
+        agent is full while its queue still holds jobs; or a Failure.
         """
         def claim_all():
             jobs = []
             job = agent.claimJob()
             while job is not None:
-                jobs.append(job)
+                jobs.append((job, start_claimed(job)))
+                self.recent_claims.append(job._p_oid)
                 job = agent.claimJob()
             return jobs, len(agent) >= agent.size and len(queue) > 0
         return self._attempt(tm, 'getting jobs for UUID %s from agent %r in '
@@ -542,11 +548,12 @@ class Dispatcher:
                 self._resizePool(queue_name, name, size).saturated = (
                     (queue_name, name) in work.saturated)
             self._prunePools(work.info)
-            for queue_name, name, oid, dbname, info in work.claimed:
+            for queue_name, name, item in work.claimed:
+                oid, dbname, info, started = item
                 self.jobs[(ZODB.utils.u64(oid), dbname)] = info
-                self.queues[queue_name][name].put((oid, dbname, info))
+                self.queues[queue_name][name].put(item)
             self._watch(work.watched)
-        self._recordPoll(work.info, [item[-1] for item in work.claimed])
+        self._recordPoll(work.info, [item[2] for _, _, item in work.claimed])
         self.notify('poll', {'duration': work.duration, 'poll': work.info})
 
     def _resizePool(self, queue_name, name, size):
@@ -582,6 +589,17 @@ class Dispatcher:
             info['poll id'] = poll_info.key
         if last is None or last != poll_info:
             utils.tracelog.debug('poll %s: %r', poll_info.key, poll_info)
+
+    def _claimedByWorker(self, jobid, info):
+        """Record a job that a worker's commit claimed (see
+        ``zc.async.workers``) as claimed by the newest poll."""
+        self.jobs[jobid] = info
+        last = self.getPollInfo()
+        if last is not None:
+            info['poll id'] = last.key
+            agents = last.get(info['queue']) or {}
+            if info['agent'] in agents:
+                agents[info['agent']]['new jobs'].append(jobid)
 
     def notify(self, event, info):
         """Call each of :attr:`listeners` as ``listener(event, info)``.
@@ -619,7 +637,7 @@ class Dispatcher:
 
     def _invalidated(self, adapter, oids, committing_instance):
         """In a committing thread: wake if a watched queue changed."""
-        if committing_instance in self._own_storages:
+        if committing_instance in self._own_storages or claim_only_commit():
             return  # our own claims
         watched = self._watched.get(adapter)
         if watched and not watched.isdisjoint(oids) and self.activated:
@@ -634,10 +652,24 @@ class Dispatcher:
             return
         if self._polling:
             self._wake_pending = True
+        elif self._busy():
+            # A poll would find no room to claim in: the next thread that
+            # frees up without claiming a job itself wakes one instead.
+            for pool in self._livePools():
+                pool.saturated = True
         elif self._threaded:
             self.threadedPoll()
         else:
             self.directPoll()
+
+    def _busy(self):
+        """Whether every thread of every pool has a job (there is a pool)."""
+        pools = self._livePools()
+        return bool(pools) and all(pool.full for pool in pools)
+
+    def _livePools(self):
+        return [pool for pools in self.queues.values()
+                for pool in pools.values()]
 
     def _wakeForRoom(self):
         """A full agent finished a job: poll soon for its queued work.
@@ -657,8 +689,7 @@ class Dispatcher:
 
     def _pools(self):
         """Every pool, live or stopped (for tests and tear-down)."""
-        for pools in self.queues.values():
-            yield from pools.values()
+        yield from self._livePools()
         yield from self.dead_pools
 
     def getStatusInfo(self):

@@ -28,10 +28,8 @@ import logging
 import pickle
 import types
 
-import BTrees.OOBTree
 import persistent
 import persistent.list
-import persistent.mapping
 import twisted.internet.defer
 import twisted.python.failure
 import zc.queue
@@ -41,6 +39,7 @@ import zope.interface
 from . import interfaces
 from . import twist
 from . import utils
+from ._jobparts import JobParts
 from .interfaces import NEW, PENDING, ASSIGNED, ACTIVE, CALLBACKS, COMPLETED
 from .retry import (  # noqa: F401  (1.5 names of zc.async.job)
     RetryCommonFourTimes, RetryCommonForever, NeverRetry,
@@ -115,7 +114,7 @@ class _CallbackAdder:
 
 
 @zope.interface.implementer(interfaces.IJob)
-class Job(_CallbackAdder, utils.Base):
+class Job(_CallbackAdder, JobParts, utils.Base):
     """See :class:`zc.async.interfaces.IJob`.
 
     ``Job(callable, *args, **kwargs)``; subclasses may override
@@ -138,10 +137,9 @@ class Job(_CallbackAdder, utils.Base):
     def __init__(self, *args, **kwargs):
         if not args:
             raise TypeError('Job needs a callable as its first argument')
-        self.args = persistent.list.PersistentList(args[1:])
-        self.kwargs = persistent.mapping.PersistentMapping(kwargs)
-        self.callbacks = zc.queue.PersistentQueue()
-        self.annotations = BTrees.OOBTree.OOBTree()
+        # Empty arguments, callbacks and annotations store nothing (see
+        # zc.async._jobparts).
+        self._init_parts(args[1:], kwargs)
         self.callable = args[0]
 
     @classmethod
@@ -156,9 +154,9 @@ class Job(_CallbackAdder, utils.Base):
             call = utils.custom_repr(self._callable_root)
             if self._callable_name is not None:
                 call += ' :' + self._callable_name
-            arguments = [utils.custom_repr(arg) for arg in self.args]
+            arguments = [utils.custom_repr(arg) for arg in self._args]
             arguments.extend('%s=%s' % (key, utils.custom_repr(value))
-                             for key, value in self.kwargs.items())
+                             for key, value in self._kwargs.items())
             return '<%s ``%s(%s)``>' % (
                 utils.custom_repr(self), call, ', '.join(arguments))
         except Exception:
@@ -200,10 +198,23 @@ class Job(_CallbackAdder, utils.Base):
         """
         if not (started is not None and self._status_id == _ACTIVE
                 and self._active_start == started):
-            self._check_reassigned(statuses)
-            self._status_id = _ACTIVE
-            self._active_start = utils.now()
-        return [*self.args, *args], {**self.kwargs, **kwargs}
+            self._go_active(statuses)
+        return [*self._args, *args], {**self._kwargs, **kwargs}
+
+    def _go_active(self, statuses):
+        self._check_reassigned(statuses)
+        self._status_id = _ACTIVE
+        self._active_start = utils.now()
+
+    def _start_claimed(self):
+        """ASSIGNED -> ACTIVE in the commit of the dispatcher's claim, which
+        thereby is the job's start commit; return ``active_start``.
+
+        The claim only takes as many jobs as its agent has idle threads, so
+        the job runs right after that commit (see ``_call_claimed``).
+        """
+        self._go_active((ASSIGNED,))
+        return self._active_start
 
     def _complete(self, res, data_cache=None):
         """Store the final result: -> CALLBACKS."""
@@ -490,9 +501,29 @@ class Job(_CallbackAdder, utils.Base):
 
         call_args, call_kwargs = utils.never_fail(
             start, _Lazy('preparing for call of %r', self), tm)
+        return self._run(call_args, call_kwargs, tm)
+
+    def _call_claimed(self, started):
+        """Call a job that ``_start_claimed`` made ACTIVE at ``started``:
+        the steps of ``__call__`` after its start commit.
+
+        ReassignedError if the job is not in that start any more (another
+        dispatcher took it over, or it was claimed again since).
+        """
+        self._check_reassigned((ACTIVE,))
+        if self._active_start != started:
+            utils.log.error('%r was reassigned: it was started again.', self)
+            raise interfaces.ReassignedError(
+                '%r was reassigned: started at %s, not %s'
+                % (self, self._active_start, started))
+        return self._run(list(self._args), dict(self._kwargs),
+                         twist.transactionManager(self))
+
+    def _run(self, args, kwargs, tm):
+        """Call until the outcome is stored (steps 3-10 of __call__)."""
         data_cache = {}  # the retry policy's counters for this call
         while True:
-            outcome = self._attempt(call_args, call_kwargs, tm, data_cache)
+            outcome = self._attempt(args, kwargs, tm, data_cache)
             if outcome is not _RETRY:
                 return outcome
 
@@ -609,7 +640,7 @@ class Job(_CallbackAdder, utils.Base):
         again and the callback runs; if the adder's, its retry finds the
         job COMPLETED and runs the callback at once.
         """
-        if len(self.callbacks):
+        if self._has_callbacks():
             return False
         self._check_reassigned((CALLBACKS,))
         self._finish()
@@ -734,7 +765,7 @@ class Job(_CallbackAdder, utils.Base):
         """See IAbstractJob."""
         callback = _prepare_callback(
             callback, failure_log_level, retry_policy_factory, self)
-        self.callbacks.put(callback)
+        self._callback_queue().put(callback)
         if self._status_id == _COMPLETED:
             # Run it now, in this thread; errors reach the caller.  It runs
             # on behalf of this job, not of a job this thread may be running
@@ -759,7 +790,7 @@ class Job(_CallbackAdder, utils.Base):
         tm = twist.transactionManager(self)
         done = 0
         while True:
-            pending = list(self.callbacks)[done:]
+            pending = self._callback_list()[done:]
             if not pending:
                 break
             for callback in pending:
@@ -885,11 +916,12 @@ class Job(_CallbackAdder, utils.Base):
         """
         parts = [('callable', self._callable_root)]
         parts.extend(('argument %d' % ix, arg)
-                     for ix, arg in enumerate(self.args))
+                     for ix, arg in enumerate(self._args))
         parts.extend(('keyword argument %r' % key, value)
-                     for key, value in self.kwargs.items())
+                     for key, value in self._kwargs.items())
         parts.append(('retry_policy_factory', self.retry_policy_factory))
-        parts.append(('callbacks', self.callbacks))
+        if self._callbacks is not None:
+            parts.append(('callbacks', self._callbacks))
         for label, value in parts:
             problem = _pickling_problem(value)
             if problem is not None:

@@ -375,9 +375,19 @@ def _records(job):
 
 def _reported(jobs, key):
     """Whether every dispatcher record of ``jobs`` has ``key`` (or was
-    reassigned)."""
+    reassigned), and a dispatcher of this process holding one of them
+    already recorded it."""
     return all(info[key] is not None or info['reassigned']
-               for job in jobs for d, info in _records(job))
+               for job in jobs for d, info in _records(job)) and not any(
+        _held_here(job) and not _records(job) for job in jobs)
+
+
+def _held_here(job):
+    """Whether an agent of a dispatcher of this process holds ``job`` (a
+    claim's commit is seen before the dispatcher records the claim)."""
+    from . import dispatcher
+    uuid = getattr(getattr(job.agent, 'parent', None), 'UUID', None)
+    return uuid is not None and uuid in dispatcher._dispatchers
 
 
 def _wait_for_report(job, key, seconds=2):

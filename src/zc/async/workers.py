@@ -4,9 +4,13 @@ report back through the reactor.
 An :class:`AgentThreadPool` holds the daemon threads of one agent of a
 :class:`zc.async.dispatcher.Dispatcher` (which re-exports it under its 1.5
 name, ``zc.async.dispatcher.AgentThreadPool``).  The reactor thread owns
-the pool's state; a worker takes ``(oid, database name, info)`` items from
-the pool's queue, loads and calls the job, and hands what happened to the
-reactor thread with ``reactor.callFromThread``.
+the pool's state; a worker takes ``(oid, database name, info, started)``
+items from the pool's queue, loads and calls the job, and hands what
+happened to the reactor thread with ``reactor.callFromThread``.
+
+Jobs are started in the commit that claims them (:func:`start_claimed`),
+and the commit that completes a worker's job claims the agent's next one
+(:class:`_NextClaimer`): a busy worker costs one commit per job.
 """
 import queue as queue_module
 import threading
@@ -16,9 +20,12 @@ import transaction
 import twisted.python.failure
 import ZODB.POSException
 import ZODB.utils
+from transaction._transaction import Status
 
 from . import interfaces
 from . import utils
+from .agent import Agent
+from .job import Job
 from .threadlocal import local
 
 RESULT_LIMIT = 10000  # characters of a job info's 'result' kept
@@ -37,6 +44,43 @@ def _handoff(method):
     """
     method.zc_async_handoff = True
     return method
+
+
+class _Commit(threading.local):
+    claim_only = False  # the thread's commit under way only claims jobs
+
+
+_commit = _Commit()
+
+
+def claim_only_commit():
+    """Whether the commit under way in this thread, if any, only claims
+    jobs for a worker (see :class:`_NextClaimer`)."""
+    return _commit.claim_only
+
+
+def start_claimed(job):
+    """Start ``job``, just claimed, in the claim's commit; return its
+    ``active_start``, or None when it must be called as in 1.5 (a job
+    class with its own ``__call__``).
+
+    This spares each job a commit of its own to go ACTIVE: the dispatcher
+    claims only as many jobs as its agents have idle threads, so each one
+    runs at once.
+    """
+    if (isinstance(job, Job) and type(job).__call__ is Job.__call__
+            and job.status == interfaces.ASSIGNED):
+        return job._start_claimed()
+    return None
+
+
+def job_info(job, queue_name, agent_name):
+    """A fresh in-memory record of one claimed job (see
+    ``Dispatcher.getJobInfo``)."""
+    return {'result': None, 'failed': False, 'poll id': None,
+            'quota names': tuple(job.quota_names), 'call': repr(job),
+            'started': None, 'completed': None, 'thread': None,
+            'reassigned': False, 'queue': queue_name, 'agent': agent_name}
 
 
 def _describe_result(result):
@@ -97,8 +141,18 @@ class AgentThreadPool:
         return self._size - old
 
     def put(self, item):
-        """Queue ``(oid, database name, info)`` for the next free thread."""
+        """Queue ``(oid, database name, info, started)`` for the next free
+        thread; ``started`` is what :func:`start_claimed` returned."""
         self.queue.put(item)
+
+    @property
+    def full(self):
+        """Whether every thread has a job, running or handed off."""
+        running = sum(1 for jobid in self.jobids.values() if jobid is not None)
+        # Stop sentinels not taken yet are no jobs (subtracting the ones
+        # taken already can only make the pool look free: a poll at most).
+        waiting = max(0, self.queue.qsize() - self._stopping)
+        return running + waiting >= self._size
 
     @property
     def busy(self):
@@ -116,6 +170,8 @@ class AgentThreadPool:
         local.name = self.name
         me = threading.current_thread()
         conn = self.dispatcher.db.open()
+        claimer = _NextClaimer(self)
+        transaction.manager.registerSynch(claimer)
         stopped = False
         try:
             while not stopped:
@@ -123,7 +179,7 @@ class AgentThreadPool:
                 try:
                     stopped = item is None
                     if not stopped:
-                        self._perform(conn, *item)
+                        self._perform(conn, claimer, *item)
                 finally:
                     self.queue.task_done()
         except Exception:
@@ -131,27 +187,43 @@ class AgentThreadPool:
             # that ends this thread (the pool starts another).
             utils.log.critical('unexpected error', exc_info=True)
         finally:
+            transaction.manager.unregisterSynch(claimer)
             utils.abort(transaction.manager, 'ending worker thread',
                         wait=False)
             conn.close()
             self._report(self._threadEnded, me, stopped)
 
-    def _perform(self, conn, oid, dbname, info):
-        """Run one job attempt and report how it went."""
+    def _perform(self, conn, claimer, oid, dbname, info, started):
+        """Run one job attempt and report how it went; queue the job that
+        its completing commit claimed, if any."""
         thread = threading.get_ident()
         jobid = (ZODB.utils.u64(oid), dbname)
         self._report(self._jobStarted, thread, jobid, info, _utcnow())
         utils.tracelog.info('starting in thread %d: %s', thread, info['call'])
         outcome = {}
         try:
-            outcome = self._call(self._load(conn, oid, dbname))
+            job = self._load(conn, oid, dbname)
+            claimer.watch(job)
+            outcome = self._call(job, started)
         finally:
             local.job = None  # the job clears it too; this is a safety net
+            claimed = claimer.take()
+            if claimed is not None:
+                self._queueClaimed(info, *claimed)
             utils.abort(transaction.manager, 'finishing job %d in db %s'
                         % jobid)
-            self._report(self._jobFinished, thread, info, outcome)
+            self._report(self._jobFinished, thread, info, outcome,
+                         claimed is not None)
         utils.tracelog.info(
             'completed in thread %d: %s', thread, info['call'])
+
+    def _queueClaimed(self, info, job, started):
+        """Tell the dispatcher of a job that the commit completing the job
+        of ``info`` claimed, and hand it to the pool's threads."""
+        jobid = (ZODB.utils.u64(job._p_oid), job._p_jar.db().database_name)
+        claimed = job_info(job, info['queue'], info['agent'])
+        self._report(self._claimedByWorker, jobid, claimed)
+        self.put((job._p_oid, jobid[1], claimed, started))
 
     def _load(self, conn, oid, dbname):
         """The job, loaded in this thread's connection (retrying)."""
@@ -179,11 +251,15 @@ class AgentThreadPool:
                         'in db %s', errors, ZODB.utils.u64(oid), dbname,
                         exc_info=True)
 
-    def _call(self, job):
-        """Call ``job``; return the job info entries for how it ended."""
+    def _call(self, job, started):
+        """Call ``job`` (started in its claim's commit at ``started``, if
+        not None); return the job info entries for how it ended."""
         tm = transaction.manager
         try:
-            job()
+            if started is None:
+                job()
+            else:
+                job._call_claimed(started)
         except interfaces.ReassignedError:
             utils.abort(tm, 'dropping reassigned %r' % (job,))
             return {'reassigned': True}
@@ -205,6 +281,10 @@ class AgentThreadPool:
     # The methods below run in the reactor thread.
 
     @_handoff
+    def _claimedByWorker(self, jobid, info):
+        self.dispatcher._claimedByWorker(jobid, info)
+
+    @_handoff
     def _jobStarted(self, thread, jobid, info, started):
         self.jobids[thread] = jobid
         info['started'] = started
@@ -212,12 +292,15 @@ class AgentThreadPool:
         self.dispatcher.notify('job started', info)
 
     @_handoff
-    def _jobFinished(self, thread, info, outcome):
+    def _jobFinished(self, thread, info, outcome, refilled=False):
         self.jobids[thread] = None
         info.update(outcome)
         self.dispatcher.notify('job finished', info)
         # A poll running now may have seen this job still held, and found
-        # the agent full: it must be followed by another one.
+        # the agent full: it must be followed by another one -- unless the
+        # job's completing commit refilled its room.
+        if refilled:
+            return
         if self.saturated or self.dispatcher._polling:
             self.saturated = False
             self.dispatcher._wakeForRoom()
@@ -276,3 +359,90 @@ def _recover(job):
                          % (job,), transaction.manager)
     except interfaces.ReassignedError:
         pass  # another dispatcher has it now (logged): nothing to recover
+
+
+class _NextClaimer:
+    """Claims the next job of a worker's agent in the commit that completes
+    the worker's job: a synchronizer of the worker thread's transactions.
+
+    Completing a job frees its thread, so the same commit takes the agent's
+    next job from the queue and starts it (:func:`start_claimed`), sparing
+    that job a claim commit of the poll and the hand-off to a thread.  Only
+    commits that are retried without calling the job again complete a job
+    (the result-only commit, the final commit of ``resumeCallbacks``), so a
+    conflict the claim adds costs a retry of that commit, never a second
+    run.  Agents with a chooser, or classes of their own, are left to the
+    poll, and so is everything when the dispatcher is not activated.
+    """
+
+    def __init__(self, pool):
+        self.pool = pool
+        self.job = self.agent = None
+        self.pending = None  # (job, started) claimed by the commit under way
+        self.claimed = None  # (job, started) claimed by a commit that landed
+
+    def watch(self, job):
+        """Claim when ``job`` completes (if its agent is a plain one)."""
+        agent = job.parent
+        plain = (type(agent) is Agent and agent.chooser is None
+                 and agent.name == self.pool.name
+                 and self.pool.dispatcher._instant)
+        self.job, self.agent = job, agent if plain else None
+        self.pending = self.claimed = None
+
+    def take(self):
+        """The ``(job, started)`` claimed for this pool, once, or None."""
+        claimed, self.claimed = self.claimed, None
+        self.job = self.agent = None
+        return claimed
+
+    def newTransaction(self, txn):
+        pass
+
+    def beforeCompletion(self, txn):
+        job, agent = self.job, self.agent
+        # A commit (not an abort after a failed one) that completes the job.
+        if (agent is None or self.pending is not None
+                or txn.status is not Status.ACTIVE
+                or not job._p_changed or job.status != interfaces.COMPLETED
+                or not self.pool.dispatcher.activated):
+            return
+        dispatcher = self.pool.dispatcher
+        length = getattr(agent.queue, '_length', None)
+        quiet = not getattr(length, '_p_changed', True)  # the job put none
+        try:
+            # The snapshot of this thread may predate claims of its siblings,
+            # and a sibling may be claiming right now (loads release the GIL).
+            with dispatcher.claim_lock:
+                claimed = agent._claim_passing_over(
+                    frozenset(dispatcher.recent_claims))
+                if claimed is not None:
+                    dispatcher.recent_claims.append(claimed._p_oid)
+            if claimed is not None:
+                self.pending = (claimed, start_claimed(claimed))
+                # A commit that only claims brings no new work: it need not
+                # wake this process's dispatcher (see dispatcher._invalidated).
+                _commit.claim_only = quiet
+        except Exception:
+            # Never fail the commit of a job's outcome: the poll claims.
+            utils.log.warning('could not claim the next job for agent %r',
+                              agent.name, exc_info=True)
+            self.agent = None
+
+    def afterCompletion(self, txn):
+        _commit.claim_only = False
+        if self.pending is not None:
+            if txn.status is Status.COMMITTED:
+                self.claimed = self.pending
+                self.agent = None  # one claim per job
+            else:  # still queued: let the next claim have it
+                _forget(self.pool.dispatcher.recent_claims,
+                        self.pending[0]._p_oid)
+            self.pending = None
+
+
+def _forget(recent, oid):
+    try:
+        recent.remove(oid)
+    except ValueError:
+        pass  # pushed out by newer claims already

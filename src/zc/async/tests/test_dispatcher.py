@@ -646,6 +646,27 @@ class InstantDispatchVirtualTests(VirtualTimeTestCase):
         self.assertEqual(first.result, 'first')
         self.assertEqual(second.result, 42)
 
+    def test_new_work_does_not_wake_a_dispatcher_with_no_idle_thread(self):
+        self.da()['main'].size = 1
+        transaction.commit()
+        self.reactor.time_flies(5)
+        first = self.put(blocked, 'first')
+        self.assertTrue(self.reactor.time_passes())
+        event('started first').wait(10)
+        polls = len(self.dispatcher.polls)
+        transaction.begin()  # a MappingStorage resolves no conflict
+        second = self.put(operator.mul, 6, 7)
+        self.reactor.time_passes()  # the wake-up finds no room: no poll
+        self.assertEqual(len(self.dispatcher.polls), polls)
+        event('first').set()
+        deadline = time.monotonic() + 10
+        while (_status(second) != interfaces.COMPLETED
+               and time.monotonic() < deadline):
+            self.reactor._let_threads_work(0.01)  # runs the worker reports
+        transaction.begin()
+        self.assertEqual(first.result, 'first')
+        self.assertEqual(second.result, 42)
+
     def test_installing_the_queues_wakes_a_poll(self):
         del self.root[interfaces.KEY]
         transaction.commit()

@@ -312,14 +312,22 @@ class ConstructionTests(DatabaseTestCase):
             interfaces.IJob, job))
 
     def test_stores_callable_args_and_kwargs_persistently(self):
-        job = Job(record, 1, 2, three=3)
+        # How they are stored: see test_jobparts.
+        job = self.store(Job(record, 1, 2, three=3))
         self.assertIs(job.callable, record)
-        self.assertIsInstance(job.args, persistent.list.PersistentList)
-        self.assertEqual(list(job.args), [1, 2])
-        self.assertIsInstance(job.kwargs, persistent.mapping.PersistentMapping)
-        self.assertEqual(dict(job.kwargs), {'three': 3})
-        self.assertIsInstance(job.callbacks, zc.queue.PersistentQueue)
-        self.assertIsInstance(job.annotations, BTrees.OOBTree.OOBTree)
+        self.assertEqual(job.args, [1, 2])
+        self.assertEqual(job.kwargs, {'three': 3})
+        self.assertEqual(list(job.callbacks), [])
+        self.assertEqual(dict(job.annotations), {})
+        job.args.append(4)
+        job.kwargs['five'] = 5
+        job.annotations['six'] = 6
+        transaction.commit()
+        conn, tm = self.other_connection()
+        other = conn.get(job._p_oid)
+        self.assertEqual((other.args, other.kwargs, dict(other.annotations)),
+                         ([1, 2, 4], {'three': 3, 'five': 5}, {'six': 6}))
+        self.assertIsInstance(other.annotations, BTrees.OOBTree.OOBTree)
 
     def test_new_job_defaults(self):
         job = Job(record)
