@@ -627,6 +627,16 @@ class InstantDispatchVirtualTests(VirtualTimeTestCase):
         transaction.commit()
         self.assertFalse(self.reactor.time_passes())
 
+    def release_first_then_see_both_done(self, first, second):
+        event('first').set()
+        deadline = time.monotonic() + 10
+        while (_status(second) != interfaces.COMPLETED
+               and time.monotonic() < deadline):
+            self.reactor._let_threads_work(0.01)  # runs the worker reports
+        transaction.begin()
+        self.assertEqual(first.result, 'first')
+        self.assertEqual(second.result, 42)
+
     def test_full_agent_wakes_when_a_job_finishes(self):
         self.da()['main'].size = 1
         transaction.commit()
@@ -637,14 +647,7 @@ class InstantDispatchVirtualTests(VirtualTimeTestCase):
         transaction.begin()
         self.assertEqual(len(self.queue), 1)
         self.assertEqual(self.reactor.time_flies(0), 0)  # no beat is due
-        event('first').set()
-        deadline = time.monotonic() + 10
-        while (_status(second) != interfaces.COMPLETED
-               and time.monotonic() < deadline):
-            self.reactor._let_threads_work(0.01)  # runs the worker reports
-        transaction.begin()
-        self.assertEqual(first.result, 'first')
-        self.assertEqual(second.result, 42)
+        self.release_first_then_see_both_done(first, second)
 
     def test_new_work_does_not_wake_a_dispatcher_with_no_idle_thread(self):
         self.da()['main'].size = 1
@@ -658,14 +661,7 @@ class InstantDispatchVirtualTests(VirtualTimeTestCase):
         second = self.put(operator.mul, 6, 7)
         self.reactor.time_passes()  # the wake-up finds no room: no poll
         self.assertEqual(len(self.dispatcher.polls), polls)
-        event('first').set()
-        deadline = time.monotonic() + 10
-        while (_status(second) != interfaces.COMPLETED
-               and time.monotonic() < deadline):
-            self.reactor._let_threads_work(0.01)  # runs the worker reports
-        transaction.begin()
-        self.assertEqual(first.result, 'first')
-        self.assertEqual(second.result, 42)
+        self.release_first_then_see_both_done(first, second)
 
     def test_installing_the_queues_wakes_a_poll(self):
         del self.root[interfaces.KEY]
