@@ -85,14 +85,15 @@ class Agent(utils.Base):
         """Claim a job for the dispatcher and hold it; None if none."""
         return self._claim_with(self._choose)
 
-    def _claim_passing_over(self, oids):
+    def _claim_passing_over(self, passed_over, **preferences):
         """``claimJob`` of an agent with no chooser, passing over the jobs
-        whose oids are in ``oids``: jobs this process claimed in commits
-        that the caller's connection may not see yet, which it would only
-        claim again into a conflict."""
+        for which ``passed_over(job)`` is true (see ``zc.async.claims``).
+        ``preferences``: see ``Queue._claim``."""
         def choose():
-            return self.queue.claim(lambda job: job._p_oid not in oids and (
-                self._filter is None or self._filter(job)))
+            return self.queue._claim(
+                lambda job: not passed_over(job) and (
+                    self._filter is None or self._filter(job)),
+                **preferences)
         return self._claim_with(choose)
 
     def _claim_with(self, choose):

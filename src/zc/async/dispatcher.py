@@ -45,7 +45,8 @@ from . import interfaces
 from . import utils
 from .twist import Failure
 from .workers import AgentThreadPool, _handoff, _utcnow  # noqa: F401
-from .workers import claim_only_commit, job_info, start_claimed
+from . import claims
+from .workers import claim_only_commit, job_info
 
 STOPPED = 'STOPPED'
 RUNNING = 'RUNNING'
@@ -194,6 +195,8 @@ class _PollWork:
         self.claimed = []
         self.saturated = set()  # {(queue name, agent name)}
         self.watched = {}  # {MVCC adapter: set of oids to wake up for}
+        self.shares = {}  # {queue name: (rank, count)}: see Dispatcher.shares
+        self.waiting = []  # see claims.claim
         self.duration = None  # seconds the database half took
 
     def watch(self, obj):
@@ -245,16 +248,20 @@ class Dispatcher:
         self._pool_growth = {}  # {db: connections added to its pool}
         self._threaded = False
         self._next_poll = None  # the scheduled heartbeat call
+        self._grace_wake = None  # (call, due) of _wakeAfterGrace
         self._polling = False  # a threaded poll is running
         self._wake_pending = False  # poll again as soon as it ends
         self._wake_requested = False  # a wake-up is on its way
         self._watched = {}  # {MVCC adapter: frozenset of oids}
         self._own_storages = frozenset()  # MVCC instances of poll conns
         self.listeners = []  # see notify
-        # Oids of the jobs this process claimed lately: a worker's claim
-        # passes over them, in case its snapshot predates those claims.
-        self.recent_claims = collections.deque(maxlen=64)
+        # {oid: serial of the claim's commit (None: under way)} of the jobs
+        # this process claimed lately (see zc.async.claims).
+        self.recent_claims = collections.OrderedDict()
         self.claim_lock = threading.Lock()  # for workers' claims
+        # {queue name: (rank, count)}: this process is number ``rank`` of
+        # the ``count`` live dispatchers of the queue, as the last poll saw.
+        self.shares = {}
         _dispatchers[uuid] = self
 
     @property
@@ -449,6 +456,7 @@ class Dispatcher:
             self.UUID, queue.name), lambda: queue.dispatchers.ping(self.UUID))
         # Every put, claim and removal changes the queue's length counter.
         work.watch(getattr(queue, '_length', None))
+        work.shares[queue.name] = _share(queue, self.UUID)
         agents = list(queue.dispatchers[self.UUID].items())
         return {name: self._pollAgent(queue, name, agent, tm, work)
                 for name, agent in agents}
@@ -502,7 +510,7 @@ class Dispatcher:
             tm.abort()
             return info
         work.sizes[(queue.name, name)] = info['size']
-        claimed = self._claim(queue, agent, tm)
+        claimed = self._claim(queue, agent, tm, work.waiting)
         if isinstance(claimed, twisted.python.failure.Failure):
             info['error'] = claimed
             self._attempt(tm, 'stashing failure on agent %r' % (name,),
@@ -515,24 +523,32 @@ class Dispatcher:
             work.saturated.add((queue.name, name))
         return info
 
-    def _claim(self, queue, agent, tm):
+    def _claim(self, queue, agent, tm, waiting):
         """Claim jobs for ``agent`` until it has no room, and start them,
         in one commit.
 
         Returns ``([(job, started)], saturated)``, saturated meaning the
         agent is full while its queue still holds jobs; or a Failure.
+        ``waiting``: see ``claims.claim``.
         """
+        batch = claims.Batch(self, agent, waiting)
+
         def claim_all():
+            batch.failed()  # when retried: the last attempt did not commit
             jobs = []
-            job = agent.claimJob()
+            job = batch.claim()
             while job is not None:
-                jobs.append((job, start_claimed(job)))
-                self.recent_claims.append(job._p_oid)
-                job = agent.claimJob()
+                jobs.append((job, claims.start_claimed(job)))
+                job = batch.claim()
             return jobs, len(agent) >= agent.size and len(queue) > 0
-        return self._attempt(tm, 'getting jobs for UUID %s from agent %r in '
-                             'queue %r' % (self.UUID, agent.name, queue.name),
-                             claim_all)
+        claimed = self._attempt(
+            tm, 'getting jobs for UUID %s from agent %r in queue %r'
+            % (self.UUID, agent.name, queue.name), claim_all)
+        if isinstance(claimed, twisted.python.failure.Failure):
+            batch.failed()
+        else:
+            batch.landed()
+        return claimed
 
     def _attempt(self, tm, description, call):
         """Run ``call`` and commit as one unit, trying up to five times."""
@@ -548,6 +564,9 @@ class Dispatcher:
                 self._resizePool(queue_name, name, size).saturated = (
                     (queue_name, name) in work.saturated)
             self._prunePools(work.info)
+            self.shares.update(work.shares)
+            if work.waiting:
+                self._wakeAfterGrace(min(work.waiting))
             for queue_name, name, item in work.claimed:
                 oid, dbname, info, started = item
                 self.jobs[(ZODB.utils.u64(oid), dbname)] = info
@@ -685,6 +704,20 @@ class Dispatcher:
     def _wakeAfterReports(self):
         self._wake()
 
+    @_handoff
+    def _wakeAfterGrace(self, due):
+        """Poll when a job that a claim left to another dispatcher, due at
+        ``due``, becomes anybody's (see ``zc.async.claims``)."""
+        if not self._instant or not self.activated:
+            return
+        call, at = self._grace_wake or (None, None)
+        if call is not None and call.active():
+            if at <= due:
+                return  # an earlier one serves
+            call.cancel()
+        delay = max(0.0, (due + claims.GRACE - utils.now()).total_seconds())
+        self._grace_wake = self.reactor.callLater(delay, self._wake), due
+
     # ---------------------------------------------------- reporting
 
     def _pools(self):
@@ -788,6 +821,16 @@ class Dispatcher:
         for poll in self.iterPolls(at=at, before=before, since=since):
             stats.addPoll(poll, queue, agent)
         return stats.result()
+
+
+def _share(queue, uuid):
+    """``(rank, count)``: this dispatcher's place among the queue's live
+    dispatchers (ordered by UUID), and their number."""
+    live = sorted(str(key) for key, da in queue.dispatchers.items()
+                  if da.activated and not da.dead)
+    if str(uuid) not in live:
+        return 0, 1
+    return live.index(str(uuid)), len(live)
 
 
 def _key(value, ties):

@@ -224,12 +224,48 @@ class Queue(utils.Base):
         Walks in claim order and stops at the first job that is not due yet,
         so the cost depends on the jobs passed over, not the queue size.
         """
+        return self._claim(filter, default)
+
+    def _claim(self, filter=None, default=None, prefer=None, window=1,
+               grace=None, waiting=None):
+        """``claim``, taking the first job that ``prefer(job)`` accepts
+        among the first ``window`` jobs if one can be claimed, else the
+        first one that can and has been due for ``grace`` (a timedelta) at
+        least.  ``prefer`` judges a job without loading it (by its oid,
+        say): the jobs it passes over are not loaded.  When a job due for
+        less than ``grace`` is left, its ``begin_after`` is appended to the
+        list ``waiting``.
+
+        Dispatchers of several processes claiming at the same time would
+        all take the first job, and all but one commit would conflict: each
+        prefers its own share of the jobs instead, and leaves the others'
+        to them for a little while.
+        """
         if not self._length():
             return default
         now = utils.now()
         cleaned = set()  # quota names cleaned during this claim
-        for job, remove in self._iter():
-            if job.begin_after > now:
+        found = None
+        if prefer is not None:
+            found = self._first_claimable(
+                (pair for pair in itertools.islice(self._iter(), window)
+                 if prefer(pair[0])), filter, now, now, cleaned)
+        if found is None:
+            due_by = now if grace is None else now - grace
+            found = self._first_claimable(
+                self._iter(), filter, now, due_by, cleaned, waiting)
+        return default if found is None else self._take_claimed(*found)
+
+    def _first_claimable(self, pairs, filter, now, due_by, cleaned,
+                         waiting=None):
+        """``(job, remove, candidate, quotas)`` for the first of the ``(job,
+        remove)`` pairs, due by ``due_by``, that can be claimed ``now``; or
+        None, after noting in ``waiting`` when the first one due by ``now``
+        but not by ``due_by`` was due."""
+        for job, remove in pairs:
+            if job.begin_after > due_by:
+                if waiting is not None and job.begin_after <= now:
+                    waiting.append(job.begin_after)
                 break
             if _expired(job, now):
                 candidate, quotas = _timeout_job(job, now), ()
@@ -238,11 +274,14 @@ class Queue(utils.Base):
                 if quotas is None:
                     continue
             if filter is None or filter(candidate):
-                self._take(job, remove)
-                for quota in quotas:
-                    quota.add(job)
-                return candidate
-        return default
+                return job, remove, candidate, quotas
+        return None
+
+    def _take_claimed(self, job, remove, candidate, quotas):
+        self._take(job, remove)
+        for quota in quotas:
+            quota.add(job)
+        return candidate
 
     def _quotas_with_room(self, job, cleaned):
         """The job's existing quotas, or None if one of them is full."""
@@ -310,9 +349,12 @@ class Queue(utils.Base):
     def _iter(self):
         """Yield ``(job, remove)`` in claim order; ``remove()`` takes the job
         out of its store (stop iterating afterwards)."""
-        due = utils.sortedmerge(
-            [self._iter_scheduled(), _iter_fifo(self._queue)],
-            key=lambda pair: pair[0].begin_after)
+        if self._held:
+            due = utils.sortedmerge(
+                [self._iter_scheduled(), _iter_fifo(self._queue)],
+                key=lambda pair: pair[0].begin_after)
+        else:  # nothing to merge: no job loaded for its begin_after
+            due = _iter_fifo(self._queue)
         if self._putback_queue is not None:
             yield from _iter_fifo(self._putback_queue)
         yield from due

@@ -8,7 +8,7 @@ the pool's state; a worker takes ``(oid, database name, info, started)``
 items from the pool's queue, loads and calls the job, and hands what
 happened to the reactor thread with ``reactor.callFromThread``.
 
-Jobs are started in the commit that claims them (:func:`start_claimed`),
+Jobs are started in the commit that claims them (see :mod:`zc.async.claims`),
 and the commit that completes a worker's job claims the agent's next one
 (:class:`_NextClaimer`): a busy worker costs one commit per job.
 """
@@ -24,8 +24,7 @@ from transaction._transaction import Status
 
 from . import interfaces
 from . import utils
-from .agent import Agent
-from .job import Job
+from . import claims
 from .threadlocal import local
 
 RESULT_LIMIT = 10000  # characters of a job info's 'result' kept
@@ -57,21 +56,6 @@ def claim_only_commit():
     """Whether the commit under way in this thread, if any, only claims
     jobs for a worker (see :class:`_NextClaimer`)."""
     return _commit.claim_only
-
-
-def start_claimed(job):
-    """Start ``job``, just claimed, in the claim's commit; return its
-    ``active_start``, or None when it must be called as in 1.5 (a job
-    class with its own ``__call__``).
-
-    This spares each job a commit of its own to go ACTIVE: the dispatcher
-    claims only as many jobs as its agents have idle threads, so each one
-    runs at once.
-    """
-    if (isinstance(job, Job) and type(job).__call__ is Job.__call__
-            and job.status == interfaces.ASSIGNED):
-        return job._start_claimed()
-    return None
 
 
 def job_info(job, queue_name, agent_name):
@@ -142,7 +126,7 @@ class AgentThreadPool:
 
     def put(self, item):
         """Queue ``(oid, database name, info, started)`` for the next free
-        thread; ``started`` is what :func:`start_claimed` returned."""
+        thread; ``started`` is what ``claims.start_claimed`` returned."""
         self.queue.put(item)
 
     @property
@@ -207,9 +191,11 @@ class AgentThreadPool:
             outcome = self._call(job, started)
         finally:
             local.job = None  # the job clears it too; this is a safety net
-            claimed = claimer.take()
+            claimed, waiting = claimer.take()
             if claimed is not None:
                 self._queueClaimed(info, *claimed)
+            elif waiting is not None:
+                self._report(self.dispatcher._wakeAfterGrace, waiting)
             utils.abort(transaction.manager, 'finishing job %d in db %s'
                         % jobid)
             self._report(self._jobFinished, thread, info, outcome,
@@ -366,7 +352,7 @@ class _NextClaimer:
     the worker's job: a synchronizer of the worker thread's transactions.
 
     Completing a job frees its thread, so the same commit takes the agent's
-    next job from the queue and starts it (:func:`start_claimed`), sparing
+    next job from the queue and starts it (see :mod:`zc.async.claims`), sparing
     that job a claim commit of the poll and the hand-off to a thread.  Only
     commits that are retried without calling the job again complete a job
     (the result-only commit, the final commit of ``resumeCallbacks``), so a
@@ -380,21 +366,25 @@ class _NextClaimer:
         self.job = self.agent = None
         self.pending = None  # (job, started) claimed by the commit under way
         self.claimed = None  # (job, started) claimed by a commit that landed
+        self.waiting = []  # see claims.claim
 
     def watch(self, job):
         """Claim when ``job`` completes (if its agent is a plain one)."""
         agent = job.parent
-        plain = (type(agent) is Agent and agent.chooser is None
-                 and agent.name == self.pool.name
+        plain = (claims.plain(agent) and agent.name == self.pool.name
                  and self.pool.dispatcher._instant)
         self.job, self.agent = job, agent if plain else None
         self.pending = self.claimed = None
+        del self.waiting[:]
 
     def take(self):
-        """The ``(job, started)`` claimed for this pool, once, or None."""
+        """``(job, started)`` claimed for this pool (or None), and when the
+        first job left to another dispatcher was due (or None); once."""
         claimed, self.claimed = self.claimed, None
+        waiting = min(self.waiting) if self.waiting else None
         self.job = self.agent = None
-        return claimed
+        del self.waiting[:]
+        return claimed, waiting
 
     def newTransaction(self, txn):
         pass
@@ -407,19 +397,12 @@ class _NextClaimer:
                 or not job._p_changed or job.status != interfaces.COMPLETED
                 or not self.pool.dispatcher.activated):
             return
-        dispatcher = self.pool.dispatcher
         length = getattr(agent.queue, '_length', None)
         quiet = not getattr(length, '_p_changed', True)  # the job put none
         try:
-            # The snapshot of this thread may predate claims of its siblings,
-            # and a sibling may be claiming right now (loads release the GIL).
-            with dispatcher.claim_lock:
-                claimed = agent._claim_passing_over(
-                    frozenset(dispatcher.recent_claims))
-                if claimed is not None:
-                    dispatcher.recent_claims.append(claimed._p_oid)
+            claimed = claims.claim(self.pool.dispatcher, agent, self.waiting)
             if claimed is not None:
-                self.pending = (claimed, start_claimed(claimed))
+                self.pending = (claimed, claims.start_claimed(claimed))
                 # A commit that only claims brings no new work: it need not
                 # wake this process's dispatcher (see dispatcher._invalidated).
                 _commit.claim_only = quiet
@@ -435,14 +418,7 @@ class _NextClaimer:
             if txn.status is Status.COMMITTED:
                 self.claimed = self.pending
                 self.agent = None  # one claim per job
+                claims.landed(self.pool.dispatcher, self.claimed[0])
             else:  # still queued: let the next claim have it
-                _forget(self.pool.dispatcher.recent_claims,
-                        self.pending[0]._p_oid)
+                claims.forget(self.pool.dispatcher, self.pending[0])
             self.pending = None
-
-
-def _forget(recent, oid):
-    try:
-        recent.remove(oid)
-    except ValueError:
-        pass  # pushed out by newer claims already

@@ -109,7 +109,8 @@ def refuse_after(path, job):
 def produce(uri, directory, name, count):
     """Put ``count`` :func:`double` jobs in queue ``''`` of the database at
     ``uri``, one commit each, as soon as the ``go`` file exists; return the
-    job oids and the number of ConflictErrors that reached this producer."""
+    job oids and the numbers of ConflictErrors that reached this producer:
+    lock deadlocks of RelStorage apart."""
     os.environ['ZC_ASYNC_UUID'] = os.path.join(directory, name + '-uuid.txt')
     import BTrees.Length
     import transaction
@@ -123,7 +124,7 @@ def produce(uri, directory, name, count):
     append_line(os.path.join(directory, 'ready.log'), name)
     go = os.path.join(directory, 'go')
     wait_until(lambda: os.path.exists(go), 'the go file')
-    oids, conflicts = [], 0
+    oids, conflicts, deadlocks = [], 0, 0
     for n in range(count):
         while True:
             try:
@@ -132,13 +133,17 @@ def produce(uri, directory, name, count):
                 put = queue.put(job.Job(double, BTrees.Length.Length(), n))
                 tm.commit()
                 break
-            except ZODB.POSException.ConflictError:
+            except ZODB.POSException.ConflictError as e:
                 tm.abort()
-                conflicts += 1
+                if type(e).__name__.startswith('UnableToLock'):
+                    deadlocks += 1  # RelStorage's row locks (see the test)
+                else:
+                    conflicts += 1
         oids.append(ZODB.utils.u64(put._p_oid))
     conn.close()
     db.close()
-    return {'name': name, 'oids': oids, 'conflicts': conflicts}
+    return {'name': name, 'oids': oids, 'conflicts': conflicts,
+            'deadlocks': deadlocks}
 
 
 if __name__ == '__main__':

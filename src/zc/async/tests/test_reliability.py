@@ -130,6 +130,12 @@ class Scenario:
                              '%r committed %d times' % (job, job.args[0].value))
         self.assertEqual(len(self.queue), 0, list(self.queue))
 
+    def assertWorkersRunning(self, workers):
+        stopped = [w for w in workers if not w.running]
+        self.assertEqual(stopped, [], ''.join(
+            '\n--- %s exited; its log ends:\n%s' % (w.name, w.log[-3000:])
+            for w in stopped))
+
     def interruptions(self, oid):
         self.tm.begin()
         return self.conn.get(oid).getRetryPolicy().data.get('interruptions')
@@ -138,6 +144,13 @@ class Scenario:
 
 class DrainTest:
     """Two workers drain what four producer processes put at once."""
+
+    # Commits that store the same two existing objects may deadlock on
+    # RelStorage's PostgreSQL row locks (it takes them in no fixed order),
+    # which the storage reports as a ConflictError; puts and claims both
+    # store the queue's length and, when the queue is short, its one
+    # bucket.  ZEO takes one commit lock: no deadlock.
+    deadlocks_allowed = 0
 
     def test_two_workers_drain_four_producers(self):
         workers = [self.worker('a'), self.worker('b')]
@@ -154,10 +167,12 @@ class DrainTest:
                    for p in producers]
         self.assertEqual([p.returncode for p in producers], [0] * 4)
         self.assertEqual([r['conflicts'] for r in reports], [0] * 4)
+        self.assertLessEqual(sum(r['deadlocks'] for r in reports),
+                             self.deadlocks_allowed)
         oids = [ZODB.utils.p64(oid) for r in reports for oid in r['oids']]
         self.assertEqual(len(set(oids)), 200)
         self.assertAllCompletedOnce(oids)
-        self.assertTrue(all(w.running for w in workers))
+        self.assertWorkersRunning(workers)
 
 
 class ReliabilityTests(DrainTest, Scenario, unittest.TestCase):
@@ -196,7 +211,9 @@ class ReliabilityTests(DrainTest, Scenario, unittest.TestCase):
         self.assertEqual([pid for n, pid in self.starts()], [a.pid, b.pid])
         self.tm.begin()
         self.assertFalse(self.records()[a.uuid].activated)
-        self.assertTrue(self.records()[a.uuid].dead)
+        # A ping that a sent just before it was killed may land after b
+        # deactivated its record: dead a death interval later.
+        self.wait(lambda conn: self.records(conn)[a.uuid].dead, "a's death")
         self.assertEqual(self.interruptions(oid), 1)
 
     def test_kill_9_then_restart_with_the_same_uuid(self):  # C6
@@ -255,7 +272,7 @@ class ReliabilityTests(DrainTest, Scenario, unittest.TestCase):
                            message='the test client reconnected')
         quick += [self.put(jobs.double, n) for n in range(10, 20)]
         self.assertAllCompletedOnce(gated + quick)
-        self.assertTrue(all(w.running for w in workers))
+        self.assertWorkersRunning(workers)
 
     def test_false_death(self):  # C9
         # a pings at each of its rare polls, but siblings declare it dead
@@ -327,7 +344,7 @@ class ReliabilityTests(DrainTest, Scenario, unittest.TestCase):
         self.assertEqual(sorted(self.conn.get(oid).result for oid in oids),
                          list(range(1, 9)))
         self.assertGreater(jobs.count_lines(self.path(jobs.ATTEMPTS)), 8)
-        self.assertTrue(all(w.running for w in workers))
+        self.assertWorkersRunning(workers)
 
 
 class PostgreSQLReliabilityTests(DrainTest, Scenario, unittest.TestCase):
@@ -335,6 +352,7 @@ class PostgreSQLReliabilityTests(DrainTest, Scenario, unittest.TestCase):
     PostgreSQL server can run here (see ``processes.PostgreSQLLayer``)."""
 
     layer = processes.PostgreSQLLayer
+    deadlocks_allowed = 20  # of 200 puts: see DrainTest
 
     def setUp(self):
         if processes.PostgreSQLLayer.unavailable:

@@ -5,17 +5,25 @@ whose job completes claims and starts its agent's next job in the commit
 that completes it.  These tests read the storage's transaction log to
 count which commits touched a job.
 """
+import collections
+import datetime
 import operator
+import threading
+import types
 import unittest
+import uuid
 
 import transaction
 import ZODB.utils
 
+import zc.asynchronous.agent
+import zc.asynchronous.claims as claims
+import zc.asynchronous.dispatcher
 import zc.asynchronous.interfaces as interfaces
 import zc.asynchronous.job
+import zc.asynchronous.queue
 import zc.asynchronous.testing as testing
 import zc.asynchronous.utils
-import zc.asynchronous.workers as workers
 from zc.asynchronous.dispatcher import getId
 from zc.asynchronous.tests.live import DispatcherTestCase
 
@@ -118,15 +126,15 @@ class ClaimCommitTests(DispatcherTestCase):
         self.assertIsNone(testing.wait_for_result(parent, seconds=5))
         transaction.begin()
         agent = self.queue.dispatchers[self.uuid]['main']
-        child, = [job for job in agent.completed
+        child, = [job for job in list(agent) + list(agent.completed)
                   if job.callable is operator.mul]
         self.assertEqual(testing.wait_for_result(child, seconds=5), 42)
         self.assertEqual(len(self.queue), 0)
         self.assertEqual(live.dispatcher.getStatistics()['started'], 2)
 
 
-class StartClaimedTests(unittest.TestCase):
-    """``start_claimed`` and ``Job._call_claimed`` on a database."""
+class DatabaseTestCase(unittest.TestCase):
+    """A throwaway FileStorage database and a connection to it."""
 
     def setUp(self):
         self.db = testing.db()
@@ -135,6 +143,10 @@ class StartClaimedTests(unittest.TestCase):
         self.addCleanup(self.conn.close)
         self.addCleanup(transaction.abort)
 
+
+class StartClaimedTests(DatabaseTestCase):
+    """``start_claimed`` and ``Job._call_claimed`` on a database."""
+
     def stored(self, job):
         self.conn.add(job)
         transaction.commit()
@@ -142,7 +154,7 @@ class StartClaimedTests(unittest.TestCase):
 
     def test_only_assigned_standard_jobs_are_started(self):
         job = self.stored(zc.asynchronous.job.Job(operator.mul, 6, 7))
-        self.assertIsNone(workers.start_claimed(job))  # NEW, not ASSIGNED
+        self.assertIsNone(claims.start_claimed(job))  # NEW, not ASSIGNED
         self.assertEqual(job.status, interfaces.NEW)
 
     def test_a_job_started_again_since_is_not_run(self):
@@ -154,3 +166,192 @@ class StartClaimedTests(unittest.TestCase):
             job._call_claimed(None)
         self.assertEqual(job._call_claimed(job.active_start), 42)
         self.assertEqual(job.status, interfaces.COMPLETED)
+
+
+class ShareTests(DatabaseTestCase):
+    """With several dispatchers, workers prefer their share of the jobs."""
+
+    def setUp(self):
+        super().setUp()
+        root = self.conn.root()
+        root[interfaces.KEY] = zc.asynchronous.queue.Queues()
+        self.queue = root[interfaces.KEY][''] = zc.asynchronous.queue.Queue()
+        transaction.commit()
+        self.jobs = [self.queue.put(zc.asynchronous.job.Job(operator.mul, i, 2))
+                     for i in range(6)]
+        transaction.commit()
+
+    def fresh_queue(self):
+        """The queue in a new connection, its jobs not loaded."""
+        tm = transaction.TransactionManager()
+        conn = self.db.open(transaction_manager=tm)
+        self.addCleanup(conn.close)
+        self.addCleanup(tm.abort)
+        return conn.root()[interfaces.KEY]['']
+
+    def oid_is(self, job):
+        return lambda candidate: candidate._p_oid == job._p_oid
+
+    def test_the_preferred_job_in_the_window_is_claimed(self):
+        queue = self.fresh_queue()
+        third = self.jobs[2]
+        claimed = queue._claim(prefer=self.oid_is(third), window=3)
+        self.assertEqual(claimed._p_oid, third._p_oid)
+        self.assertEqual(len(queue), 5)
+        # The jobs passed over were judged by oid, not loaded.
+        first, second = list(queue)[:2]
+        self.assertEqual([first._p_status, second._p_status],
+                         ['ghost', 'ghost'])
+
+    def test_else_the_first_claimable_job_is(self):
+        queue = self.fresh_queue()
+        claimed = queue._claim(prefer=self.oid_is(self.jobs[4]), window=3)
+        self.assertEqual(claimed._p_oid, self.jobs[0]._p_oid)
+        claimed = queue._claim(prefer=lambda job: False, window=8)
+        self.assertEqual(claimed._p_oid, self.jobs[1]._p_oid)
+        self.assertEqual([job.args[0] for job in queue], [2, 3, 4, 5])
+
+    def test_another_dispatchers_fresh_job_is_left_to_it(self):
+        queue = self.fresh_queue()
+        waiting = []
+        minute = datetime.timedelta(minutes=1)  # the jobs were just put
+        self.assertIsNone(queue._claim(prefer=lambda job: False, window=8,
+                                       grace=minute, waiting=waiting))
+        self.assertEqual(waiting, [self.jobs[0].begin_after])
+        claimed = queue._claim(prefer=lambda job: False, window=8,
+                               grace=datetime.timedelta(0))
+        self.assertEqual(claimed._p_oid, self.jobs[0]._p_oid)
+
+    def test_the_filter_still_applies(self):
+        queue = self.fresh_queue()
+        claimed = queue._claim(lambda job: job.args[0] != 2,
+                               prefer=self.oid_is(self.jobs[2]), window=8)
+        self.assertEqual(claimed._p_oid, self.jobs[0]._p_oid)
+
+    def test_shares_of_the_live_dispatchers(self):
+        from zc.asynchronous.dispatcher import _share
+        uuids = sorted([uuid.uuid1(), uuid.uuid1(), uuid.uuid1()], key=str)
+        for one in uuids:
+            self.queue.dispatchers.register(one)
+        self.assertEqual(_share(self.queue, uuids[0]), (0, 1))  # inactive
+        for one in uuids[:2]:
+            self.queue.dispatchers[one].activate()
+        self.assertEqual(_share(self.queue, uuids[0]), (0, 2))
+        self.assertEqual(_share(self.queue, uuids[1]), (1, 2))
+        self.assertEqual(_share(self.queue, uuids[2]), (0, 1))
+
+    def test_a_lone_dispatcher_claims_in_order(self):
+        dispatcher = types.SimpleNamespace(shares={'': (0, 1)})
+        self.assertEqual(claims._preferences(dispatcher, self.queue, []), {})
+        dispatcher.shares[''] = (1, 2)
+        preferences = claims._preferences(dispatcher, self.queue, [])
+        self.assertEqual(preferences['window'], claims.SHARE_WINDOW)
+        self.assertEqual(preferences['grace'], claims.GRACE)
+        self.assertEqual(
+            [preferences['prefer'](job) for job in self.jobs],
+            [ZODB.utils.u64(job._p_oid) % 2 == 1 for job in self.jobs])
+
+
+class RecentClaimsTests(unittest.TestCase):
+    """Claims pass over jobs this process claimed in commits that the
+    claiming connection does not see yet, and only those."""
+
+    def setUp(self):
+        self.db = testing.db()
+        self.addCleanup(self.db.close)
+        self.uuid = uuid.uuid1()
+        conn = self.open()
+        root = conn.root()
+        root[interfaces.KEY] = zc.asynchronous.queue.Queues()
+        queue = root[interfaces.KEY][''] = zc.asynchronous.queue.Queue()
+        conn.transaction_manager.commit()
+        queue.dispatchers.register(self.uuid)
+        queue.dispatchers[self.uuid].activate()
+        queue.dispatchers[self.uuid]['main'] = zc.asynchronous.agent.Agent()
+        for i in range(3):
+            queue.put(zc.asynchronous.job.Job(operator.mul, i, 2))
+        conn.transaction_manager.commit()
+        self.dispatcher = types.SimpleNamespace(
+            recent_claims=collections.OrderedDict(), shares={},
+            claim_lock=threading.Lock())
+
+    def open(self):
+        tm = transaction.TransactionManager()
+        conn = self.db.open(transaction_manager=tm)
+        self.addCleanup(conn.close)
+        self.addCleanup(tm.abort)
+        return conn
+
+    def agent(self, conn):
+        conn.transaction_manager.begin()
+        queue = conn.root()[interfaces.KEY]['']
+        return queue.dispatchers[self.uuid]['main']
+
+    def test_a_stale_snapshot_passes_over_what_this_process_claimed(self):
+        stale = self.agent(self.open())
+        first = self.agent(self.open())
+        job = claims.claim(self.dispatcher, first)
+        self.assertEqual(job.args[0], 0)
+        # Under way: passed over.
+        other = claims.claim(self.dispatcher, stale)
+        self.assertEqual(other.args[0], 1)
+        stale._p_jar.transaction_manager.abort()
+        claims.forget(self.dispatcher, other)
+        older = self.agent(self.open())
+        older.queue._p_activate()  # its snapshot is now before the commit
+        job._p_jar.transaction_manager.commit()
+        claims.landed(self.dispatcher, job)
+        # Committed, but not in the older snapshot: passed over still.
+        self.assertEqual(claims.claim(self.dispatcher, older).args[0], 1)
+        older._p_jar.transaction_manager.abort()
+        claims.forget(self.dispatcher, other)
+        fresh = self.agent(self.open())
+        self.assertEqual(claims.claim(self.dispatcher, fresh).args[0], 1)
+
+    def test_a_job_queued_again_since_its_claim_is_claimed_again(self):
+        conn = self.open()
+        agent = self.agent(conn)
+        job = claims.claim(self.dispatcher, agent)
+        conn.transaction_manager.commit()
+        claims.landed(self.dispatcher, job)
+        agent.remove(job)
+        job.parent = None
+        agent.queue.putBack(job)
+        conn.transaction_manager.commit()
+        again = claims.claim(self.dispatcher, self.agent(self.open()))
+        self.assertEqual(again._p_oid, job._p_oid)
+
+    def test_a_claim_that_did_not_commit_is_forgotten(self):
+        conn = self.open()
+        job = claims.claim(self.dispatcher, self.agent(conn))
+        conn.transaction_manager.abort()
+        claims.forget(self.dispatcher, job)
+        again = claims.claim(self.dispatcher, self.agent(self.open()))
+        self.assertEqual(again._p_oid, job._p_oid)
+
+
+class GraceWakeTests(unittest.TestCase):
+    """A job left to another dispatcher brings a poll when it is anybody's.
+    """
+
+    def setUp(self):
+        self.db = testing.db()
+        self.addCleanup(self.db.close)
+        self.reactor = testing.Reactor()
+        self.reactor.instant_dispatch = True
+        self.reactor.start()
+        self.dispatcher = zc.asynchronous.dispatcher.Dispatcher(
+            self.db, self.reactor, uuid=uuid.uuid1())
+        self.addCleanup(zc.asynchronous.dispatcher.clear)
+        self.dispatcher.activated = True  # as activate() leaves it
+
+    def test_one_poll_at_the_earliest_time(self):
+        now = zc.asynchronous.utils.now()
+        self.dispatcher._wakeAfterGrace(now)
+        self.dispatcher._wakeAfterGrace(now + claims.GRACE)  # later: served
+        call, = [call for call in self.reactor.calls if call.active()]
+        self.assertEqual(call.call, self.dispatcher._wake)
+        self.dispatcher._wakeAfterGrace(now - claims.GRACE)  # earlier
+        calls = [call for call in self.reactor.calls if call.active()]
+        self.assertEqual(len(calls), 1)
+        self.assertLess(calls[0].getTime(), call.getTime())
