@@ -14,6 +14,7 @@ import uuid
 
 import BTrees.Length
 import persistent
+import persistent.mapping
 import transaction
 import zope.component
 import zope.event
@@ -23,6 +24,7 @@ import ZODB.ConflictResolution
 import ZODB.FileStorage
 import ZODB.MappingStorage
 import ZODB.POSException
+import ZODB.serialize
 
 import zc.asynchronous.agent
 import zc.asynchronous.interfaces as interfaces
@@ -37,6 +39,10 @@ UTC = datetime.timezone.utc
 START = datetime.datetime(2006, 8, 10, 15, 44, 22, 211, UTC)
 Job = zc.asynchronous.job.Job
 Queue = zc.asynchronous.queue.Queue
+DueBucket = zc.asynchronous.queue.DueBucket
+DueSegment = zc.asynchronous.queue.DueSegment
+DueFIFO = zc.asynchronous.queue.DueFIFO
+_new_fifo = zc.asynchronous.queue._new_fifo
 
 
 # Module-level callables: jobs must be picklable.
@@ -363,7 +369,7 @@ class PutTests(UUIDUtilityMixin, DBTestCase):
 
     def test_put_and_claim_write_little(self):
         # Cost must not grow with the queue: a put or claim writes one FIFO
-        # bucket and the counter, not the queue or the composite FIFO
+        # bucket and the counter, not the queue, the FIFO or its segment
         # (except when a bucket fills up or empties).
         for i in range(20):
             self.queue.put(work)
@@ -372,7 +378,9 @@ class PutTests(UUIDUtilityMixin, DBTestCase):
         self.queue.claim()
         self.assertFalse(self.queue._p_changed)
         self.assertFalse(self.queue._queue._p_changed)
-        changed = [b for b in self.queue._queue._data if b._p_changed]
+        segment, = self.queue._queue._data
+        self.assertFalse(segment._p_changed)
+        changed = [b for b in segment._data if b._p_changed]
         self.assertEqual(len(changed), 2)  # the first and the last bucket
 
     def test_put_is_persistent(self):
@@ -710,40 +718,73 @@ class QuotaClaimTests(DBTestCase):
         self.assertEqual(both.status, interfaces.PENDING)
 
 
-class FifoBucketTests(DBTestCase):
-    """The due FIFO's buckets: which are kept, dropped, marked, written."""
+def shape(fifo):
+    """The job counts of a FIFO's buckets: ``[[2, 1], [1]]`` for a
+    two-level FIFO, ``[2, 1]`` for a one-level one."""
+    if zc.asynchronous.queue._segmented(fifo):
+        return [[len(b) for b in s._data] for s in fifo._data]
+    return [len(b) for b in fifo._data]
+
+
+def put_labelled(queue, *labels):
+    """Put a job per label (its only argument), in order."""
+    for label in labels:
+        queue.put(Job(work, label))
+
+
+def claim_b(queue):
+    assert queue.claim().args[0] == 'b'
+
+
+class FifoStructureTests(DBTestCase):
+    """The due FIFO's segments and buckets: which are kept, dropped, marked
+    and written (2 jobs per bucket, 2 buckets per segment)."""
 
     def setUp(self):
         super().setUp()
         self.fifo = self.queue._queue
         self.fifo.compositeSize = 2
+        self.fifo.segmentSize = 2
         self.commit()
 
-    def test_new_fifos_use_DueBucket_and_start_with_a_bucket(self):
-        DueBucket = zc.asynchronous.queue.DueBucket
-        self.assertEqual(DueBucket.__module__, 'zc.async.queue')
+    def test_new_fifos_are_segments_of_DueBuckets_starting_with_a_bucket(self):
+        for cls in (DueBucket, DueSegment, DueFIFO):
+            self.assertEqual(cls.__module__, 'zc.async.queue')
         for fifo in (self.queue._queue, self.queue._putback_queue):
-            self.assertIs(type(fifo), zc.asynchronous.queue.DueFIFO)
+            self.assertIs(type(fifo), DueFIFO)
             self.assertIs(fifo.subfactory, DueBucket)
-            self.assertEqual([type(b) for b in fifo._data], [DueBucket])
+            segment, = fifo._data
+            self.assertIs(type(segment), DueSegment)
+            self.assertEqual([type(b) for b in segment._data], [DueBucket])
 
-    def test_put_writes_the_composite_only_when_adding_a_bucket(self):
+    def test_put_writes_a_segment_per_bucket_and_the_fifo_per_segment(self):
         self.queue.put(work)
         self.queue.put(work)
-        self.assertFalse(self.fifo._p_changed)  # the first bucket had room
+        segment, = self.fifo._data
+        self.assertFalse(segment._p_changed)  # the first bucket had room
         self.commit()
+        self.queue.put(work)  # the bucket was full: a bucket is added
+        self.assertTrue(segment._p_changed)
+        self.assertFalse(self.fifo._p_changed)
         self.queue.put(work)
-        self.assertTrue(self.fifo._p_changed)  # it was full
-        self.assertEqual([len(b) for b in self.fifo._data], [2, 1])
+        self.commit()
+        self.queue.put(work)  # the segment was full: a segment is added
+        self.assertTrue(self.fifo._p_changed)
+        self.assertFalse(segment._p_changed)
+        self.assertEqual(shape(self.fifo), [[2, 2], [1]])
+        self.assertEqual(len(self.fifo), 5)
+        self.assertEqual(list(self.fifo), list(self.queue))
 
-    def test_claim_keeps_the_emptied_last_bucket(self):
+    def test_claim_keeps_the_emptied_last_bucket_of_the_last_segment(self):
         self.queue.put(work)
         self.commit()
-        bucket, = self.fifo._data
+        segment, = self.fifo._data
+        bucket, = segment._data
         self.queue.claim()
         self.assertFalse(self.fifo._p_changed)
-        self.assertEqual(self.fifo._data, (bucket,))
-        self.assertFalse(bucket.closed)
+        self.assertFalse(segment._p_changed)
+        self.assertEqual(shape(self.fifo), [[0]])
+        self.assertFalse(bucket.closed or segment.closed)
         job = self.queue.put(other_work)  # into the kept bucket
         self.assertEqual(list(bucket), [job])
 
@@ -752,32 +793,57 @@ class FifoBucketTests(DBTestCase):
         self.queue.put(work)
         third = self.queue.put(work)
         self.commit()
-        emptied, last = self.fifo._data
+        segment, = self.fifo._data
+        emptied, last = segment._data
         self.queue.claim()
-        self.assertFalse(self.fifo._p_changed)  # the bucket still has a job
+        self.assertFalse(segment._p_changed)  # the bucket still has a job
         self.queue.claim()
-        self.assertTrue(self.fifo._p_changed)
-        self.assertEqual(self.fifo._data, (last,))
+        self.assertTrue(segment._p_changed)
+        self.assertFalse(self.fifo._p_changed)
+        self.assertEqual(segment._data, (last,))
         self.assertTrue(emptied.closed)
         self.assertIn('closed', emptied.__getstate__())
         self.assertIsNone(first.parent)
         self.assertEqual(list(self.queue), [third])
 
-    def test_pull_and_remove_follow_the_same_rules(self):
-        jobs = [self.queue.put(work) for i in range(3)]
+    def test_claim_drops_and_closes_an_emptied_segment_that_is_not_last(self):
+        jobs = [self.queue.put(work) for i in range(5)]
+        self.commit()
         emptied, last = self.fifo._data
-        self.queue.remove(jobs[2])  # empties the last bucket: kept
-        self.assertEqual(self.fifo._data, (emptied, last))
-        self.queue.pull(1)
-        self.queue.pull()  # empties a bucket that is not last: dropped
+        first_bucket, second_bucket = emptied._data
+        for job in jobs[:3]:
+            self.assertIs(self.queue.claim(), job)
+        self.assertEqual(emptied._data, (second_bucket,))
+        self.assertTrue(first_bucket.closed)
+        self.assertFalse(self.fifo._p_changed)
+        self.assertIs(self.queue.claim(), jobs[3])  # empties the segment
         self.assertEqual(self.fifo._data, (last,))
         self.assertTrue(emptied.closed)
-        self.assertFalse(last.closed)
+        self.assertIn('closed', emptied.__getstate__())
+        # A stale put may see the bucket it keeps as the FIFO's last one.
+        self.assertEqual(emptied._data, (second_bucket,))
+        self.assertTrue(second_bucket.closed)
+        self.assertFalse(last.closed or last._data[0].closed)
+        self.assertEqual(list(self.queue), [jobs[4]])
+
+    def test_pull_and_remove_follow_the_same_rules(self):
+        jobs = [self.queue.put(work) for i in range(5)]
+        first, last = self.fifo._data
+        self.queue.remove(jobs[4])  # empties the last bucket: kept
+        self.assertEqual(shape(self.fifo), [[2, 2], [0]])
+        self.queue.pull(1)
+        self.queue.pull()  # empties a bucket that is not last: dropped
+        self.assertEqual(shape(self.fifo), [[2], [0]])
+        self.queue.remove(jobs[3])
+        self.queue.pull(-1)  # empties a segment that is not last: dropped
+        self.assertEqual(self.fifo._data, (last,))
+        self.assertTrue(first.closed)
+        self.assertEqual(len(self.queue), 0)
 
     def test_sequence_api_with_an_empty_last_bucket(self):
         scheduled = self.queue.put(work, START + datetime.timedelta(hours=1))
         # The due FIFO holds nothing but its (empty, last) bucket.
-        self.assertEqual(len(self.fifo._data), 1)
+        self.assertEqual(shape(self.fifo), [[0]])
         self.assertEqual(len(self.queue), 1)
         self.assertEqual(list(self.queue), [scheduled])
         self.assertIs(self.queue[-1], scheduled)
@@ -788,41 +854,133 @@ class FifoBucketTests(DBTestCase):
         self.assertEqual(list(self.queue), [])
         self.assertIsNone(self.queue.claim())
 
-    def test_claim_drops_empty_buckets_left_by_merges(self):
-        # Two claims that empty a bucket between them leave it empty and in
-        # place (neither emptied it alone); the next claim walking past it
-        # drops it.
-        DueBucket = zc.asynchronous.queue.DueBucket
-        left_over = DueBucket()
-        self.fifo._data = (left_over,) + self.fifo._data
+    def test_claim_drops_empty_parts_left_by_merges(self):
+        # Two claims that empty a bucket (or segment) between them leave it
+        # empty and in place (neither emptied it alone), and so does a
+        # claim emptying the last bucket while a put starts a new bucket
+        # or segment; the next claim walking past them drops them.
+        left_bucket = DueBucket()
+        left_segment = DueSegment([DueBucket(), DueBucket()])
+        segment, = self.fifo._data
+        segment._data = (left_bucket,) + segment._data
+        self.fifo._data = (left_segment,) + self.fifo._data
         job = self.queue.put(work)
         self.assertEqual(list(self.queue), [job])
         self.assertIs(self.queue[0], job)
         self.assertIs(self.queue.claim(), job)
-        self.assertEqual(len(self.fifo._data), 1)
-        self.assertIsNot(self.fifo._data[0], left_over)
-        self.assertTrue(left_over.closed)
+        self.assertEqual(self.fifo._data, (segment,))
+        self.assertEqual(shape(self.fifo), [[0]])
+        self.assertTrue(left_bucket.closed)
+        self.assertTrue(left_segment.closed)
+        self.assertTrue(all(b.closed for b in left_segment._data))
+        self.assertFalse(segment.closed or segment._data[0].closed)
+
+    def test_a_claim_that_takes_nothing_drops_nothing(self):
+        self.fifo._data = (DueSegment([DueBucket()]),) + self.fifo._data
+        self.commit()
+        self.queue.put(work, START + datetime.timedelta(hours=1))
+        self.assertIsNone(self.queue.claim())
+        self.assertEqual(shape(self.fifo), [[0], [0]])
 
     def test_put_never_appends_to_a_closed_bucket(self):
-        bucket, = self.fifo._data
-        bucket.closed = True  # cannot happen in a consistent composite
+        segment, = self.fifo._data
+        bucket, = segment._data
+        bucket.closed = True  # cannot happen in a consistent FIFO
         job = self.queue.put(work)
         self.assertEqual(list(bucket), [])
-        self.assertEqual(len(self.fifo._data), 2)
+        self.assertEqual(shape(self.fifo), [[0, 1]])
+        self.assertEqual(list(segment._data[-1]), [job])
+
+    def test_put_never_adds_a_bucket_to_a_closed_segment(self):
+        segment, = self.fifo._data
+        segment.closed = True  # cannot happen in a consistent FIFO
+        job = self.queue.put(work)
+        self.assertEqual(shape(self.fifo), [[0], [1]])
+        self.assertEqual(len(segment._data), 1)
         self.assertEqual(list(self.fifo._data[-1]), [job])
 
     def test_put_back_fifo_follows_the_same_rules(self):
-        jobs = [self.queue.put(work) for i in range(3)]
+        jobs = [self.queue.put(work) for i in range(5)]
         for job in jobs:
             self.queue.pull()
         fifo = self.queue._putback_queue
         fifo.compositeSize = 2
+        fifo.segmentSize = 2
         for job in jobs:
             self.queue.putBack(job)
+        self.assertEqual(shape(fifo), [[2, 2], [1]])
         emptied, last = fifo._data
         self.assertEqual([self.queue.claim() for job in jobs], jobs)
         self.assertEqual(fifo._data, (last,))
         self.assertTrue(emptied.closed)
+        self.assertEqual(shape(fifo), [[0]])
+
+    def test_DueFIFO_api_follows_the_same_rules(self):
+        items = [persistent.mapping.PersistentMapping(n=i) for i in range(5)]
+        for item in items:
+            self.fifo.put(item)
+        self.assertEqual(len(self.fifo), 5)
+        self.assertEqual(list(self.fifo), items)
+        self.assertIs(self.fifo[-2], items[3])
+        self.assertEqual(self.fifo[1:3], items[1:3])
+        self.assertIs(self.fifo.pull(-1), items[4])  # the last bucket: kept
+        self.assertEqual(shape(self.fifo), [[2, 2], [0]])
+        self.assertIs(self.fifo.pull(1), items[1])
+        self.assertIs(self.fifo.pull(), items[0])
+        self.assertEqual(shape(self.fifo), [[2], [0]])
+        for index in (2, -3):
+            with self.assertRaises(IndexError):
+                self.fifo.pull(index)
+        self.assertEqual([self.fifo.pull(), self.fifo.pull()], items[2:4])
+        self.assertEqual(shape(self.fifo), [[0]])
+
+
+class OneLevelFifoTests(DBTestCase):
+    """Queues stored before segments existed: a DueFIFO of DueBuckets,
+    kept as it is."""
+
+    def setUp(self):
+        super().setUp()
+        self.fifo = self.queue._queue = _new_fifo(DueFIFO, DueBucket)
+        self.fifo.compositeSize = 2
+        self.commit()
+
+    def test_put_claim_pull_and_put_back_keep_the_rules(self):
+        jobs = [self.queue.put(work) for i in range(5)]
+        self.assertEqual(shape(self.fifo), [2, 2, 1])
+        self.assertEqual(list(self.queue), jobs)
+        emptied = self.fifo._data[0]
+        self.assertEqual([self.queue.claim(), self.queue.claim()], jobs[:2])
+        self.assertEqual(shape(self.fifo), [2, 1])
+        self.assertTrue(emptied.closed)
+        self.assertIs(self.queue.pull(-1), jobs[4])  # the last: kept
+        self.assertEqual(shape(self.fifo), [2, 0])
+        self.queue.putBack(jobs[4])
+        self.assertEqual(list(self.queue), [jobs[4]] + jobs[2:4])
+        self.assertEqual([self.queue.claim() for i in range(3)],
+                         [jobs[4]] + jobs[2:4])
+        self.assertEqual(shape(self.fifo), [0])
+        self.commit()
+
+    def test_DueFIFO_api_keeps_the_rules(self):
+        items = [persistent.mapping.PersistentMapping(n=i) for i in range(3)]
+        for item in items:
+            self.fifo.put(item)
+        self.assertEqual(list(self.fifo), items)
+        self.assertIs(self.fifo.pull(-1), items[2])
+        self.assertEqual(shape(self.fifo), [2, 0])
+        self.assertEqual([self.fifo.pull(), self.fifo.pull()], items[:2])
+        self.assertEqual(shape(self.fifo), [0])
+
+
+class ReferenceCountingStorage(ZODB.MappingStorage.MappingStorage):
+    """Counts the persistent references in the records it stores."""
+
+    references = 0
+
+    def store(self, oid, serial, data, version, transaction):
+        self.references += len(ZODB.serialize.referencesf(data))
+        return super().store(oid, serial, data, version, transaction)
 
 
 class PutCostTests(Clocked):
@@ -841,7 +999,7 @@ class PutCostTests(Clocked):
     def queue_with(self, pending):
         """A new database's queue holding ``pending`` jobs, in a fresh
         connection (nothing loaded yet)."""
-        db = ZODB.DB(ZODB.MappingStorage.MappingStorage())
+        db = ZODB.DB(ReferenceCountingStorage())
         self.addCleanup(db.close)
         conn, tm = self.open(db)
         root = conn.root()
@@ -868,6 +1026,28 @@ class PutCostTests(Clocked):
 
     def test_a_put_loads_and_stores_as_much_with_2000_pending_jobs(self):
         self.assertEqual(self.put_counts(self.PENDING), self.put_counts(0))
+
+    def put_references(self, pending, puts):
+        """The persistent references in the records that ``puts`` puts
+        (one commit each) store."""
+        conn, tm = self.queue_with(pending)
+        storage = conn.db().storage
+        storage.references = 0
+        for i in range(puts):
+            conn.root()[interfaces.KEY][''].put(work)
+            tm.commit()
+        return storage.references
+
+    def test_a_put_writes_as_many_references_with_4800_pending_jobs(self):
+        # What a put writes must not grow with the pending jobs either.
+        # Over one segment's worth of puts (960), the FIFO (one reference
+        # per 960 pending jobs) is written once more with 4800 pending
+        # jobs; a one-level FIFO (one reference per 15 pending jobs,
+        # written once per 15 puts) would write 20,000 more references.
+        puts = DueFIFO.segmentSize * 15
+        extra = (self.put_references(4800, puts)
+                 - self.put_references(0, puts))
+        self.assertLessEqual(extra, 10)
 
     def test_conflict_resolution_compares_no_references(self):
         # zc.queue's resolver compares persistent references pairwise
@@ -899,10 +1079,6 @@ class PutCostTests(Clocked):
         self.assertEqual(
             resolve({'_data': (a,)}, {'_data': ()}, {'_data': (a, b)}),
             {'_data': (b,)})  # a claim emptying it, a put adding to it
-
-
-DueBucket = zc.asynchronous.queue.DueBucket
-DueFIFO = zc.asynchronous.queue.DueFIFO
 
 
 class LegacyFifoTests(DBTestCase):
@@ -998,6 +1174,19 @@ class ConcurrencyTests(Clocked):
     def test_producer_threads_never_conflict(self):
         # Scheduled puts may conflict when they split a BTree bucket (as in
         # 1.5); puts of due jobs never do.
+        self.produce_without_conflicts()
+
+    def test_producers_adding_buckets_and_segments_never_conflict(self):
+        # With 2 jobs per bucket and 2 buckets per segment, concurrent puts
+        # add buckets and segments all the time: they merge too.
+        self.fifo_size(2, segment_size=2)
+        self.produce_without_conflicts()
+        conn, tm = self.open()
+        self.assertGreaterEqual(len(self.queue(conn)._queue._data), 10)
+
+    def produce_without_conflicts(self):
+        """Three producer threads put 40 jobs each, one commit each; no
+        commit may fail."""
         barrier = threading.Barrier(3)
         errors = []
 
@@ -1036,9 +1225,12 @@ class ConcurrencyTests(Clocked):
     # A claim that empties a FIFO bucket, and puts into it (the "instant
     # dispatch" pattern: each job is claimed right after its put commits).
 
-    def fifo_size(self, size):
+    def fifo_size(self, size, segment_size=None):
         conn, tm = self.open()
-        self.queue(conn)._queue.compositeSize = size
+        fifo = self.queue(conn)._queue
+        fifo.compositeSize = size
+        if segment_size is not None:
+            fifo.segmentSize = segment_size
         tm.commit()
 
     def test_put_merges_with_a_claim_emptying_the_last_bucket(self):
@@ -1082,7 +1274,7 @@ class ConcurrencyTests(Clocked):
         self.queue(c2).claim()  # empties the first bucket, which is dropped
         tm2.commit()
         putter = self.queue(c1)
-        self.assertEqual(len(putter._queue._data), 1)  # stale: still last
+        self.assertEqual(shape(putter._queue), [[1]])  # stale: still last
         putter.put(other_work)
         with self.assertRaises(ZODB.POSException.ConflictError) as caught:
             tm1.commit()
@@ -1095,7 +1287,7 @@ class ConcurrencyTests(Clocked):
         queue = self.queue(conn)
         self.assertEqual([j.callable for j in queue], [work, other_work])
         self.assertEqual(len(queue), 2)
-        self.assertEqual(len(queue._queue._data), 1)
+        self.assertEqual(shape(queue._queue), [[2]])
 
     def test_two_claims_of_the_same_job_conflict(self):
         conn, tm = self.open()
@@ -1114,7 +1306,165 @@ class ConcurrencyTests(Clocked):
             lambda q: q.claim(lambda job: job.callable is other_work))
         self.assertEqual(list(queue), [])
         self.assertEqual(len(queue), 0)
-        self.assertEqual([len(b) for b in queue._queue._data], [0])
+        self.assertEqual(shape(queue._queue), [[0]])
+
+    # Growing and shrinking the FIFO's levels: a put adds a bucket to the
+    # last segment, or a segment to the FIFO; a claim drops an emptied
+    # bucket from its segment, or an emptied segment from the FIFO.  Each
+    # case runs with both commit orders.
+
+    def in_both_orders(self, sizes, prepare, first, second, expected):
+        """For each commit order, on a new queue whose FIFO has ``sizes``
+        (jobs per bucket, buckets per segment): ``prepare(queue)`` and
+        commit; then ``first(queue)`` and ``second(queue)`` in two
+        connections from that snapshot, committed in that order.  Then
+        check the queue against ``expected(first_committed)``:
+        ``(labels of the pending jobs, FIFO shape)``, claim it empty and
+        return the queues."""
+        queues = []
+        for order in ('first', 'second'):
+            with self.subTest(committed_first=order):
+                conn, tm = self.open()
+                name = 'queue-%d-%s' % (len(self.id()), order)
+                queue = conn.root()[interfaces.KEY][name] = Queue()
+                queue._queue.compositeSize, queue._queue.segmentSize = sizes
+                prepare(queue)
+                tm.commit()
+                (c1, tm1), (c2, tm2) = self.open(), self.open()
+                first(c1.root()[interfaces.KEY][name])
+                second(c2.root()[interfaces.KEY][name])
+                for t in ((tm1, tm2) if order == 'first' else (tm2, tm1)):
+                    t.commit()  # a ConflictError here fails the test
+                conn, tm = self.open()
+                queue = conn.root()[interfaces.KEY][name]
+                labels, fifo_shape = expected(order)
+                self.assertEqual([j.args[0] for j in queue], labels)
+                self.assertEqual(len(queue), len(labels))
+                self.assertEqual(shape(queue._queue), fifo_shape)
+                self.assertEqual(
+                    [queue.claim().args[0] for label in labels], labels)
+                self.assertIsNone(queue.claim())
+                tm.commit()
+                queues.append(queue)
+        return queues
+
+    def test_puts_adding_a_bucket_each_to_a_segment_merge(self):
+        self.in_both_orders(
+            (2, 3), lambda q: put_labelled(q, 'a', 'b'),
+            lambda q: put_labelled(q, 'c'), lambda q: put_labelled(q, 'd'),
+            lambda order: (['a', 'b'] + (['c', 'd'] if order == 'first'
+                                         else ['d', 'c']), [[2, 1, 1]]))
+
+    def test_puts_adding_a_segment_each_merge(self):
+        self.in_both_orders(
+            (2, 1), lambda q: put_labelled(q, 'a', 'b'),
+            lambda q: put_labelled(q, 'c'), lambda q: put_labelled(q, 'd'),
+            lambda order: (['a', 'b'] + (['c', 'd'] if order == 'first'
+                                         else ['d', 'c']), [[2], [1], [1]]))
+
+    def test_put_adding_a_bucket_merges_with_a_claim_dropping_one(self):
+        def prepare(queue):
+            put_labelled(queue, 'a', 'b', 'c', 'd')
+            queue.pull()  # [[1, 2]]: the next claim empties the first bucket
+        self.in_both_orders(
+            (2, 3), prepare, lambda q: put_labelled(q, 'e'), claim_b,
+            lambda order: (['c', 'd', 'e'], [[2, 1]]))
+
+    def test_put_adding_a_segment_merges_with_a_claim_dropping_one(self):
+        def prepare(queue):
+            put_labelled(queue, *'abcdefgh')
+            for label in 'abc':
+                queue.pull()  # [[1], [2, 2]]: the next claim empties a segment
+        self.in_both_orders(
+            (2, 2), prepare, lambda q: put_labelled(q, 'i'),
+            lambda q: self.assertEqual(q.claim().args[0], 'd'),
+            lambda order: (list('efghi'), [[2, 2], [1]]))
+
+    def test_put_merges_with_a_claim_emptying_the_last_bucket_either_way(self):
+        self.in_both_orders(
+            (2, 2), lambda q: put_labelled(q, 'a'),
+            lambda q: put_labelled(q, 'b'),
+            lambda q: self.assertEqual(q.claim().args[0], 'a'),
+            lambda order: (['b'], [[1]]))
+
+    def test_put_adding_a_bucket_merges_with_a_claim_emptying_the_last(self):
+        # The claim keeps the bucket it empties (the last in its snapshot):
+        # the put's new bucket comes after it, and the next claim drops it.
+        queues = self.in_both_orders(
+            (1, 2), lambda q: put_labelled(q, 'a'),
+            lambda q: put_labelled(q, 'b'),
+            lambda q: self.assertEqual(q.claim().args[0], 'a'),
+            lambda order: (['b'], [[0, 1]]))
+        for queue in queues:
+            self.assertEqual(shape(queue._queue), [[0]])
+
+    def test_put_adding_a_segment_merges_with_a_claim_emptying_the_last(self):
+        queues = self.in_both_orders(
+            (1, 1), lambda q: put_labelled(q, 'a'),
+            lambda q: put_labelled(q, 'b'),
+            lambda q: self.assertEqual(q.claim().args[0], 'a'),
+            lambda order: (['b'], [[0], [1]]))
+        for queue in queues:
+            self.assertEqual(shape(queue._queue), [[0]])
+
+    def test_two_claims_dropping_the_same_segment_conflict(self):
+        conn, tm = self.open()
+        queue = self.queue(conn)
+        queue._queue.compositeSize, queue._queue.segmentSize = 2, 1
+        put_labelled(queue, 'a', 'b', 'c')
+        queue.pull()  # [[1], [1]]
+        tm.commit()
+        with self.assertRaises(ZODB.POSException.ConflictError):
+            self.concurrently(claim_b, claim_b)
+
+    def stale_put_conflicts_then_succeeds(self, sizes, class_name):
+        """A putter whose snapshot predates the fill and the claims that
+        dropped the FIFO's first segment still sees it as the last one:
+        its put must conflict (``class_name`` refuses it), and its retry
+        must put after the real last job."""
+        conn, tm = self.open()
+        queue = self.queue(conn)
+        queue._queue.compositeSize, queue._queue.segmentSize = sizes
+        put_labelled(queue, 'a')
+        tm.commit()
+        (c0, tm0), (c1, tm1), (c2, tm2) = (
+            self.open(), self.open(), self.open())
+        tm1.begin()  # the putter's snapshot: [[1]]
+        put_labelled(self.queue(c0), 'b', 'c')  # fills the first segment
+        tm0.commit()
+        tm2.begin()
+        self.assertEqual([self.queue(c2).claim().args[0] for i in 'ab'],
+                         ['a', 'b'])  # empties the first segment
+        tm2.commit()
+        putter = self.queue(c1)
+        self.assertEqual(shape(putter._queue), [[1]])  # stale
+        dropped = putter._queue._data[0]._p_oid
+        put_labelled(putter, 'x')
+        with self.assertRaises(ZODB.POSException.ConflictError) as caught:
+            tm1.commit()
+        self.assertEqual(caught.exception.class_name, class_name)
+        tm1.abort()
+        put_labelled(self.queue(c1), 'x')  # the retry sees the real last one
+        tm1.commit()
+        conn, tm = self.open()
+        queue = self.queue(conn)
+        self.assertEqual([j.args[0] for j in queue], ['c', 'x'])
+        self.assertEqual(len(queue), 2)
+        self.assertEqual(len(queue._queue._data), 1)
+        dropped = conn.get(dropped)
+        self.assertNotIn(dropped, queue._queue._data)
+        self.assertTrue(dropped.closed)
+        self.assertTrue(all(b.closed for b in dropped._data))
+
+    def test_stale_put_into_a_dropped_segment_conflicts_then_succeeds(self):
+        # The stale put appends to the dropped segment's last bucket.
+        self.stale_put_conflicts_then_succeeds(
+            (2, 1), 'zc.async.queue.DueBucket')
+
+    def test_stale_bucket_for_a_dropped_segment_conflicts_then_succeeds(self):
+        # The stale put adds a bucket to the dropped segment.
+        self.stale_put_conflicts_then_succeeds(
+            (1, 2), 'zc.async.queue.DueSegment')
 
     def produce_and_consume(self, producers=2, consumers=3, count=40):
         """Run producer and consumer threads, each with its connection;
@@ -1182,9 +1532,10 @@ class ConcurrencyTests(Clocked):
         self.assertEqual(put_conflicts, 0)
 
     def test_small_buckets_under_threads_lose_nothing(self):
-        # Buckets fill, empty and are dropped all the time: a put may meet
-        # a dropped bucket (and retry), but no job is lost or doubled.
-        self.fifo_size(2)
+        # Buckets and segments fill, empty and are dropped all the time: a
+        # put may meet a dropped one (and retry), but no job is lost or
+        # doubled.
+        self.fifo_size(2, segment_size=2)
         put, claimed, put_conflicts = self.produce_and_consume()
         self.assertEqual(sorted(claimed), sorted(put))
 
