@@ -339,7 +339,8 @@ class GraceWakeTests(unittest.TestCase):
         self.addCleanup(self.db.close)
         self.reactor = testing.Reactor()
         self.reactor.instant_dispatch = True
-        self.reactor.start()
+        self.reactor.start()  # freezes the clock until it stops
+        self.addCleanup(self.reactor.stop)
         self.dispatcher = zc.asynchronous.dispatcher.Dispatcher(
             self.db, self.reactor, uuid=uuid.uuid1())
         self.addCleanup(zc.asynchronous.dispatcher.clear)
