@@ -14,8 +14,9 @@ import os
 import shutil
 import subprocess
 import tempfile
-import time
 import urllib.request
+
+from zc.asynchronous.tests import processes
 
 CHROMIUM = '/usr/bin/chromium'
 
@@ -41,14 +42,10 @@ def unavailable():
 
 def wait_for(condition, seconds=20, message='condition never became true'):
     """Call ``condition`` until it returns a true value, and return it."""
-    deadline = time.monotonic() + seconds
-    while True:
-        res = condition()
-        if res:
-            return res
-        if time.monotonic() > deadline:
-            raise AssertionError(message)
-        time.sleep(0.05)
+    res = processes.poll(condition, seconds, 0.05)
+    if not res:
+        raise AssertionError(message)
+    return res
 
 
 class BrowserError(Exception):

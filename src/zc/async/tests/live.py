@@ -6,7 +6,6 @@ gives each test a throwaway FileStorage database with queue ``''``, the
 components zc.async needs, and captured ``zc.async`` logs.
 """
 import threading
-import time
 import unittest
 import uuid
 
@@ -27,6 +26,7 @@ import zc.asynchronous.job
 import zc.asynchronous.queue
 import zc.asynchronous.testing
 import zc.asynchronous.twist
+from zc.asynchronous.tests import processes
 
 
 def set_up_components(instance_uuid):
@@ -55,14 +55,10 @@ def set_up_components(instance_uuid):
 def wait_until(condition, seconds=10, message='condition never became true'):
     """Call ``condition`` until it is true; AssertionError after
     ``seconds``.  Returns the true value."""
-    deadline = time.monotonic() + seconds
-    while True:
-        res = condition()
-        if res:
-            return res
-        if time.monotonic() > deadline:
-            raise AssertionError(message)
-        time.sleep(0.01)
+    res = processes.poll(condition, seconds, 0.01)
+    if not res:
+        raise AssertionError(message)
+    return res
 
 
 class LiveDispatcher:

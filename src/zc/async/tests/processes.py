@@ -92,18 +92,25 @@ def free_port():
         return s.getsockname()[1]
 
 
-def wait_for(condition, timeout=TIMEOUT, message='condition', interval=0.05):
-    """Call ``condition`` until it returns a true value and return that;
-    fail the test after ``timeout`` seconds."""
+def poll(condition, timeout, interval):
+    """Call ``condition`` every ``interval`` seconds until it returns a
+    true value or ``timeout`` seconds passed; return its last value."""
     deadline = time.monotonic() + timeout
     while True:
         value = condition()
-        if value:
+        if value or time.monotonic() > deadline:
             return value
-        if time.monotonic() > deadline:
-            raise AssertionError(
-                'timed out after %s s waiting for %s' % (timeout, message))
         time.sleep(interval)
+
+
+def wait_for(condition, timeout=TIMEOUT, message='condition', interval=0.05):
+    """Call ``condition`` until it returns a true value and return that;
+    fail the test after ``timeout`` seconds."""
+    value = poll(condition, timeout, interval)
+    if not value:
+        raise AssertionError(
+            'timed out after %s s waiting for %s' % (timeout, message))
+    return value
 
 
 def wait_for_db(db, condition, timeout=TIMEOUT, message='database state'):

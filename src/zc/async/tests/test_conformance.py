@@ -2977,8 +2977,9 @@ class Z3JobTests(unittest.TestCase):
         self.assertIsInstance(job, Job)
 
 
-class SignalTests(unittest.TestCase):
-    """3.16: SIGINT stops a threaded dispatcher and deactivates it."""
+class FileStorageDispatcherTestCase(unittest.TestCase):
+    """A FileStorage database in a temporary directory; the dispatcher a
+    test starts is torn down after it."""
 
     def setUp(self):
         zope.component.testing.setUp()
@@ -2992,10 +2993,15 @@ class SignalTests(unittest.TestCase):
             if d is not None:
                 testing.tear_down_dispatcher(d)
         finally:
+            transaction.abort()
             self.db.close()
             zc.asynchronous.dispatcher.clear()
             zope.component.testing.tearDown()
             shutil.rmtree(self.dir, ignore_errors=True)
+
+
+class SignalTests(FileStorageDispatcherTestCase):
+    """3.16: SIGINT stops a threaded dispatcher and deactivates it."""
 
     def test_sigint(self):
         import signal
@@ -3034,26 +3040,8 @@ class LegacyTests(unittest.TestCase):
         self.assertIs(zc.asynchronous.agent.chooseFirst, legacy.chooseFirst)
 
 
-class ZCMLAndFunctionalTests(unittest.TestCase):
+class ZCMLAndFunctionalTests(FileStorageDispatcherTestCase):
     """4.3: the ZCML files and ftesting, with a real threaded reactor."""
-
-    def setUp(self):
-        zope.component.testing.setUp()
-        self.dir = tempfile.mkdtemp()
-        self.db = ZODB.DB(ZODB.FileStorage.FileStorage(
-            os.path.join(self.dir, 'Data.fs')))
-
-    def tearDown(self):
-        d = zc.asynchronous.dispatcher.get()
-        try:
-            if d is not None:
-                testing.tear_down_dispatcher(d)
-        finally:
-            transaction.abort()
-            self.db.close()
-            zc.asynchronous.dispatcher.clear()
-            zope.component.testing.tearDown()
-            shutil.rmtree(self.dir, ignore_errors=True)
 
     def test_configure_zcml(self):
         import zope.configuration.xmlconfig

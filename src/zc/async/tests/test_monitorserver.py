@@ -204,19 +204,7 @@ class TCPTests(DispatcherTestCase):
     def session(self, *lines):
         """Send ``lines`` and ``quit``; everything the server answered."""
         address = self.port.getHost()
-        with socket.create_connection(
-                (address.host, address.port), timeout=10) as client:
-            client.sendall(''.join(
-                line + '\n' for line in lines + ('quit',)).encode('utf-8'))
-            chunks = []
-            while True:
-                chunk = client.recv(65536)
-                if not chunk:
-                    break
-                chunks.append(chunk)
-        text = b''.join(chunks).decode('utf-8')
-        self.assertTrue(text.endswith('Goodbye.\n'), text)
-        return text[:-len('Goodbye.\n')]
+        return session((address.host, address.port), *lines)
 
     def test_listens_on_loopback_only_by_default(self):
         address = self.port.getHost()

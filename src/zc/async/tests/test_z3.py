@@ -120,6 +120,16 @@ class Z3TestCase(unittest.TestCase):
             zope.authentication.interfaces.IAuthentication)
         return site
 
+    def job_made_in_site(self, call, *principal_ids):
+        """A ``z3.Job`` of ``call`` made in the site, by an interaction of
+        ``principal_ids``; neither is left set."""
+        zope.component.hooks.setSite(self.site)
+        self.interaction_of(*principal_ids)
+        job = z3.Job(call)
+        zope.security.management.endInteraction()
+        zope.component.hooks.setSite(None)
+        return job
+
     def interaction_of(self, *principal_ids):
         zope.security.management.newInteraction(*[
             z3.Participation(Principal(id)) for id in principal_ids])
@@ -284,11 +294,7 @@ class DispatchedTests(Z3TestCase):
         return zc.asynchronous.testing.wait_for_result(job, DEADLINE)
 
     def test_the_job_runs_in_its_site_with_its_principals(self):
-        zope.component.hooks.setSite(self.site)
-        self.interaction_of('alice', 'bob')
-        job = z3.Job(report_context)
-        zope.security.management.endInteraction()
-        zope.component.hooks.setSite(None)
+        job = self.job_made_in_site(report_context, 'alice', 'bob')
 
         self.assertEqual(self.put(job), (['alice', 'bob'], 'app'))
         call, before, after = SEEN
@@ -301,11 +307,7 @@ class DispatchedTests(Z3TestCase):
         self.assertNoContextLeftIn(call['thread'])
 
     def test_a_failing_job_leaves_nothing_behind(self):
-        zope.component.hooks.setSite(self.site)
-        self.interaction_of('bob')
-        job = z3.Job(fail_in_context)
-        zope.security.management.endInteraction()
-        zope.component.hooks.setSite(None)
+        job = self.job_made_in_site(fail_in_context, 'bob')
 
         result = self.put(job)
         self.assertIsInstance(result, zc.asynchronous.twist.Failure)
@@ -314,11 +316,7 @@ class DispatchedTests(Z3TestCase):
         self.assertNoContextLeftIn(SEEN[0]['thread'])
 
     def test_a_principal_that_cannot_be_found_fails_the_job(self):
-        zope.component.hooks.setSite(self.site)
-        self.interaction_of('mallory')
-        job = z3.Job(report_context)
-        zope.security.management.endInteraction()
-        zope.component.hooks.setSite(None)
+        job = self.job_made_in_site(report_context, 'mallory')
 
         result = self.put(job)
         self.assertIsInstance(result, zc.asynchronous.twist.Failure)
