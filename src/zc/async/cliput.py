@@ -85,7 +85,7 @@ def run_put(options, conn):
     try:
         job = queue.put(new, begin_after=begin_after,
                         unique_key=options.unique_key)
-    except TypeError as e:  # say, an argument that cannot be stored
+    except TypeError as e:  # say, an empty unique key
         raise ValueError(str(e)) from None
     oid = ZODB.utils.u64(job._p_oid)
     if options.json:
