@@ -177,6 +177,14 @@ class DirectCallTests(unittest.TestCase):
         self.job(add, 3, 3)()
         self.assertIsNot(LOOPS[2], first)
 
+    def test_an_async_callback(self):
+        job = self.job(add, 1, 2)
+        callback = job.addCallback(Job(add, 10))
+        transaction.commit()
+        job()
+        self.assertEqual(callback.result, 13)
+        self.assertEqual(callback.status, interfaces.COMPLETED)
+
     def test_tasks_left_running_are_cancelled(self):
         job = self.job(leave_a_task)
         self.assertEqual(job(), 'left one')
