@@ -1,12 +1,6 @@
 """Unique jobs: ``queue.put(..., unique_key=...)`` (zc.async.unique)."""
 import datetime
-import json
 import operator
-import os
-import shutil
-import subprocess
-import sys
-import tempfile
 import threading
 import unittest
 
@@ -21,9 +15,9 @@ from zc.asynchronous import testing
 from zc.asynchronous import utils
 from zc.asynchronous.job import Job
 from zc.asynchronous.queue import Queue, Queues
-from zc.asynchronous.tests import jobs_for_processes as jobs
 from zc.asynchronous.tests import processes
 from zc.asynchronous.tests.reactorcase import ReactorTestCase
+from zc.asynchronous.tests.test_reliability import Scenario
 
 KEY = 'invoice-42'
 GATE = threading.Event()  # opened by the tests to let ``gated`` return
@@ -235,48 +229,25 @@ class ConcurrentPutTests(unittest.TestCase):
         self.assertEqual(len(q1), 4)
 
 
-class ProducerProcessTests(unittest.TestCase):
+class ProducerProcessTests(Scenario, unittest.TestCase):
     """Four producer processes put the same key 100 times each."""
 
     layer = processes.ZEOLayer
 
-    def setUp(self):
-        self.directory = tempfile.mkdtemp(prefix='zc.async-unique-')
-        self.db = processes.ZEOLayer.server.open_db()
-        self.tm = transaction.TransactionManager()
-        self.conn = self.db.open(self.tm)
-        root = self.conn.root()
-        root[interfaces.KEY] = Queues()
-        root[interfaces.KEY][''] = Queue()
-        self.tm.commit()
+    @property
+    def uri(self):
+        return processes.ZEOLayer.server.uri
 
-    def tearDown(self):
-        self.tm.abort()
-        self.conn.close()
-        self.db.close()
-        shutil.rmtree(self.directory)
+    def open_db(self):
+        return processes.ZEOLayer.server.open_db()
 
     def test_four_producers_leave_exactly_one_pending_job(self):
-        producers = [subprocess.Popen(
-            [sys.executable, '-m', jobs.__name__,
-             processes.ZEOLayer.server.uri, self.directory, 'p%d' % i,
-             '100', KEY],
-            stdout=subprocess.PIPE, env=processes.subprocess_env())
-            for i in range(4)]
-        processes.wait_for(
-            lambda: jobs.count_lines(os.path.join(
-                self.directory, 'ready.log')) == 4,
-            message='four producers ready')
-        # All four start putting at once.
-        open(os.path.join(self.directory, 'go'), 'w').close()
-        reports = [json.loads(p.communicate(timeout=processes.TIMEOUT)[0])
-                   for p in producers]
-        self.assertEqual([p.returncode for p in producers], [0] * 4)
+        reports = self.produce(4, 100, KEY)
         oids = {oid for report in reports for oid in report['oids']}
         self.assertEqual(sum(len(r['oids']) for r in reports), 400)
         self.assertEqual(len(oids), 1, oids)  # every put got the same job
         self.tm.begin()
-        queue = self.conn.root()[interfaces.KEY]['']
+        queue = self.queue
         self.assertEqual(len(queue), 1)
         (job,) = list(queue)
         self.assertEqual(ZODB.utils.u64(job._p_oid), oids.pop())
