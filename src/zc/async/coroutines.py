@@ -78,8 +78,9 @@ def interrupt(thread_ident, error):
     """Stop the coroutine job running in thread ``thread_ident``, if any,
     making ``error`` (an exception) its outcome; return whether one ran.
 
-    Thread-safe; the job's thread stops waiting at once, and the coroutine
-    may still catch the cancellation to clean up.
+    Thread-safe; the loop wakes up at once.  The coroutine may catch the
+    cancellation to clean up; if it swallows it and returns, its result
+    stands.
     """
     with _lock:
         record = _runs.get(thread_ident)
