@@ -51,8 +51,39 @@ def measure(env, clients, seconds):
             'commits_per_s': commits / span}
 
 
+def sql_commit_rate(dsn, seconds):
+    """Commits per second of one plain psycopg2 client that inserts one
+    small row per transaction: what the PostgreSQL server itself gives
+    (for RelStorage, which makes several round trips per commit)."""
+    import psycopg2
+    conn = psycopg2.connect(**dsn)
+    try:
+        with conn.cursor() as cursor:
+            cursor.execute('CREATE TABLE commit_probe (n integer)')
+            conn.commit()
+            commits = 0
+            start = time.monotonic()
+            while time.monotonic() - start < seconds:
+                cursor.execute('INSERT INTO commit_probe VALUES (%s)',
+                               (commits,))
+                conn.commit()
+                commits += 1
+            span = time.monotonic() - start
+            cursor.execute('DROP TABLE commit_probe')
+            conn.commit()
+    finally:
+        conn.close()
+    return {'commits': commits, 'seconds': span,
+            'commits_per_s': commits / span}
+
+
 def run(env, quick):
-    """The raw commit rate with one client and with four."""
+    """The raw commit rate with one client and with four (and, on
+    PostgreSQL, a plain SQL client's)."""
     seconds = 1.0 if quick else 3.0
-    return {'one_client': measure(env, 1, seconds),
-            'four_clients': measure(env, 4, seconds)}
+    result = {'one_client': measure(env, 1, seconds),
+              'four_clients': measure(env, 4, seconds)}
+    dsn = getattr(env, 'sql_dsn', None)
+    if dsn is not None:
+        result['sql_one_client'] = sql_commit_rate(dsn, seconds)
+    return result

@@ -1,4 +1,4 @@
-"""What every workload needs: the two storage set-ups, clients, timing.
+"""What every workload needs: the three storage set-ups, clients, timing.
 
 A workload runs against an *environment*:
 
@@ -10,8 +10,11 @@ A workload runs against an *environment*:
     a ``runzeo`` server process on a FileStorage, and two
     ``zc.async.worker`` processes whose agents run 1 job each (total
     concurrency 2); several clients are processes.
+:class:`RelStorageEnv`
+    the same on a history-free RelStorage database in a private
+    PostgreSQL cluster (fsync on) that the set-up starts and stops.
 
-Both start empty in a directory of their own.  The set-up that a workload
+Each starts empty in a directory of its own.  The set-up that a workload
 does outside its timed part (installing the queue, putting jobs to drain)
 uses :func:`put_jobs`; the timed parts use ordinary transactions.
 """
@@ -229,26 +232,32 @@ class FileEnv:
         self.db.close()
 
 
-class ZEOEnv:
-    """A ``runzeo`` server and two worker processes (1 job each)."""
+class ProcessEnv:
+    """Two worker processes (1 job each) on a database server; clients
+    are processes.  Subclasses start the server and say how to reach it.
+    """
 
-    name = 'zeo'
+    name = None
 
     def __init__(self, directory):
         from zc.asynchronous.tests import processes
         self.processes = processes
         self.directory = directory
-        self.server = processes.ZEOServer(directory)
-        self.server.start()
-        self.db = self.server.open_db()
         self.workers = []
+
+    #: The database URI the worker processes get.
+    uri = None
+
+    def client_spec(self):
+        """What a client process needs to open the database (JSON)."""
+        raise NotImplementedError
 
     def start_dispatchers(self, poll_interval=5):
         """Start the two worker processes; wait until both are active in
         queue ``''`` with their agent."""
         for n in range(2):
             worker = self.processes.WorkerProcess(
-                self.server.uri, self.directory, 'worker%d' % n,
+                self.uri, self.directory, 'worker%d' % n,
                 '--agent-size', str(CONCURRENCY // 2),
                 '--poll-interval', str(poll_interval), '--install')
             # The benchmark jobs, not the tests' jobs, must resolve.
@@ -282,7 +291,7 @@ class ZEOEnv:
                 os.remove(path)
         spec = json.dumps({'target': '%s:%s' % (target.__module__,
                                                  target.__name__),
-                           'address': list(self.server.address),
+                           'database': self.client_spec(),
                            'directory': self.directory, 'args': args})
         children = [subprocess.Popen(
             [sys.executable, '-m', 'benchmarks.common', spec, str(index)],
@@ -304,6 +313,56 @@ class ZEOEnv:
             self.db.close()
         finally:
             self.server.stop()
+
+
+class ZEOEnv(ProcessEnv):
+    """A ``runzeo`` server and two worker processes (1 job each)."""
+
+    name = 'zeo'
+
+    def __init__(self, directory):
+        super().__init__(directory)
+        self.server = self.processes.ZEOServer(directory)
+        self.server.start()
+        self.uri = self.server.uri
+        self.db = self.server.open_db()
+
+    def client_spec(self):
+        return {'zeo': list(self.server.address)}
+
+
+class RelStorageEnv(ProcessEnv):
+    """A private PostgreSQL cluster (fsync on) on a free loopback port, a
+    history-free RelStorage database in it, and two worker processes (1
+    job each)."""
+
+    name = 'relstorage'
+    dbname = 'zc_async_bench'
+
+    def __init__(self, directory):
+        super().__init__(directory)
+        unavailable = self.processes.PostgreSQLServer.available()
+        if unavailable:
+            raise SystemExit('cannot run the relstorage set-up: %s'
+                             % unavailable)
+        self.server = self.processes.PostgreSQLServer(directory, durable=True)
+        self.server.start()
+        self.server.fresh_database(self.dbname)
+        self.uri = self.server.uri(self.dbname) + '?keep_history=false'
+        self.db = open_uri(self.uri)
+        #: psycopg2 connection arguments of the same database.
+        self.sql_dsn = self.server.dsn(self.dbname)
+
+    def client_spec(self):
+        return {'uri': self.uri}
+
+
+def open_uri(uri):
+    """A ZODB database for a zodburi URI."""
+    import zodburi
+    import ZODB
+    factory, dbkw = zodburi.resolve_uri(uri)
+    return ZODB.DB(factory(), **dbkw)
 
 
 def _worker_argv(worker):
@@ -356,7 +415,11 @@ def client_main(spec, index):
     target = getattr(importlib.import_module(module), name)
     from zc.asynchronous import configure
     configure.base()
-    db = ZEO.DB(tuple(spec['address']), wait_timeout=60)
+    database = spec['database']
+    if 'zeo' in database:
+        db = ZEO.DB(tuple(database['zeo']), wait_timeout=60)
+    else:
+        db = open_uri(database['uri'])
     go = os.path.join(directory, GO)
 
     def barrier():

@@ -8,8 +8,8 @@ times" (the latency divided by one client's time per commit).
 """
 
 GOALS = {
-    'w1': 'jobs/commit >= 0.8',
-    'w2': 'ZEO: p50 <= 3 ms, p99 <= 20 ms',
+    'w1': 'jobs/commit >= 0.8 (relstorage: 1.7)',
+    'w2': 'p50/p99 <= 2.5/5 ms (zeo), 4/10 ms (relstorage)',
     'w3': 'puts/commit >= 0.9, 0 conflicts',
     'w4': 'per-job cost within 10% of empty',
     'rss': 'flat after warm-up',
@@ -52,6 +52,9 @@ def rows(figures):
         ('raw commits/s, 4 clients',
          '%.0f' % raw['four_clients']['commits_per_s'], '1.00', ''),
     ]
+    if 'sql_one_client' in raw:
+        out.append(('plain SQL INSERT+COMMIT/s, 1 client',
+                    '%.0f' % raw['sql_one_client']['commits_per_s'], '', ''))
     if 'w1' in figures:
         w1 = figures['w1']
         out.append(('W1 drain jobs/s', '%.0f' % w1['jobs_per_s'],
@@ -97,17 +100,23 @@ def _w4_rows(w4):
 def table(results):
     """The results as a plain-text table, one column pair per storage."""
     storages = list(results['storages'])
-    per = {s: rows(results['storages'][s]) for s in storages}
-    labels = [r[0] for r in per[storages[0]]]
+    per = {s: {row[0]: row for row in rows(results['storages'][s])}
+           for s in storages}
+    labels, goals = [], {}  # every storage's rows, in order of appearance
+    for s in storages:
+        for label, _, _, goal in per[s].values():
+            if label not in goals:
+                labels.append(label)
+            goals[label] = goals.get(label) or goal
     header = ['figure'] + sum(
         [[s, 'ratio'] for s in storages], []) + ['goal']
     lines = [header]
-    for i, label in enumerate(labels):
+    for label in labels:
         line = [label]
         for s in storages:
-            line += [per[s][i][1], per[s][i][2]] if i < len(per[s]) \
-                else ['', '']
-        line.append(per[storages[0]][i][3])
+            row = per[s].get(label, ('', '', '', ''))
+            line += [row[1], row[2]]
+        line.append(goals[label])
         lines.append(line)
     widths = [max(len(line[c]) for line in lines)
               for c in range(len(header))]
@@ -120,9 +129,11 @@ def table(results):
             text.append(rule)
     text.append(rule)
     machine = results['machine']
-    text.append('%s run, %s, Python %s, %s CPUs, ZODB %s, ZEO %s' % (
-        results['mode'], results['started'], machine['python'],
-        machine['cpus'], machine['ZODB'], machine['ZEO']))
+    text.append('%s run, %s, Python %s, %s CPUs, ZODB %s, ZEO %s, '
+                'RelStorage %s' % (
+                    results['mode'], results['started'], machine['python'],
+                    machine['cpus'], machine['ZODB'], machine['ZEO'],
+                    machine.get('RelStorage')))
     if 'load_average_start' in results:
         text.append('load average (1/5/15 min) at start %s, at end %s' % tuple(
             '/'.join('%.1f' % x for x in results[key])

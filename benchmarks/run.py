@@ -9,7 +9,8 @@ Options::
 
     --quick                 W4 with 5,000 pending jobs, short commit
                             probes, no 100,000-job memory drain
-    --storage file|zeo|all  which set-up(s) to run (default: all)
+    --storage file|zeo|relstorage|all
+                            which set-up(s) to run (default: all)
     --out PATH              the JSON file (default:
                             benchmarks/results/<date>-<mode>.json)
     --only w1,w2,...        run only these workloads (the raw commit
@@ -29,7 +30,7 @@ import time
 from benchmarks import common
 
 CASES = ('commit', 'w1', 'w2', 'w3', 'w4')
-STORAGES = ('file', 'zeo')
+STORAGES = ('file', 'zeo', 'relstorage')
 PENDING_FULL, PENDING_QUICK = 100000, 5000
 MEMORY_MARKS = (10000, 100000)
 
@@ -130,7 +131,8 @@ def _now():
 def _machine():
     return {'python': platform.python_version(), 'cpus': os.cpu_count(),
             'platform': platform.platform(),
-            'ZODB': _version('ZODB'), 'ZEO': _version('ZEO')}
+            'ZODB': _version('ZODB'), 'ZEO': _version('ZEO'),
+            'RelStorage': _version('RelStorage')}
 
 
 def _version(distribution):
@@ -146,7 +148,7 @@ def _version(distribution):
 def run_case(case, storage, work, quick):
     """Run one case in this (fresh) process; print its JSON result."""
     common.prepare_process(work)
-    env = (common.FileEnv if storage == 'file' else common.ZEOEnv)(work)
+    env = ENVIRONMENTS[storage](work)
     try:
         common.install_queue(env.db)
         result = CASE_RUNNERS[case](env, quick)
@@ -193,6 +195,8 @@ def _w4(env, quick):
             'enqueue': enqueued, 'drain': drained}
 
 
+ENVIRONMENTS = {'file': common.FileEnv, 'zeo': common.ZEOEnv,
+                'relstorage': common.RelStorageEnv}
 CASE_RUNNERS = {'commit': _commit, 'w1': _w1, 'w2': _w2, 'w3': _w3,
                 'w4': _w4}
 

@@ -274,8 +274,11 @@ class PostgreSQLServer:
 
     user = 'postgres'
 
-    def __init__(self, directory):
+    def __init__(self, directory, durable=False):
         self.directory = directory
+        # Tests need no durability (fsync off: faster); the benchmarks
+        # measure a real server's commits (fsync on).
+        self.durable = durable
         self.data = os.path.join(directory, 'pgdata')
         self.log_path = os.path.join(directory, 'postgres.log')
         self.port = None
@@ -332,14 +335,17 @@ class PostgreSQLServer:
             self.process = subprocess.Popen(
                 [self.binary('postgres'), '-D', self.data,
                  '-p', str(self.port), '-h', '127.0.0.1',
-                 '-k', self.directory, '-c', 'fsync=off',
-                 '-c', 'synchronous_commit=off'],
+                 '-k', self.directory, *self._settings()],
                 stdout=log, stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL, cwd=self.directory, **owner)
         _started.append(self.process)
         wait_for(self._answering, timeout,
                  'PostgreSQL on port %d (log: %s)' % (
                      self.port, self.log_path))
+
+    def _settings(self):
+        switch = 'on' if self.durable else 'off'
+        return ['-c', 'fsync=' + switch, '-c', 'synchronous_commit=' + switch]
 
     def _answering(self):
         import psycopg2
