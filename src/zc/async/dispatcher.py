@@ -42,6 +42,7 @@ import ZODB.mvccadapter
 import ZODB.utils
 
 from . import interfaces
+from . import pgnotify
 from . import utils
 from .twist import Failure
 from .workers import AgentThreadPool, _handoff, _utcnow  # noqa: F401
@@ -178,6 +179,17 @@ class _InvalidationHook:
                 utils.log.exception('error in an invalidation listener')
 
 
+def _hook(adapter):
+    """What tells of commits to a database's storage (its MVCC adapter or
+    RelStorage): ZODB's invalidations, PostgreSQL's notifications (see
+    :mod:`zc.async.pgnotify`), or None (the dispatcher only polls)."""
+    if isinstance(adapter, ZODB.mvccadapter.MVCCAdapter):
+        return _InvalidationHook
+    if pgnotify.enabled and pgnotify.postgresql(adapter):
+        return pgnotify.Listener
+    return None
+
+
 # ----------------------------------------------------------- the poll
 
 class _PollWork:
@@ -205,7 +217,7 @@ class _PollWork:
         if jar is None or obj._p_oid is None:
             return
         adapter = jar.db()._mvcc_storage
-        if isinstance(adapter, ZODB.mvccadapter.MVCCAdapter):
+        if _hook(adapter) is not None:
             self.watched.setdefault(adapter, set()).add(obj._p_oid)
 
     def claim(self, queue_name, agent_name, job, started, agent_info):
@@ -650,16 +662,18 @@ class Dispatcher:
         old, self._watched = self._watched, {
             adapter: frozenset(oids) for adapter, oids in watched.items()}
         for adapter in set(old) - set(watched):
-            _InvalidationHook.unlisten(adapter, self._invalidated)
+            _hook(adapter).unlisten(adapter, self._invalidated)
         for adapter in set(watched) - set(old):
-            _InvalidationHook.listen(adapter, self._invalidated)
+            _hook(adapter).listen(adapter, self._invalidated)
 
     def _invalidated(self, adapter, oids, committing_instance):
-        """In a committing thread: wake if a watched queue changed."""
+        """In a committing thread (or a listener's): wake if a watched
+        queue changed (``oids`` None: it may have)."""
         if committing_instance in self._own_storages or claim_only_commit():
             return  # our own claims
         watched = self._watched.get(adapter)
-        if watched and not watched.isdisjoint(oids) and self.activated:
+        if (watched and (oids is None or not watched.isdisjoint(oids))
+                and self.activated):
             if not self._wake_requested:
                 self._wake_requested = True
                 self.reactor.callFromThread(self._wake)

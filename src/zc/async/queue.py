@@ -108,6 +108,7 @@ import ZODB.interfaces
 import ZODB.POSException
 
 from . import interfaces
+from . import pgnotify
 from . import twist
 from . import unique
 from . import utils
@@ -237,6 +238,7 @@ class Queue(utils.Base):
             self._held[_scheduled_key(job)] = job
         job.parent = self
         self._length.change(1)
+        pgnotify.work_due(self)  # RelStorage on PostgreSQL: wake dispatchers
 
     def putBack(self, item):
         """Put an interrupted job back, ahead of every other job."""
@@ -254,6 +256,7 @@ class Queue(utils.Base):
         _append(self._putback_queue, item)
         item.parent = self
         self._length.change(1)
+        pgnotify.work_due(self)
 
     def _connection(self):
         conn = twist.connection(self)
