@@ -8,12 +8,12 @@ the job completes, then keeps it for about a week in ``completed``.
 """
 import datetime
 
-import zc.queue
 import zope.component
 import zope.interface
 
 from . import interfaces
 from . import utils
+from .agentjobs import AgentJobs
 from .legacy import chooseFirst  # noqa: F401  (1.5 name, deprecated)
 
 
@@ -32,13 +32,14 @@ class Agent(utils.Base):
     def __init__(self, chooser=None, filter=None, size=3):
         if chooser is not None and filter is not None:
             raise ValueError('cannot set both chooser and filter to non-None')
-        # Held jobs (assigned, active, running callbacks).  A resolving FIFO:
-        # the dispatcher's claims and the workers' completions do not
-        # conflict.  (zc.queue 2's ``PersistentQueue`` is the conservative
-        # bucket queue, which refuses to merge when one side empties it.)
-        self._data = zc.queue.Queue()
+        # Held jobs (assigned, active, running callbacks), and the last
+        # completed ones, in one resolving record: the dispatcher's claims
+        # and the workers' completions do not conflict, and a completion
+        # writes no BTree bucket or counter (see zc.async.agentjobs).
+        self._data = AgentJobs()
         self.completed = utils.Periodic(datetime.timedelta(days=7), 7)
         self.completed.parent = self
+        self.completed._recent = self._data
         self.size = size
         self._filter = filter
         self.chooser = chooser
@@ -117,8 +118,18 @@ class Agent(utils.Base):
 
     def jobCompleted(self, job):
         """Move a completed ``job`` from the held jobs to ``completed``."""
-        self.remove(job)
-        self.completed.add(job)
+        completed = self.completed
+        if getattr(completed, '_recent', None) is not self._data:
+            # Older agents: a zc.queue.Queue of held jobs
+            self.remove(job)
+            completed.add(job)
+            return
+        self.index(job)  # ValueError if not held
+        completed._rotate()
+        key = completed._new_key()
+        if self._data.complete(job, key):
+            completed._move_recent()
+        completed._adopt(job, key)
 
     # ----------------------------------------------------- held jobs
 

@@ -103,10 +103,9 @@ import zc.queue
 import zc.queue._queue
 import zope.component
 import zope.interface
-import ZODB.ConflictResolution
 import ZODB.interfaces
-import ZODB.POSException
 
+from . import _merge
 from . import interfaces
 from . import pgnotify
 from . import twist
@@ -727,32 +726,12 @@ def _resolve_fifo_conflict(oldstate, committedstate, newstate):
     """
     states = (oldstate, committedstate, newstate)
     try:
-        old, committed, new = [[(_ref_key(x), x) for x in s['_data']]
-                               for s in states]
+        for state in states:
+            for item in state['_data']:
+                _merge.ref_key(item)
     except TypeError:  # not only strong persistent references
         return zc.queue._queue.resolveQueueConflict(*states, bucket=False)
-    if set(committedstate) != set(newstate) or any(
-            value != committedstate[key]
-            for key, value in newstate.items() if key != '_data'):
-        raise ZODB.POSException.ConflictError  # only _data merges
-    old_keys = {k for k, _ in old}
-    committed_keys = {k for k, _ in committed}
-    new_keys = {k for k, _ in new}
-    new_removed = old_keys - new_keys
-    new_added = new_keys - old_keys
-    if (new_removed & (old_keys - committed_keys)
-            or new_added & (committed_keys - old_keys)):
-        raise ZODB.POSException.ConflictError  # the same item both times
-    merged = [x for k, x in committed if k not in new_removed]
-    merged.extend(x for k, x in new if k in new_added)
-    committedstate['_data'] = tuple(merged)
+    _merge.check_only(('_data',), committedstate, newstate)
+    committedstate['_data'] = _merge.merge_items(
+        *(state['_data'] for state in states), _merge.ref_key)
     return committedstate
-
-
-def _ref_key(item):
-    """What a strong persistent reference compares by; TypeError for any
-    other item."""
-    if (not isinstance(item, ZODB.ConflictResolution.PersistentReference)
-            or item.weak or item.oid is None):
-        raise TypeError(item)
-    return item.database_name, item.oid

@@ -501,11 +501,21 @@ class AbstractSet(Base):
 
     def add(self, item, parent=None):
         """Add ``item`` now; set its ``key`` and ``parent``."""
-        key = dt_to_long(now()) + 15
-        trees = self._trees()
-        while any(key in tree for tree in trees):
-            key -= 1  # same microsecond: later additions sort newer
+        key = self._new_key()
         self._store(key, item)
+        self._adopt(item, key, parent)
+
+    def _new_key(self):
+        """A key for an item added now that no item has."""
+        key = dt_to_long(now()) + 15
+        while self._key_taken(key):
+            key -= 1  # same microsecond: later additions sort newer
+        return key
+
+    def _key_taken(self, key):
+        return any(key in tree for tree in self._trees())
+
+    def _adopt(self, item, key, parent=None):
         parent = parent if parent is not None else self.__parent__
         if parent is not None:
             item.parent = parent
@@ -520,9 +530,13 @@ class AbstractSet(Base):
     def iter(self, start=None, stop=None):
         """Items from ``start`` (newer datetime) back to ``stop`` (older)."""
         low, high = self._keyrange(start, stop)
-        sources = [tree.items(low, high) for tree in self._trees()]
-        merged = sortedmerge(sources, key=lambda item: item[0])
+        merged = sortedmerge(self._sources(low, high),
+                             key=lambda item: item[0])
         return (value for key, value in merged)
+
+    def _sources(self, low, high):
+        """Iterables of ``(key, item)`` by key, for keys in the range."""
+        return [tree.items(low, high) for tree in self._trees()]
 
     def __iter__(self):
         return self.iter()
@@ -536,16 +550,20 @@ class AbstractSet(Base):
     def last(self, stop=None):
         """The oldest item added at or after ``stop``."""
         high = self._keyrange(None, stop)[1]
-        found = []  # (key, tree) of each tree's oldest candidate
+        found = []  # (key, item) of each source's oldest candidate
         for tree in self._trees():
             try:
-                found.append((tree.maxKey(high), tree))
+                key = tree.maxKey(high)
             except ValueError:  # nothing in range in this tree
-                pass
+                continue
+            found.append((key, tree[key]))
+        found.extend(self._recent_items(None, high)[-1:])
         if not found:
             raise ValueError('no item at or after %s' % (stop,))
-        key, tree = max(found, key=lambda pair: pair[0])
-        return tree[key]
+        return max(found, key=lambda pair: pair[0])[1]
+
+    def _recent_items(self, low, high):
+        return []
 
     def __len__(self):
         return sum(len(tree) for tree in self._trees())
@@ -576,6 +594,10 @@ class Periodic(AbstractSet):
     adds touch only the newest tree and a length counter, not this object.
     """
 
+    # The agent's jobs record (see zc.async.agentjobs) where its newest
+    # completed jobs wait, or None (1.5 agents, older zc.async 2 agents).
+    _recent = None
+
     def __init__(self, period=datetime.timedelta(days=7), buckets=7):
         if buckets < 2:
             raise ValueError('buckets must be at least 2, not %r' % (buckets,))
@@ -603,6 +625,9 @@ class Periodic(AbstractSet):
         steps = int((now() - self._rotated) / self.interval)
         if steps <= 0:
             return
+        # Jobs waiting in the agent's record completed before now: they
+        # belong in the tree that was the newest until now.
+        self._move_recent()
         steps = min(steps, len(self._buckets))
         dropped = self._buckets[-steps:]
         self._len.change(-sum(len(tree) for tree in dropped))
@@ -614,15 +639,36 @@ class Periodic(AbstractSet):
         self._rotate()
         super().add(item, parent)
 
+    def _move_recent(self):
+        """Store the ``(key, item)`` pairs waiting in ``_recent``."""
+        pairs = () if self._recent is None else self._recent.take_done()
+        for key, item in pairs:
+            self._buckets[0][key] = item
+        if pairs:
+            self._len.change(len(pairs))
+
+    def _sources(self, low, high):
+        return super()._sources(low, high) + [self._recent_items(low, high)]
+
+    def _recent_items(self, low, high):
+        recent = self._recent
+        return [] if recent is None else recent.done_items(low, high)
+
+    def _key_taken(self, key):
+        return super()._key_taken(key) or bool(self._recent_items(key, key))
+
     def clear(self):
         super().clear()
         self._len.set(0)
+        if self._recent is not None:
+            self._recent.take_done()
 
     def __len__(self):
-        return self._len()
+        recent = self._recent
+        return self._len() + (0 if recent is None else recent.done_count())
 
     def __bool__(self):
-        return self._len() > 0
+        return len(self) > 0
 
     __nonzero__ = __bool__
 

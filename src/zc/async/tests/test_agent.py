@@ -7,8 +7,10 @@ import unittest
 import uuid
 
 import transaction
+import zc.queue
 import ZODB
 import ZODB.FileStorage
+import ZODB.POSException
 import zope.component
 import zope.component.event  # noqa: F401  (routes events to handlers)
 import zope.interface.verify
@@ -21,6 +23,8 @@ import zc.asynchronous.queue
 import zc.asynchronous.utils
 from zc.asynchronous.tests.test_queue import (
     Clocked, DBTestCase, work)
+
+from zc.asynchronous.agentjobs import MOVE_AFTER
 
 Agent = zc.asynchronous.agent.Agent
 Job = zc.asynchronous.job.Job
@@ -309,6 +313,139 @@ class ConcurrencyTests(Clocked):
         self.assertEqual(len(agent), 1)
         self.assertEqual(agent[0]._p_oid, claimed._p_oid)
         self.assertEqual(len(agent.completed), 1)
+
+
+class CompletionRecordTests(ConcurrencyTests):
+    """An agent's jobs record (zc.async.agentjobs): completions write it
+    alone, and the completed collection reads the jobs waiting in it."""
+
+    def setUp(self):
+        super().setUp()
+        conn, tm = self.open()
+        queue = conn.root()[interfaces.KEY]['']
+        for _ in range(2 * MOVE_AFTER):
+            queue.put(work)
+        self.agent(conn).size = 100
+        tm.commit()
+
+    def complete(self, agent, count):
+        """Claim and complete ``count`` jobs in ``agent``, one tick apart;
+        return them, oldest first."""
+        jobs = []
+        for _ in range(count):
+            job = agent.claimJob()
+            self.tick(seconds=1)
+            agent.jobCompleted(job)
+            jobs.append(job)
+        return jobs
+
+    def test_completed_jobs_wait_then_move_in_one_go(self):
+        conn, tm = self.open()
+        agent = self.agent(conn)
+        completed = agent.completed
+        first = self.complete(agent, MOVE_AFTER - 1)
+        tm.commit()
+        self.assertEqual(len(completed._buckets[0]), 0)  # nothing moved
+        self.assertEqual(agent._data.done_count(), MOVE_AFTER - 1)
+        self.assertEqual(len(completed), MOVE_AFTER - 1)
+        self.assertEqual(list(completed), first[::-1])
+        self.assertIs(completed.first(), first[-1])
+        self.assertIs(completed.last(), first[0])
+        for job in first:
+            self.assertIs(job.parent, agent)
+            self.assertEqual(job.initial_callbacks_end,
+                             zc.asynchronous.utils.long_to_dt(job.key))
+        # One more completion moves them all, and itself.
+        last = self.complete(agent, 1)
+        self.assertEqual(agent._data.done_count(), 0)
+        self.assertEqual(len(completed._buckets[0]), MOVE_AFTER)
+        self.assertEqual(list(completed), (first + last)[::-1])
+        self.assertEqual(len(completed), MOVE_AFTER)
+        # Moved and waiting ones read together, by time.
+        later = self.complete(agent, 2)
+        self.assertEqual(list(completed), (first + last + later)[::-1])
+        self.assertEqual(len(completed), MOVE_AFTER + 2)
+        start = zc.asynchronous.utils.long_to_dt(later[0].key)
+        stop = zc.asynchronous.utils.long_to_dt(last[0].key)
+        self.assertEqual(list(completed.iter(start, stop)),
+                         [later[0], last[0]])
+        self.assertIs(completed.last(start), later[0])
+        completed.clear()
+        self.assertEqual((len(completed), list(completed)), (0, []))
+
+    def test_same_instant_completions_get_distinct_keys(self):
+        conn, tm = self.open()
+        agent = self.agent(conn)
+        jobs = [agent.claimJob() for _ in range(3)]
+        for job in jobs:
+            agent.jobCompleted(job)
+        self.assertEqual(len({job.key for job in jobs}), 3)
+        self.assertEqual(list(agent.completed), jobs[::-1])
+
+    def test_a_rotation_moves_the_waiting_jobs_before_dropping_trees(self):
+        conn, tm = self.open()
+        agent = self.agent(conn)
+        # Claimed first: a dispatcher record that does not ping is dead
+        # after a minute, and claims nothing.
+        jobs = [agent.claimJob() for _ in range(4)]
+        for job in jobs[:2]:
+            agent.jobCompleted(job)
+        self.tick(days=2)  # one rotation interval (28 h) passed
+        agent.jobCompleted(jobs[2])
+        self.assertEqual(list(agent.completed), jobs[2::-1])
+        self.assertEqual(list(agent.completed._buckets[1].values()),
+                         jobs[1::-1])  # by key: newest first
+        self.tick(days=9)  # everything expired
+        agent.jobCompleted(jobs[3])
+        self.assertEqual(list(agent.completed), [jobs[3]])
+        self.assertEqual(len(agent.completed), 1)
+
+    def test_two_threads_completing_at_once_do_not_conflict(self):
+        conn, tm = self.open()
+        agent = self.agent(conn)
+        held = agent[0]
+        other = agent.claimJob()
+        tm.commit()
+        (c1, tm1), (c2, tm2) = self.open(), self.open()
+        self.agent(c1).jobCompleted(c1.get(held._p_oid))
+        self.tick(seconds=1)
+        self.agent(c2).jobCompleted(c2.get(other._p_oid))
+        self.agent(c2).claimJob()
+        tm1.commit()
+        tm2.commit()  # resolved
+        conn, tm = self.open()
+        agent = self.agent(conn)
+        self.assertEqual(len(agent), 1)
+        self.assertEqual([job._p_oid for job in agent.completed],
+                         [other._p_oid, held._p_oid])
+
+    def test_two_commits_moving_the_same_jobs_conflict(self):
+        conn, tm = self.open()
+        agent = self.agent(conn)
+        self.complete(agent, MOVE_AFTER - 2)
+        jobs = [agent.claimJob(), agent.claimJob()]
+        tm.commit()
+        (c1, tm1), (c2, tm2) = self.open(), self.open()
+        self.agent(c1).jobCompleted(c1.get(jobs[0]._p_oid))
+        self.agent(c2).jobCompleted(c2.get(jobs[1]._p_oid))
+        tm1.commit()  # moved them
+        with self.assertRaises(ZODB.POSException.ConflictError):
+            tm2.commit()  # would move them again: retried by a worker
+
+    def test_older_agents_add_each_completed_job(self):
+        # Agents stored by 1.5, or by zc.async 2 before the jobs record,
+        # hold their jobs in a zc.queue.Queue.
+        conn, tm = self.open()
+        agent = self.agent(conn)
+        held = zc.queue.Queue()
+        for job in agent:
+            held.put(job)
+        agent._data = held
+        agent.completed._recent = None
+        jobs = self.complete(agent, 2)
+        self.assertEqual(len(agent.completed._buckets[0]), 2)
+        self.assertEqual(list(agent.completed), jobs[::-1])
+        self.assertEqual(len(agent), 1)
 
 
 class ActivationHandlerTests(AgentTestCase):
