@@ -41,6 +41,7 @@ import zope.component
 import ZODB.mvccadapter
 import ZODB.utils
 
+from . import _watchers
 from . import interfaces
 from . import pgnotify
 from . import utils
@@ -117,66 +118,35 @@ class PollInfo(dict):
 
 # ----------------------------------------------- invalidation watching
 
-class _InvalidationHook:
+class _InvalidationHook(_watchers.Watcher):
     """Tells listeners which oids were committed, for one MVCC adapter.
 
     It shadows the adapter's two invalidation entry points with instance
     attributes: ``invalidate(tid, oids)`` (commits of other processes, from
     ZEO) and ``_invalidate_finish(tid, oids, committing_instance)`` (commits
-    of this process).  Listeners are called as ``listener(adapter, oids,
-    committing_instance)`` in the committing thread, after the original.
-    The hook removes itself when its last listener leaves.
+    of this process).  Listeners (``listen(adapter, listener)``) are
+    called as ``listener(adapter, oids, committing_instance)`` in the
+    committing thread, after the original.  The hook removes itself when
+    its last listener leaves (``unlisten``).
     """
 
-    _lock = threading.Lock()
-    _hooks = {}  # {adapter: _InvalidationHook}
+    def start(self):
+        self.source.invalidate = self.invalidate
+        self.source._invalidate_finish = self._invalidate_finish
 
-    def __init__(self, adapter):
-        self.adapter = adapter
-        self.listeners = ()
-
-    @classmethod
-    def listen(cls, adapter, listener):
-        """Call ``listener`` for the commits ``adapter`` learns of."""
-        with cls._lock:
-            hook = cls._hooks.get(adapter)
-            if hook is None:
-                hook = cls._hooks[adapter] = cls(adapter)
-                adapter.invalidate = hook.invalidate
-                adapter._invalidate_finish = hook._invalidate_finish
-            hook.listeners += (listener,)
-
-    @classmethod
-    def unlisten(cls, adapter, listener):
-        """Stop calling ``listener``; unhook the adapter if it was the last.
-        """
-        with cls._lock:
-            hook = cls._hooks.get(adapter)
-            if hook is None or listener not in hook.listeners:
-                return
-            hook.listeners = tuple(
-                other for other in hook.listeners if other != listener)
-            if not hook.listeners:
-                del cls._hooks[adapter]
-                vars(adapter).pop('invalidate', None)
-                vars(adapter).pop('_invalidate_finish', None)
+    def stop(self):
+        vars(self.source).pop('invalidate', None)
+        vars(self.source).pop('_invalidate_finish', None)
 
     def invalidate(self, tid, oids):
-        type(self.adapter).invalidate(self.adapter, tid, oids)
+        type(self.source).invalidate(self.source, tid, oids)
         self._tell(oids, None)
 
     def _invalidate_finish(self, tid, oids, committing_instance):
-        type(self.adapter)._invalidate_finish(
-            self.adapter, tid, oids, committing_instance)
+        type(self.source)._invalidate_finish(
+            self.source, tid, oids, committing_instance)
         self._tell(oids, committing_instance)
 
-    def _tell(self, oids, committing_instance):
-        for listener in self.listeners:
-            try:
-                listener(self.adapter, oids, committing_instance)
-            except Exception:
-                # Never let a watcher break somebody else's commit.
-                utils.log.exception('error in an invalidation listener')
 
 
 def _hook(adapter):

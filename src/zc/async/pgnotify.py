@@ -49,6 +49,7 @@ import zope.interface
 import transaction.interfaces
 import ZODB.utils
 
+from . import _watchers
 from . import utils
 
 #: The PostgreSQL notification channel.
@@ -179,18 +180,15 @@ class _NoRollback:
 
 # ----------------------------------------------------------- listening
 
-class Listener:
+class Listener(_watchers.Watcher):
     """A thread that LISTENs for one storage's notifications and tells its
-    callbacks, as ``callback(storage, oids, None)``; ``oids`` is None
-    when notifications may have been missed (the thread just connected).
+    callbacks (``listen(storage, callback)``), as ``callback(storage,
+    oids, None)``; ``oids`` is None when notifications may have been
+    missed (the thread just connected).
     """
 
-    _lock = threading.Lock()
-    _listeners = {}  # {storage: Listener}
-
     def __init__(self, storage):
-        self.storage = storage
-        self.callbacks = ()
+        super().__init__(storage)
         self.stopped = False
         self.listening = threading.Event()  # for tests and diagnosis
         self._stop_read, self._stop_write = os.pipe()  # wakes the thread
@@ -200,33 +198,8 @@ class Listener:
             target=self._run, daemon=True,
             name='zc.async LISTEN %s' % (CHANNEL,))
 
-    @classmethod
-    def listen(cls, storage, callback):
-        """Call ``callback`` for the notifications of ``storage``."""
-        with cls._lock:
-            listener = cls._listeners.get(storage)
-            if listener is None:
-                listener = cls._listeners[storage] = cls(storage)
-                listener.thread.start()
-            listener.callbacks += (callback,)
-
-    @classmethod
-    def unlisten(cls, storage, callback):
-        """Stop calling ``callback``; end the thread after the last one."""
-        with cls._lock:
-            listener = cls._listeners.get(storage)
-            if listener is None or callback not in listener.callbacks:
-                return
-            listener.callbacks = tuple(
-                other for other in listener.callbacks if other != callback)
-            if not listener.callbacks:
-                del cls._listeners[storage]
-                listener.stop()
-
-    @classmethod
-    def get(cls, storage):
-        """The listener of ``storage`` in this process, or None."""
-        return cls._listeners.get(storage)
+    def start(self):
+        self.thread.start()
 
     def stop(self):
         with self._pipe_lock:
@@ -239,13 +212,6 @@ class Listener:
             self._pipe_open = False
             os.close(self._stop_read)
             os.close(self._stop_write)
-
-    def _tell(self, oids):
-        for callback in self.callbacks:
-            try:
-                callback(self.storage, oids, None)
-            except Exception:
-                utils.log.exception('error in a notification listener')
 
     def _run(self):
         backoff = FIRST_BACKOFF
@@ -277,7 +243,7 @@ class Listener:
     def _connect(self):
         """A connection LISTENing to the channel, or None if the driver
         cannot deliver notifications."""
-        connection, cursor = self.storage._adapter.connmanager.open(
+        connection, cursor = self.source._adapter.connmanager.open(
             application_name='zc.async listener')
         if not all(hasattr(connection, name)
                    for name in ('poll', 'notifies', 'fileno', 'autocommit')):
@@ -292,7 +258,7 @@ class Listener:
         self.cursor = cursor
         self.listening.set()
         utils.tracelog.debug('listening to PostgreSQL channel %s', CHANNEL)
-        self._tell(None)  # what was committed before: look once
+        self._tell(None, None)  # what was committed before: look once
         return connection
 
     def _receive(self, connection):
@@ -314,7 +280,7 @@ class Listener:
                 except ValueError:
                     pass  # not one of ours
             if oids:
-                self._tell(oids)
+                self._tell(oids, None)
 
     def _stopped_within(self, seconds):
         """Wait ``seconds`` or until stopped; whether stopped."""
