@@ -99,15 +99,20 @@ def _w4_rows(w4):
 
 def table(results):
     """The results as a plain-text table, one column pair per storage."""
-    storages = list(results['storages'])
+    order = ('file', 'zeo', 'relstorage')  # JSON files keep keys sorted
+    storages = sorted(results['storages'], key=lambda s: (
+        order.index(s) if s in order else len(order), s))
     per = {s: {row[0]: row for row in rows(results['storages'][s])}
            for s in storages}
-    labels, goals = [], {}  # every storage's rows, in order of appearance
-    for s in storages:
+    labels, goals = [], {}  # every storage's rows, each after its
+    for s in storages:       # predecessor in the storage that has it
+        previous = None
         for label, _, _, goal in per[s].values():
             if label not in goals:
-                labels.append(label)
+                at = labels.index(previous) + 1 if previous else 0
+                labels.insert(at, label)
             goals[label] = goals.get(label) or goal
+            previous = label
     header = ['figure'] + sum(
         [[s, 'ratio'] for s in storages], []) + ['goal']
     lines = [header]
