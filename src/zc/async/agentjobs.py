@@ -82,7 +82,9 @@ class AgentJobs(persistent.Persistent):
 
     def take_done(self):
         """Remove and return the waiting ``(key, job)`` pairs."""
-        done, self._done = self._done, ()
+        done = self._done
+        if done:  # else leave the record unchanged
+            self._done = ()
         return done
 
     def done_items(self, low=None, high=None):
