@@ -2,10 +2,12 @@
 
 Without Zope, call :func:`base` (or :func:`minimal`) once at start-up, then
 either set up queues and agents yourself or call :func:`start` to install a
-queue, a dispatcher and a ``'main'`` agent::
+queue, a dispatcher and a ``'main'`` agent, and :func:`stop` at the end::
 
     zc.asynchronous.configure.base()
     zc.asynchronous.configure.start(db, poll_interval=1)
+    ...
+    zc.asynchronous.configure.stop()
 
 Each function registers into ``registry``, by default the global site
 manager.  Adapter lookups such as ``IJob(func)`` and the events that run the
@@ -28,9 +30,11 @@ import zope.component.event  # noqa: F401
 import zope.event
 import ZODB.interfaces
 
+from . import dispatcher
 from . import instanceuuid
 from . import interfaces
 from . import monitorserver
+from . import shutdown
 from . import subscribers
 from . import twist
 from . import z3
@@ -128,6 +132,21 @@ def start(db, poll_interval=5, db_name=None, agent_chooser=None,
     for handler in handlers:
         registry.registerHandler(handler, handler.__component_adapts__)
     _notify(registry, interfaces.DatabaseOpened(db))
+
+
+def stop(timeout=None):
+    """Stop the dispatcher that :func:`start` started, if any (the process's
+    dispatcher): its running jobs get up to ``timeout`` seconds (None: its
+    ``shutdown_timeout``, 30 seconds) to finish, then it deactivates and
+    its reactor stops (see :mod:`zc.async.shutdown`).  Waits for that,
+    restores the signal handlers it installed and forgets it
+    (``zc.async.dispatcher.get()`` is None again).  The end of the
+    interpreter does the same, with a shorter timeout, for a dispatcher
+    still running.
+    """
+    running = dispatcher.get()
+    if running is not None:
+        shutdown.stop_and_forget(running, timeout)
 
 
 def _notify(registry, event):

@@ -215,6 +215,7 @@ function renderJob(job) {
   $('#actions').hidden = !state.actions;
   $('#retry-button').hidden = !job.failed;
   $('#cancel-button').hidden = job.status !== 'pending';
+  $('#abort-button').hidden = !['assigned', 'active'].includes(job.status);
 }
 
 async function act(name) {
@@ -239,6 +240,7 @@ function startJob(oid) {
   state.job = '/api/jobs/' + encodeURIComponent(oid);
   $('#retry-button').addEventListener('click', () => act('retry'));
   $('#cancel-button').addEventListener('click', () => act('cancel'));
+  $('#abort-button').addEventListener('click', () => act('abort'));
   $('#job-page').hidden = false;
   return async () => {
     const [overview, job] = await Promise.all([

@@ -32,6 +32,7 @@ work flows on.  Wake-ups coalesce: never two polls at once.  A reactor whose
 """
 import collections
 import datetime
+import logging
 import threading
 import time
 
@@ -41,8 +42,12 @@ import zope.component
 import ZODB.mvccadapter
 import ZODB.utils
 
+from . import instanceuuid
 from . import interfaces
+from . import shutdown
 from . import utils
+from . import watchdog
+from .dispatcheragents import describe_handed_back
 from .twist import Failure
 from .workers import AgentThreadPool, _handoff, _utcnow  # noqa: F401
 from . import claims
@@ -80,6 +85,18 @@ def pop(uuid=None):
 def clear():
     """Forget every registered dispatcher (for tests)."""
     _dispatchers.clear()
+
+
+def stop(timeout=None):
+    """Stop the process's dispatcher (see :func:`get`), if any, warmly (see
+    :meth:`Dispatcher.stop`), and wait until it has stopped; one running on
+    a reactor thread of its own (``thread``, as ``configure.start`` and
+    ``ThreadedDispatcherInstaller`` start it) has that reactor stopped too.
+    Call it from any thread but the dispatcher's reactor thread.
+    """
+    dispatcher = get()
+    if dispatcher is not None:
+        shutdown.stop_and_wait(dispatcher, timeout)
 
 
 # -------------------------------------------------------------- helpers
@@ -227,6 +244,11 @@ class Dispatcher:
     activated = False  # False, a naive UTC datetime, or None (stopping)
     conn = None  # the poll connection (direct polls only)
     thread = None  # the reactor thread, set by the threaded installer
+    #: Seconds a stop (or the reactor's shutdown) waits for running jobs.
+    shutdown_timeout = 30
+    stopping = False  # a stop waits for running jobs (see zc.async.shutdown)
+    _warm_stop = None  # that stop
+    _reactor_thread = None  # the thread that runs the reactor
 
     def __init__(self, db, reactor=None, poll_interval=5, uuid=None,
                  jobs_size=200, polls_size=400):
@@ -262,6 +284,8 @@ class Dispatcher:
         # {queue name: (rank, count)}: this process is number ``rank`` of
         # the ``count`` live dispatchers of the queue, as the last poll saw.
         self.shares = {}
+        # Time limits and abort requests of running jobs.
+        self.watchdog = watchdog.Watchdog(self)
         _dispatchers[uuid] = self
 
     @property
@@ -291,10 +315,32 @@ class Dispatcher:
         self._growPool(self.db, 1)  # the poll connection
         if not threaded:
             self.conn = self._openPollConnection()
-        self.reactor.callWhenRunning(
-            self.threadedPoll if threaded else self.directPoll)
+        self.reactor.callWhenRunning(self._startPolling)
         self.reactor.addSystemEventTrigger(
             'before', 'shutdown', self._deactivateOnShutdown)
+        shutdown.stop_at_exit()
+
+    def _startPolling(self):
+        shutdown.note_reactor_thread(self)
+        if self._threaded:
+            self.threadedPoll()
+        else:
+            self.directPoll()
+
+    def stop(self, timeout=None):
+        """Stop warmly: claim no more jobs at once, give the jobs that run
+        (with their callbacks) up to ``timeout`` seconds (None:
+        :attr:`shutdown_timeout`) to finish and commit, then deactivate,
+        which hands back the jobs still running (their retry policies
+        decide, as after a death).  A later call with a shorter timeout
+        shortens the wait; ``stop(0)`` hands back at once.
+
+        In the reactor's thread, returns a Deferred that fires once the
+        dispatcher is deactivated; in another thread, waits for that and
+        returns None.  The reactor goes on running.  See
+        :mod:`zc.async.shutdown`.
+        """
+        return shutdown.stop(self, timeout)
 
     def deactivate(self):
         """Stop polling, deactivate this UUID in every queue, stop threads.
@@ -318,8 +364,8 @@ class Dispatcher:
             self.activated = False
 
     def _deactivateOnShutdown(self):
-        if self.activated:
-            self.deactivate()
+        # The reactor waits for the Deferred: running jobs may finish.
+        return shutdown.stop_in_reactor(self)
 
     def _deactivateRecords(self):
         """Deactivate this UUID's records in every queue, committed."""
@@ -327,8 +373,14 @@ class Dispatcher:
         try:
             tm = conn.transaction_manager
             tm.begin()
-            self._attempt(tm, 'cleanly deactivating UUID %s' % (self.UUID,),
-                          lambda: self._deactivateIn(conn.root()))
+            handed_back = self._attempt(
+                tm, 'cleanly deactivating UUID %s' % (self.UUID,),
+                lambda: self._deactivateIn(conn.root()))
+            if isinstance(handed_back, twisted.python.failure.Failure):
+                handed_back = ()  # logged
+            for name, job, what in handed_back:
+                utils.log.info('dispatcher %s handed back %s in queue %r: %s',
+                               self.UUID, job, name, what)
         finally:
             conn.close()
             if self.conn is not None:
@@ -336,11 +388,16 @@ class Dispatcher:
                 self.conn = None
 
     def _deactivateIn(self, root):
+        """Deactivate the records; ``[(queue name, job repr, what)]`` of
+        the jobs handed back."""
+        handed_back = []
         queues = root.get(interfaces.KEY)
         for queue in ([] if queues is None else queues.values()):
             da = queue.dispatchers.get(self.UUID)
             if da is not None and da.activated:
-                da.deactivate()
+                handed_back.extend((queue.name, repr(job), what)
+                                   for job, what in da.deactivate())
+        return handed_back
 
     def _stopPools(self):
         for pools in self.queues.values():
@@ -482,7 +539,8 @@ class Dispatcher:
             queue.dispatchers.register(self.UUID)
         da = queue.dispatchers[self.UUID]
         if da.activated:
-            if not da.dead:
+            dead = da.dead
+            if not dead and not instanceuuid.formerLife(da):
                 utils.log.error(
                     'UUID %s already activated in queue %s (oid %d): another '
                     'process?  (To stop poll attempts in this process, set '
@@ -491,8 +549,18 @@ class Dispatcher:
                     'in this process.)', self.UUID, queue.name,
                     ZODB.utils.u64(queue._p_oid))
                 return False
-            da.deactivate()  # a dead earlier life of this UUID: clean it
+            # An earlier life of this UUID, dead or ended: clean it.
+            handed_back = da.deactivate()
+            utils.log_after_commit(
+                queue, logging.WARNING,
+                'dispatcher %s took over its record in queue %r from %s; its '
+                'jobs: %s', self.UUID, queue.name,
+                'a former life that is dead' if dead else
+                'its former process, which ended without deactivating it '
+                '(the UUID file lock was free)',
+                describe_handed_back(handed_back))
         da.activate()
+        da.instance_lock = instanceuuid.holder(self.UUID)
         return True
 
     def _pollAgent(self, queue, name, agent, tm, work):
@@ -510,6 +578,8 @@ class Dispatcher:
             tm.abort()
             return info
         work.sizes[(queue.name, name)] = info['size']
+        if self.stopping:
+            return info  # a stopping dispatcher claims nothing
         claimed = self._claim(queue, agent, tm, work.waiting)
         if isinstance(claimed, twisted.python.failure.Failure):
             info['error'] = claimed
@@ -656,6 +726,7 @@ class Dispatcher:
 
     def _invalidated(self, adapter, oids, committing_instance):
         """In a committing thread: wake if a watched queue changed."""
+        self.watchdog.invalidated(oids)  # an abort request?
         if committing_instance in self._own_storages or claim_only_commit():
             return  # our own claims
         watched = self._watched.get(adapter)
@@ -667,7 +738,7 @@ class Dispatcher:
     def _wake(self):
         """Poll now (coalesced with a running poll); the beat follows."""
         self._wake_requested = False
-        if not self.activated:
+        if not self.activated or self.stopping:
             return
         if self._polling:
             self._wake_pending = True

@@ -34,7 +34,8 @@ COMPLETED = _('completed-status', 'Completed')
 # ---------------------------------------------------------------- exceptions
 
 class AsyncError(Exception):
-    """Base class of every exception zc.async defines."""
+    """Base class of every exception zc.async defines, but
+    :class:`JobStopped` and its subclasses."""
 
 
 class AbortedError(AsyncError):
@@ -56,6 +57,26 @@ class ReassignedError(AsyncError):
 
 class FullError(AsyncError):
     """A sized sequence is full (declared for compatibility; unused)."""
+
+
+class JobStopped(BaseException):
+    """Raised inside a running job's thread to stop it, and stored as the
+    job's failure: the base of :class:`TimeLimitExceeded` and
+    :class:`AbortRequested` (see :mod:`zc.async.watchdog`).
+
+    Like ``KeyboardInterrupt``, it is a ``BaseException``, not an
+    ``Exception`` (nor an :class:`AsyncError`), so that a job's ``except
+    Exception`` does not swallow it.  The job's retry policy sees it as a
+    job error: the default policies do not retry it.
+    """
+
+
+class TimeLimitExceeded(JobStopped):
+    """A running job went on longer than its ``time_limit``."""
+
+
+class AbortRequested(JobStopped):
+    """Somebody asked for the job to be aborted (``IJob.requestAbort``)."""
 
 
 # -------------------------------------------------------------------- events
@@ -170,7 +191,9 @@ class IReactor(zope.interface.Interface):
     def addSystemEventTrigger(phase, eventType, callable, *args, **kw):
         """Run ``callable`` around a system event.
 
-        Dispatchers use ``('before', 'shutdown', ...)`` to deactivate.
+        Dispatchers use ``('before', 'shutdown', ...)`` to stop: the
+        trigger may return a Deferred (its running jobs still finishing),
+        which the reactor waits for before it shuts down.
         """
 
     def callWhenRunning(callable, *args, **kw):
@@ -302,6 +325,30 @@ class IJob(IAbstractJob):
     initial_callbacks_end = zope.interface.Attribute(
         'When the callbacks first completed (UTC), from ``key``.')
 
+    time_limit = zope.interface.Attribute(
+        'A positive timedelta, or None (the default): how long the '
+        'callable may run in a dispatcher\'s worker thread before '
+        'TimeLimitExceeded is raised in it (see zc.async.watchdog).  None '
+        'means the limit of the agent that claimed the job, if any.  '
+        'Settable while NEW or PENDING.')
+
+    abort_requested = zope.interface.Attribute(
+        'Whether ``requestAbort`` was called (and committed).')
+
+    def requestAbort():
+        """Ask for the job to be aborted, from any process.
+
+        A job that has not started (NEW or PENDING) is taken out of its
+        queue and failed at once with AbortRequested, which commits (as
+        ``fail`` does).  For an ASSIGNED or ACTIVE job the request is
+        recorded; once it is committed, the dispatcher running the job
+        raises AbortRequested in the job's thread (or before the job
+        starts, if it has not yet), and code that checks
+        ``zc.async.local.isAbortRequested()`` may return early; the job
+        fails with AbortRequested either way.  BadStatusError for a job in
+        CALLBACKS or COMPLETED status: it has its result.
+        """
+
     def __call__(*args, **kwargs):
         """Run the job in its own transactions and return the result.
 
@@ -346,6 +393,11 @@ class IAgent(zope.interface.common.sequence.IFiniteSequence):
 
     parent = zope.interface.Attribute('The IDispatcherAgents.')
 
+    time_limit = zope.interface.Attribute(
+        'None (the default), or a positive timedelta: the time limit of '
+        'the jobs this agent claims that have none of their own (callbacks '
+        'and zc.async\'s housekeeping jobs excepted).')
+
     def get():
         """Declared in 1.5; the implementation's method is ``claimJob``."""
 
@@ -381,11 +433,12 @@ class IQueue(zc.queue.interfaces.IQueue):
         'The Dispatchers mapping, UUID -> IDispatcherAgents.')
 
     def put(item, begin_after=None, begin_by=None, failure_log_level=None,
-            retry_policy_factory=None):
+            retry_policy_factory=None, time_limit=None):
         """Adapt ``item`` to IJob, add it to the queue and return the job.
 
         The job must be NEW.  ``begin_after`` must be timezone-aware;
-        ``begin_by`` is a timedelta after ``begin_after``.
+        ``begin_by`` is a timedelta after ``begin_after``; ``time_limit``
+        sets the job's ``time_limit``.
         """
 
     def putBack(item):
@@ -422,12 +475,23 @@ class IDispatcherAgents(zope.interface.common.mapping.IMapping):
         'True when the later of last ping and activation is more than '
         '``ping_death_interval`` ago.')
 
+    instance_lock = zope.interface.Attribute(
+        '``(host name, UUID file path, process id)`` of the process that '
+        'activated the record while it held the lock on its instance UUID '
+        'file, else None.  A later process that takes that lock knows the '
+        'record\'s process has ended (see zc.async.instanceuuid).')
+
     def activate():
         """Clean the agents, mark activated and fire DispatcherActivated."""
 
     def deactivate():
         """Mark deactivated, clean the agents and fire
-        DispatcherDeactivated."""
+        DispatcherDeactivated.
+
+        Returns what the cleaning did, as ``[(job, what)]``: ``what`` says
+        where each job held by the agents went (see
+        ``zc.async.dispatcheragents.HANDED_BACK``).
+        """
 
     def reactivate():
         """Mark activated again without cleaning; fire

@@ -39,6 +39,7 @@ import zope.interface
 from . import interfaces
 from . import twist
 from . import utils
+from . import watchdog
 from ._jobparts import JobParts
 from .interfaces import NEW, PENDING, ASSIGNED, ACTIVE, CALLBACKS, COMPLETED
 from .retry import (  # noqa: F401  (1.5 names of zc.async.job)
@@ -56,6 +57,10 @@ _STATUS_NAMES = {NEW: 'NEW', PENDING: 'PENDING', ASSIGNED: 'ASSIGNED',
                  COMPLETED: 'COMPLETED'}
 
 _RETRY = object()  # an attempt's outcome: run the callable again
+
+# The annotation that records an abort request (see requestAbort): a change
+# of the annotations, which merges with the job's own commits.
+_ABORT_KEY = 'zc.async.abort_requested'
 
 
 class _Lazy:
@@ -126,6 +131,7 @@ class Job(_CallbackAdder, JobParts, utils.Base):
     _result = None
     _status_id = _NEW
     _begin_after = _begin_by = None  # aware UTC datetime; timedelta
+    _time_limit = None  # timedelta
     _active_start = _active_end = None
     _quota_names = ()
     _retry_policy = None  # created once by getRetryPolicy
@@ -322,6 +328,34 @@ class Job(_CallbackAdder, JobParts, utils.Base):
         self._begin_by = value
 
     @property
+    def time_limit(self):
+        return self._time_limit
+
+    @time_limit.setter
+    def time_limit(self, value):
+        self._require_status(
+            (NEW, PENDING),
+            'can only set time_limit when a job has NEW or PENDING status')
+        self._time_limit = watchdog.check_time_limit(value)
+
+    @property
+    def abort_requested(self):
+        return self.annotations.get(_ABORT_KEY) is not None
+
+    def requestAbort(self):
+        """See IJob."""
+        self._require_status(
+            (NEW, PENDING, ASSIGNED, ACTIVE),
+            'can only request the abort of a job that has no result yet')
+        status = self.status
+        self._annotation_tree()[_ABORT_KEY] = utils.now()
+        if status in (NEW, PENDING):
+            if interfaces.IQueue.providedBy(self.parent):
+                self.parent.remove(self)
+            self.fail(interfaces.AbortRequested(
+                'its abort was requested before it started'))
+
+    @property
     def quota_names(self):
         return self._quota_names
 
@@ -458,10 +492,14 @@ class Job(_CallbackAdder, JobParts, utils.Base):
             reason = 'its status is %s, not %s' % (
                 _STATUS_NAMES.get(status, status),
                 ' or '.join(_STATUS_NAMES[s] for s in expected_statuses))
-        utils.log.error(
-            '%r was reassigned.  Likely cause was that polling was unable to '
-            'occur as regularly as expected, perhaps because of long commit '
-            'times in the application.', self)
+        if watchdog.dropped(self):  # handed back by a stop, or abandoned
+            utils.tracelog.info('dropping this attempt of %r: %s', self,
+                                reason)
+        else:
+            utils.log.error(
+                '%r was reassigned.  Likely cause was that polling was unable '
+                'to occur as regularly as expected, perhaps because of long '
+                'commit times in the application.', self)
         raise interfaces.ReassignedError('%r was reassigned: %s'
                                          % (self, reason))
 
@@ -473,6 +511,8 @@ class Job(_CallbackAdder, JobParts, utils.Base):
         if dispatcher is None or (local.job is not None
                                   and local.job is not self):
             return None
+        if watchdog.abandoned():
+            return 'its worker thread was abandoned'
         agent = self.agent
         if agent is None:
             return 'no agent holds it'
@@ -566,7 +606,8 @@ class Job(_CallbackAdder, JobParts, utils.Base):
         setup_info = None  # what tearDown gets if setUp fails
         try:
             setup_info = self.setUp()
-            res = self.callable(*args, **kwargs)
+            # Stopped by its time limit or an abort request (see watchdog).
+            res = watchdog.watched(self)(*args, **kwargs)
         except utils.EXPLOSIVE_ERRORS:
             utils.abort(tm, _Lazy('calling %r', self), wait=False)
             self._tear_down(setup_info)
@@ -878,6 +919,30 @@ class Job(_CallbackAdder, JobParts, utils.Base):
         self._complete(failure)
         self._log_completion(failure)
         self.resumeCallbacks()
+
+    def _abandon(self, error):
+        """Settle this ACTIVE job, whose worker thread was abandoned after
+        ``error`` (a JobStopped) was raised in it (see zc.async.watchdog),
+        as if its callable had raised ``error``: the retry policy's
+        ``jobError`` decides whether it is put back in its queue (a retry
+        cannot happen in this thread) or fails.  Commits.
+        """
+        self._require_status(
+            (ACTIVE,), 'can only settle an abandoned job with ACTIVE status')
+        tm = twist.transactionManager(self)
+        failure = twist.Failure(error)
+        decision = self._handle_error('jobError', failure, tm, {})
+        if decision is _RETRY and self.queue is not None:
+            utils.never_fail(
+                lambda: self._reschedule(datetime.timedelta(0)),
+                _Lazy('putting back abandoned %r', self), tm)
+        elif decision is None or decision is _RETRY:
+            utils.never_fail(
+                lambda: self._complete_if_still_ours(failure, {}),
+                _Lazy('storing the failure of abandoned %r', self), tm)
+            self._log_completion(failure)
+            utils.never_fail(self.resumeCallbacks,
+                             _Lazy('performing callbacks of %r', self), tm)
 
     def fail(self, e=None):
         """See IJob."""

@@ -172,7 +172,8 @@ class Queue(utils.Base):
     # ---------------------------------------------------------- putting
 
     def put(self, item, begin_after=None, begin_by=None,
-            failure_log_level=None, retry_policy_factory=None):
+            failure_log_level=None, retry_policy_factory=None,
+            time_limit=None):
         """Add ``item`` (adapted to IJob) to the queue; return the job."""
         job = _adapt(item)
         # Check everything before changing anything: a refused job is as
@@ -182,6 +183,8 @@ class Queue(utils.Base):
         conn = self._connection() if job._p_jar is None else None
         if begin_by is not None:
             job.begin_by = begin_by  # its setter refuses negative values
+        if time_limit is not None:
+            job.time_limit = time_limit  # its setter checks the value
         now = utils.now()
         if begin_after is not None:
             job.begin_after = begin_after

@@ -78,6 +78,13 @@ class Local(threading.local):
         """The name of the agent whose worker pool runs this thread."""
         return self.name
 
+    def isAbortRequested(self):
+        """Whether the abort of the running job was requested (see
+        ``IJob.requestAbort``): a job that looks now and then may return
+        early.  It fails with AbortRequested either way."""
+        from . import watchdog  # deferred: see the module docstring
+        return watchdog.abort_requested(self.job)
+
     def _reactor_and_job(self, job):
         if self.job is None or self.dispatcher is None:
             raise ValueError('not initialized')

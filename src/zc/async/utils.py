@@ -252,6 +252,38 @@ def abort(tm, identifier, wait=True):
             delay = min(MAX_BACKOFF, delay + BACKOFF_INCREMENT)
 
 
+def handoff(method):
+    """Mark a method that worker threads send to the reactor thread.
+
+    :class:`zc.async.testing.Reactor` runs these reports as soon as it runs
+    anything and leaves them out of its call counts.
+    """
+    method.zc_async_handoff = True
+    return method
+
+
+def log_after_commit(context, level, message, *args):
+    """Log ``message % args`` on the events log when the transaction under
+    way commits: a unit of work that is retried logs once, one that is
+    aborted not at all.
+
+    ``context`` is a transaction manager, or a persistent object whose
+    connection's manager is meant (one that is not stored logs at once).
+    ``args`` must not need the database (texts, reprs made beforehand).
+    """
+    if not transaction.interfaces.ITransactionManager.providedBy(context):
+        jar = getattr(context, '_p_jar', None)
+        if jar is None:
+            log.log(level, message, *args)
+            return
+        context = jar.transaction_manager
+
+    def hook(committed):
+        if committed:
+            log.log(level, message, *args)
+    context.get().addAfterCommitHook(hook)
+
+
 # -------------------------------------------------------- retry loops
 
 def _sleep(seconds):

@@ -15,8 +15,9 @@ otherwise.  It serves:
   filter works);
 - ``GET /api/jobs/<oid>[?database=NAME]``: one job, with its traceback
   (see :func:`zc.async.webapi.job_detail`);
-- ``POST /api/jobs/<oid>/retry`` and ``/cancel`` (see
-  :func:`zc.async.webapi.retry` and :func:`~zc.async.webapi.cancel`):
+- ``POST /api/jobs/<oid>/retry``, ``/cancel`` and ``/abort`` (see
+  :func:`zc.async.webapi.retry`, :func:`~zc.async.webapi.cancel` and
+  :func:`~zc.async.webapi.abort`):
   refused with 403 unless the dashboard was started with an
   ``actions_token``, and then with 401 unless the request has the header
   ``Authorization: Bearer <token>``.
@@ -68,7 +69,8 @@ _LOOPBACK_NAMES = frozenset(['localhost', '127.0.0.1', '::1'])
 CONFLICT_ATTEMPTS = 5
 
 #: Action name -> the webapi function that does it.
-ACTIONS = {'retry': webapi.retry, 'cancel': webapi.cancel}
+ACTIONS = {'retry': webapi.retry, 'cancel': webapi.cancel,
+           'abort': webapi.abort}
 
 
 def _read_static(name):
@@ -324,7 +326,7 @@ def start_dashboard(db, reactor, port, host='127.0.0.1', dispatcher=None,
     ``port=0`` picks a free port (``getHost().port`` tells which); stop
     it with ``stopListening()`` in the reactor thread.  ``dispatcher``
     adds its status to the overview.  ``actions_token`` (at least 8
-    characters) enables the retry and cancel actions for requests that
+    characters) enables the retry, cancel and abort actions for requests that
     send it as a bearer token.  Call this in the reactor thread, before
     the reactor runs, or from any thread while the reactor runs in
     ``dispatcher.thread``.

@@ -9,8 +9,8 @@ and the monitor agree on states, filters, order and job summaries.
 
 Bad input raises :class:`RequestError` with the HTTP status to answer
 (400 for a malformed request, 404 for something that does not exist).
-The two actions, :func:`retry` and :func:`cancel`, change the database;
-the caller commits.
+The actions, :func:`retry`, :func:`cancel` and :func:`abort`, change the
+database; the caller commits.
 """
 import itertools
 
@@ -281,6 +281,23 @@ def cancel(conn, oid_text, database=None):
                            409)
     job.queue.remove(job)
     return {'cancelled': getId(job)}
+
+
+def abort(conn, oid_text, database=None):
+    """Ask for the abort of the pending or running job ``oid_text``
+    (``job.requestAbort()``).
+
+    The dispatcher running it stops it once the caller commits (it fails
+    with AbortRequested); a pending job fails at once (committed).  Jobs
+    that have their result: RequestError (409).
+    """
+    job = get_job(conn, oid_text, database)
+    word = monitorquery.status_word(job)
+    if word not in ('pending', 'assigned', 'active'):
+        raise RequestError('only pending or running jobs can be aborted; job '
+                           '%s is %s' % (oid_text, word), 409)
+    job.requestAbort()
+    return {'abort requested': getId(job)}
 
 
 def retry(conn, oid_text, database=None):

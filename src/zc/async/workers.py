@@ -25,6 +25,7 @@ from transaction._transaction import Status
 from . import interfaces
 from . import utils
 from . import claims
+from . import watchdog
 from .threadlocal import local
 
 RESULT_LIMIT = 10000  # characters of a job info's 'result' kept
@@ -35,14 +36,7 @@ def _utcnow():
     return utils.now().replace(tzinfo=None)
 
 
-def _handoff(method):
-    """Mark a method that worker threads send to the reactor thread.
-
-    :class:`zc.async.testing.Reactor` runs these reports as soon as it runs
-    anything and leaves them out of its call counts.
-    """
-    method.zc_async_handoff = True
-    return method
+_handoff = utils.handoff
 
 
 class _Commit(threading.local):
@@ -98,6 +92,7 @@ class AgentThreadPool:
         self.threads = []  # started threads that have not reported their end
         self.jobids = {}  # {thread id: (oid, db name) running, or None}
         self.saturated = False  # the agent was full with work waiting
+        self.abandoned = []  # threads given up (see zc.async.watchdog)
         self._size = 0
         self._stopping = 0  # stop sentinels queued and not yet taken
         self.setSize(size)
@@ -143,6 +138,22 @@ class AgentThreadPool:
         """Whether a handed-off item is waiting or being worked on."""
         return self.queue.unfinished_tasks > 0
 
+    @property
+    def working(self):
+        """Whether a handed-off item is waiting or being worked on by a
+        thread that was not abandoned."""
+        return self.queue.unfinished_tasks > len(self.abandoned)
+
+    def abandon(self, thread):
+        """Give up ``thread``, stuck in a job that was told to stop (see
+        :mod:`zc.async.watchdog`): another thread takes its place.  The
+        stuck thread ends when its job returns, taking no more work."""
+        if thread in self.threads:
+            self.threads.remove(thread)
+            self.jobids.pop(thread.ident, None)
+            self.abandoned.append(thread)
+            self.setSize()
+
     # The methods below run in the worker threads.
 
     def _report(self, method, *args):
@@ -156,9 +167,10 @@ class AgentThreadPool:
         conn = self.dispatcher.db.open()
         claimer = _NextClaimer(self)
         transaction.manager.registerSynch(claimer)
+        slot = watchdog.Slot(self)
         stopped = False
         try:
-            while not stopped:
+            while not (stopped or slot.abandoned):
                 item = self.queue.get()
                 try:
                     stopped = item is None
@@ -171,6 +183,7 @@ class AgentThreadPool:
             # that ends this thread (the pool starts another).
             utils.log.critical('unexpected error', exc_info=True)
         finally:
+            slot.close()
             transaction.manager.unregisterSynch(claimer)
             utils.abort(transaction.manager, 'ending worker thread',
                         wait=False)
@@ -293,6 +306,8 @@ class AgentThreadPool:
 
     @_handoff
     def _threadEnded(self, thread, stopped):
+        if thread in self.abandoned:
+            self.abandoned.remove(thread)
         if thread in self.threads:
             self.threads.remove(thread)
         self.jobids.pop(thread.ident, None)
@@ -395,7 +410,8 @@ class _NextClaimer:
         if (agent is None or self.pending is not None
                 or txn.status is not Status.ACTIVE
                 or not job._p_changed or job.status != interfaces.COMPLETED
-                or not self.pool.dispatcher.activated):
+                or not self.pool.dispatcher.activated
+                or self.pool.dispatcher.stopping):
             return
         length = getattr(agent.queue, '_length', None)
         quiet = not getattr(length, '_p_changed', True)  # the job put none

@@ -17,9 +17,9 @@ which a site may also use itself, with its own settings::
 It registers the default-queue adapters (``IQueue(obj)`` and
 ``IQueue(connection)``) and, as subscribers of ``IDatabaseOpenedEvent``
 (fired by ``zope.app.appsetup`` when the site's database opens), a queue
-installer, a threaded dispatcher installer and a hook that deactivates the
-dispatcher when the process exits; agent ``'main'`` is added by a subscriber
-of ``IDispatcherActivated``.  With 1.5's default settings these are the
+installer and a threaded dispatcher installer (whose dispatcher also stops
+when the process exits: see :mod:`zc.async.shutdown`); agent ``'main'`` is
+added by a subscriber of ``IDispatcherActivated``.  With 1.5's default settings these are the
 pre-built installers of :mod:`zc.async.subscribers`, so a policy file
 registers exactly what zc.async 1.5's did.
 
@@ -34,10 +34,6 @@ serves the ``async`` and ``asyncdb`` monitor commands, and the
 :mod:`zc.async.monitorserver`).  One per site; its installer runs after
 every dispatcher installer, wherever the directive appears.
 """
-import atexit
-import threading
-import weakref
-
 import persistent.interfaces
 import zope.component
 import zope.component.zcml
@@ -46,7 +42,6 @@ import zope.interface
 import zope.schema
 import ZODB.interfaces
 
-from . import dispatcher as dispatcher_registry
 from . import interfaces
 from . import monitorserver
 from . import subscribers
@@ -59,10 +54,6 @@ POLICIES = {
     'basic': 'the queues in the main database',
     'multidb': 'the queues in another database, named by database=',
 }
-
-# How long the exit hook waits for a dispatcher's reactor thread.
-STOP_TIMEOUT = 3
-
 
 class IPolicyDirective(zope.interface.Interface):
     """Run a dispatcher in this process, with its queues and agent."""
@@ -137,7 +128,6 @@ def installers(database=None, poll_interval=5.0, agent_size=3):
             (subscribers.threaded_dispatcher_installer,),
             subscribers.ThreadedDispatcherInstaller,
             poll_interval=poll_interval),
-        stop_dispatcher_at_exit,
         _prebuilt_or_new(
             (subscribers.agent_installer,), subscribers.AgentInstaller,
             agent_name='main', size=agent_size),
@@ -190,43 +180,3 @@ def monitor(_context, port, host='127.0.0.1'):
               '', _context.info),
         order=MONITOR_ORDER)
 
-
-# ------------------------------------------------------- shutdown at exit
-
-_running = weakref.WeakSet()  # threaded dispatchers to stop at exit
-_exit_hook_lock = threading.Lock()
-_exit_hook_registered = False
-
-
-@zope.component.adapter(interfaces.IDatabaseOpenedEvent)
-def stop_dispatcher_at_exit(event):
-    """Deactivate this process's threaded dispatcher when the process exits.
-
-    Signals are handled by the dispatcher installer; this covers a normal
-    exit (the end of the main program, ``sys.exit``), after which the
-    dispatcher's daemon threads would otherwise just vanish and its records
-    stay active until other dispatchers declare it dead.
-    """
-    global _exit_hook_registered
-    dispatcher = dispatcher_registry.get()
-    if dispatcher is None or getattr(dispatcher, 'thread', None) is None:
-        return
-    with _exit_hook_lock:
-        _running.add(dispatcher)
-        if not _exit_hook_registered:
-            atexit.register(stop_running_dispatchers)
-            _exit_hook_registered = True
-
-
-def stop_running_dispatchers(timeout=STOP_TIMEOUT):
-    """Stop the reactor threads of the dispatchers noted for exit.
-
-    Stopping a dispatcher's reactor deactivates the dispatcher (its records
-    in every queue are committed as deactivated).
-    """
-    for dispatcher in list(_running):
-        thread = dispatcher.thread
-        if thread.is_alive():
-            dispatcher.reactor.callFromThread(dispatcher.reactor.stop)
-            thread.join(timeout)
-        _running.discard(dispatcher)

@@ -69,6 +69,25 @@ def gated(tally, n, directory):
     return 2 * n
 
 
+def sleepy(tally, n, directory, seconds):
+    """Record the start in ``starts.log``, work (in Python) for ``seconds``,
+    then count the committed run and return ``2 * n``."""
+    append_line(os.path.join(directory, STARTS), '%d %d' % (n, os.getpid()))
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        time.sleep(0.01)
+    tally.change(1)
+    return 2 * n
+
+
+def spin(tally, n, directory):
+    """Record the start in ``starts.log``, then loop in Python forever:
+    only a time limit or an abort request ends it."""
+    append_line(os.path.join(directory, STARTS), '%d %d' % (n, os.getpid()))
+    while True:
+        time.sleep(0.01)
+
+
 def contended(counter, directory):
     """Increment ``counter['n']`` (a PersistentMapping, which does not
     resolve conflicts).

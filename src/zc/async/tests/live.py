@@ -24,6 +24,7 @@ import zc.asynchronous.dispatcher
 import zc.asynchronous.interfaces
 import zc.asynchronous.job
 import zc.asynchronous.queue
+import zc.asynchronous.shutdown
 import zc.asynchronous.testing
 import zc.asynchronous.twist
 from zc.asynchronous.tests import processes
@@ -108,11 +109,13 @@ class LiveDispatcher:
                 self.reactor.removeReader(waker)
                 waker.connectionLost(None)
 
-    def stop_reactor(self):
-        """Stop the reactor (deactivating the dispatcher), as SIGTERM does;
-        running jobs go on.  Another dispatcher may then use the UUID."""
-        self.reactor.callFromThread(self.reactor.stop)
-        self.dispatcher.thread.join(10)
+    def stop_reactor(self, timeout=None):
+        """Stop the dispatcher warmly, giving its running jobs up to
+        ``timeout`` seconds (None: its ``shutdown_timeout``), then its
+        reactor, as SIGTERM does; jobs still running are handed back, and
+        their threads go on.  Another dispatcher may then use the UUID."""
+        assert zc.asynchronous.shutdown.stop_reactor_thread(
+            self.dispatcher, timeout), 'the reactor did not stop'
         self._unregister()
 
     def crash(self):

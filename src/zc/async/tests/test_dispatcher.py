@@ -940,7 +940,9 @@ class CatastropheTests(DispatcherTestCase):
         live = self.start()
         job, callback = self.put_with_callback('C5')
         event('started C5').wait(10)
-        live.stop_reactor()  # as SIGTERM does; the job thread goes on
+        # As SIGTERM does, once the job did not finish within the timeout:
+        # it is handed back, and its thread goes on.
+        live.stop_reactor(timeout=0.1)
         transaction.begin()
         self.assertEqual(job.status, interfaces.ACTIVE)
         wrapper, = list(self.queue)
