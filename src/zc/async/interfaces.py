@@ -34,8 +34,7 @@ COMPLETED = _('completed-status', 'Completed')
 # ---------------------------------------------------------------- exceptions
 
 class AsyncError(Exception):
-    """Base class of every exception zc.async defines, but
-    :class:`JobStopped` and its subclasses."""
+    """Base class of every exception zc.async defines."""
 
 
 class AbortedError(AsyncError):
@@ -59,15 +58,15 @@ class FullError(AsyncError):
     """A sized sequence is full (declared for compatibility; unused)."""
 
 
-class JobStopped(BaseException):
+class JobStopped(AsyncError):
     """Raised inside a running job's thread to stop it, and stored as the
     job's failure: the base of :class:`TimeLimitExceeded` and
     :class:`AbortRequested` (see :mod:`zc.async.watchdog`).
 
-    Like ``KeyboardInterrupt``, it is a ``BaseException``, not an
-    ``Exception`` (nor an :class:`AsyncError`), so that a job's ``except
-    Exception`` does not swallow it.  The job's retry policy sees it as a
-    job error: the default policies do not retry it.
+    The job's retry policy sees it as a job error: the default policies do
+    not retry it.  A job that swallows it (``except Exception: pass``)
+    fails with it all the same once it returns, and is abandoned if it
+    does not return soon.
     """
 
 

@@ -285,9 +285,41 @@ TWISTED_SCRIPT = textwrap.dedent('''
 ''')
 
 
+# 1.5's Twisted program: the job's callback stops the reactor.  The
+# reactor's shutdown waits for the worker thread to finish the callback and
+# commit the job's completion.
+CALLBACK_STOPS_SCRIPT = textwrap.dedent('''
+    import operator, sys
+    import transaction, ZODB, ZODB.FileStorage
+    from twisted.internet import reactor
+    import zc.asynchronous.configure
+    from zc.asynchronous.interfaces import COMPLETED, IQueue
+    from zc.asynchronous.job import Job
+
+    def stop_reactor(result):
+        reactor.callFromThread(reactor.stop)
+        return 'stopping at %r' % (result,)
+
+    db = ZODB.DB(ZODB.FileStorage.FileStorage(sys.argv[1]))
+    zc.asynchronous.configure.base()
+    zc.asynchronous.configure.start(db, poll_interval=0.1, twisted=True)
+    tm = transaction.TransactionManager(explicit=True)
+    conn = db.open(transaction_manager=tm)
+    with tm:
+        job = IQueue(conn).put(Job(operator.mul, 21, 2))
+        callback = job.addCallback(stop_reactor)
+    reactor.run()
+    with tm:
+        print('job:', job.status == COMPLETED, job.result)
+        print('callback:', callback.status == COMPLETED, callback.result)
+    conn.close()
+    db.close()
+''')
+
+
 class TwistedStartTests(unittest.TestCase):
 
-    def test_start_with_twisted_runs_jobs_on_the_main_reactor(self):
+    def run_script(self, script, *args):
         tmpdir = tempfile.mkdtemp(prefix='zc.async-configure-')
         self.addCleanup(shutil.rmtree, tmpdir, True)
         env = dict(os.environ)
@@ -295,15 +327,22 @@ class TwistedStartTests(unittest.TestCase):
             [SRC] + [p for p in [env.get('PYTHONPATH')] if p])
         env[instanceuuid.key] = os.path.join(tmpdir, 'uuid.txt')
         process = subprocess.run(
-            [sys.executable, '-c', TWISTED_SCRIPT,
-             os.path.join(tmpdir, 'Data.fs'), str(DEADLINE)],
-            cwd=tmpdir, env=env, capture_output=True, text=True,
+            [sys.executable, '-c', script, os.path.join(tmpdir, 'Data.fs'),
+             *args], cwd=tmpdir, env=env, capture_output=True, text=True,
             timeout=DEADLINE * 2)
         self.assertEqual(process.returncode, 0, process.stderr)
-        self.assertEqual(process.stdout.splitlines(), [
+        return process.stdout.splitlines()
+
+    def test_start_with_twisted_runs_jobs_on_the_main_reactor(self):
+        self.assertEqual(self.run_script(TWISTED_SCRIPT, str(DEADLINE)), [
             'global reactor: True',
             'result: 42',
             'activated after the reactor stopped: False'])
+
+    def test_a_callback_that_stops_the_reactor(self):
+        self.assertEqual(self.run_script(CALLBACK_STOPS_SCRIPT), [
+            'job: True 42',
+            'callback: True stopping at 42'])
 
 
 def test_suite():
