@@ -2,10 +2,12 @@
 import operator
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
 import textwrap
+import time
 import unittest
 import uuid
 
@@ -193,6 +195,29 @@ class StartTests(TempDirMixin, unittest.TestCase):
         wait_until(
             lambda: reader.root() and job.status == interfaces.COMPLETED)
         self.assertEqual(job.result, 42)
+
+    def test_stop_lets_the_running_job_finish_and_forgets_the_dispatcher(
+            self):
+        previous = signal.getsignal(signal.SIGTERM)
+        dispatcher = self.start()
+        self.assertIsNot(signal.getsignal(signal.SIGTERM), previous)
+        reader = Reader(self.db)
+        self.addCleanup(reader.close)
+        wait_until(lambda: interfaces.KEY in reader.root())
+        queue = interfaces.IQueue(reader.conn)
+        job = queue.put(zc.asynchronous.job.Job(time.sleep, 1))
+        reader.tm.commit()
+        reader.tm.begin()
+        wait_until(lambda: reader.root() is not None
+                   and job.status == interfaces.ACTIVE)
+        configure.stop(10)
+        self.assertIsNone(zc.asynchronous.dispatcher.get())
+        self.assertFalse(dispatcher.activated)
+        self.assertFalse(dispatcher.thread.is_alive())
+        self.assertIs(signal.getsignal(signal.SIGTERM), previous)
+        reader.root()
+        self.assertEqual(job.status, interfaces.COMPLETED)
+        configure.stop()  # nothing to stop
 
     def test_db_name_puts_the_queues_in_that_database(self):
         databases = {}
