@@ -19,9 +19,9 @@ It registers the default-queue adapters (``IQueue(obj)`` and
 (fired by ``zope.app.appsetup`` when the site's database opens), a queue
 installer and a threaded dispatcher installer (whose dispatcher also stops
 when the process exits: see :mod:`zc.async.shutdown`); agent ``'main'`` is
-added by a subscriber of ``IDispatcherActivated``.  With 1.5's default settings these are the
-pre-built installers of :mod:`zc.async.subscribers`, so a policy file
-registers exactly what zc.async 1.5's did.
+added by a subscriber of ``IDispatcherActivated``.  With 1.5's default
+settings these are the pre-built installers of :mod:`zc.async.subscribers`,
+so a policy file registers exactly what zc.async 1.5's did.
 
 The directive checks its arguments when the configuration is processed: an
 unknown policy, a ``multidb`` policy without a database name, or two

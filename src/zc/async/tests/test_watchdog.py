@@ -128,6 +128,11 @@ class WatchdogTestCase(DispatcherTestCase):
     def wait_started(self, name):
         self.assertTrue(event('started ' + name).wait(10), name)
 
+    def assertOverLimit(self, job, limit):
+        return self.assertStopped(
+            job, interfaces.TimeLimitExceeded,
+            'it ran longer than its time limit of %s' % (limit,))
+
     def assertStopped(self, job, error, message):
         result = testing.wait_for_result(job, 10)
         self.assertIsNotNone(result.check(error), result)
@@ -140,9 +145,7 @@ class TimeLimitTests(WatchdogTestCase):
     def test_a_looping_job_fails_and_its_slot_runs_the_next_job(self):
         job = self.put(spin, 'loop', time_limit=SECOND / 5)
         following = self.put(double, 21)
-        self.assertStopped(job, interfaces.TimeLimitExceeded,
-                           'it ran longer than its time limit of '
-                           '0:00:00.200000')
+        self.assertOverLimit(job, '0:00:00.200000')
         self.assertEqual(testing.wait_for_result(following), 42)
         message = ('stopping %r in a worker thread of agent \'main\': it ran '
                    'longer than its time limit of 0:00:00.200000' % (job,))
@@ -152,9 +155,7 @@ class TimeLimitTests(WatchdogTestCase):
 
     def test_a_job_that_swallows_the_exception_fails_all_the_same(self):
         job = self.put(swallows, time_limit=SECOND / 10)
-        self.assertStopped(job, interfaces.TimeLimitExceeded,
-                           'it ran longer than its time limit of '
-                           '0:00:00.100000')
+        self.assertOverLimit(job, '0:00:00.100000')
         self.assertEqual(seen, ['TimeLimitExceeded'])
 
     def test_a_job_that_returns_in_time_succeeds(self):
@@ -177,9 +178,7 @@ class TimeLimitTests(WatchdogTestCase):
         following = self.put(double, 21)
         # The job is failed from another thread; a new thread takes the
         # slot of the stuck one and runs the next job.
-        self.assertStopped(job, interfaces.TimeLimitExceeded,
-                           'it ran longer than its time limit of '
-                           '0:00:00.200000')
+        self.assertOverLimit(job, '0:00:00.200000')
         self.assertEqual(testing.wait_for_result(following), 42)
         self.assertEqual(self.running.call(lambda: (
             stuck_thread in pool.threads, pool.abandoned)),
@@ -215,9 +214,7 @@ class AgentTimeLimitTests(WatchdogTestCase):
 
     def test_jobs_without_a_limit_get_the_agent_s(self):
         job = self.put(spin, 'loop')
-        self.assertStopped(job, interfaces.TimeLimitExceeded,
-                           'it ran longer than its time limit of '
-                           '0:00:00.200000')
+        self.assertOverLimit(job, '0:00:00.200000')
 
     def test_a_job_s_own_limit_wins_and_callbacks_have_none(self):
         job = self.queue.put(zc.asynchronous.job.Job(lingers, 0.4),
