@@ -82,6 +82,8 @@ def build_parser():
     add_worker_parser(commands)
     from .clidb import add_db_parsers
     add_db_parsers(commands)
+    from .cliupgrade import add_upgrade_parsers
+    add_upgrade_parsers(commands)
     return parser
 
 
