@@ -149,11 +149,15 @@ def _upgrade_queue(name, queue, report, done):
                 agent_name, uuid, name)
             _checked_jobs(agent, report, 'held by ' + where)
             _describe_held(agent, where, report)
-            converted = _convert_completed(agent.completed)
+            converted = _convert_completed(
+                agent.completed, report, 'completed by ' + where)
             if converted is not None:
+                moved, left = converted
                 report.converted(
-                    "%s: 1.5's completed-job store, %d jobs re-keyed",
-                    where, converted)
+                    "%s: 1.5's completed-job store, %d jobs re-keyed%s",
+                    where, moved, '' if not left else
+                    ' (%d that cannot be loaded stay in the 1.5 store, '
+                    'unread, until a run that can load them)' % (left,))
             completed, failed = _checked_jobs(
                 agent.completed, report, 'completed by ' + where)
             report.note('%s: %d completed jobs (%d failed)', where,
@@ -208,13 +212,14 @@ def _rekey_scheduled(queue):
     return True
 
 
-def _convert_completed(store):
+def _convert_completed(store, report, where):
     """Move the jobs of a 1.5 completed-job store into its buckets.
 
     The 1.5 store keeps a :class:`zc.async.legacy.PeriodicForest` in
-    ``_data``; each of its trees goes to the bucket of the same age, each
-    job re-keyed (its ``key`` too).  Returns the number of jobs moved, or
-    None for a store that is not 1.5's.
+    ``_data``; the jobs of each of its trees go to the bucket of the same
+    age, re-keyed (their ``key`` too).  A job that cannot be loaded (so
+    not stored again) stays in the forest, and is reported.  Returns the
+    numbers of jobs moved and left, or None for a store that is not 1.5's.
     """
     store._p_activate()  # its __dict__ is read
     forest = store.__dict__.get('_data')
@@ -227,22 +232,29 @@ def _convert_completed(store):
             store._rotated = forest.last_rotation
     if forest._period:
         store.period = forest._period
-    parent = store.__dict__.pop('__parent__', None)  # 1.5's attribute
-    if store.parent is None:
-        store.parent = parent
-    moved = 0
+    if '__parent__' in store.__dict__:  # 1.5's attribute
+        store.parent = store.__dict__.pop('__parent__')
+    moved = left = 0
     for age, tree in enumerate(trees):
         bucket = store._buckets[min(age, len(store._buckets) - 1)]
-        for key, job in tree.items():
+        for key, job in list(tree.items()):
+            problems = _problems(job, set())
+            if problems:
+                report.unloadable.extend(
+                    '%s: %s' % (where, problem) for problem in problems)
+                left += 1
+                continue
             new = key_from_15(key)
             while any(new in other for other in store._buckets):
                 new -= 1  # taken: sort as added just after
+            del tree[key]
             bucket[new] = job
             job.key = new
             moved += 1
     store._len.change(moved)
-    del store._data
-    return moved
+    if not left:
+        del store._data
+    return moved, left
 
 
 # ------------------------------------------------------------ loading
