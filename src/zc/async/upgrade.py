@@ -94,13 +94,15 @@ class Report:
         if self.unloadable:
             lines.append('could not load:')
             lines.extend('  ' + line for line in self.unloadable)
+        count = '%d conversion%s' % (
+            self.conversions, '' if self.conversions == 1 else 's')
         if not self.conversions:
             lines.append('nothing to convert')
         elif self.check:
-            lines.append('%d conversions needed; nothing was committed '
-                         '(--check)' % self.conversions)
+            lines.append('%s needed; nothing was committed (--check)'
+                         % count)
         else:
-            lines.append('%d conversions committed' % self.conversions)
+            lines.append('%s committed' % count)
         return '\n'.join(lines)
 
 

@@ -181,13 +181,13 @@ class UpgradeCommandTests(Upgrade15TestCase):
             "would convert: %s: 1.5's completed-job store, 18 jobs re-keyed"
             % (where,),
             '%s: 18 completed jobs (2 failed)' % (where,),
-            '1 conversions needed; nothing was committed (--check)'])
+            '1 conversion needed; nothing was committed (--check)'])
         self.assertEqual(os.path.getsize(self.path), size)
 
         out = self.upgrade()
         self.assertIn("converted: %s: 1.5's completed-job store, 18 jobs "
                       're-keyed' % (where,), out)
-        self.assertTrue(out.endswith('1 conversions committed\n'), out)
+        self.assertTrue(out.endswith('1 conversion committed\n'), out)
         size = os.path.getsize(self.path)
 
         out = self.upgrade()
