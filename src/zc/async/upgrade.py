@@ -68,7 +68,8 @@ class Report:
 
     ``lines`` describe the database and each conversion; ``unloadable``
     lists what could not be loaded (with why); ``conversions`` counts the
-    conversions made (or, with ``check``, needed).
+    conversions made (or, with ``check``, needed); ``queues`` the queues
+    found.
     """
 
     def __init__(self, check):
@@ -76,6 +77,7 @@ class Report:
         self.lines = []
         self.unloadable = []
         self.conversions = 0
+        self.queues = 0
 
     def note(self, text, *args):
         self.lines.append(text % args)
@@ -87,7 +89,8 @@ class Report:
 
     def as_dict(self):
         return {'check': self.check, 'conversions': self.conversions,
-                'lines': self.lines, 'unloadable': self.unloadable}
+                'queues': self.queues, 'lines': self.lines,
+                'unloadable': self.unloadable}
 
     def text(self):
         lines = list(self.lines)
@@ -136,6 +139,7 @@ def upgrade(conn, check=False):
 
 
 def _upgrade_queue(name, queue, report, done):
+    report.queues += 1
     pending, failed = _checked_jobs(
         queue, report, 'pending in queue %r' % (name,))
     report.note('queue %r: %d pending jobs', name, pending)

@@ -4,10 +4,16 @@
 Each 1.5 layout is made as zodbupdate leaves it: the classes renamed by
 :data:`zc.async.upgrade.RENAMES`, Python 2 strings decoded.
 """
+import contextlib
 import datetime
 import importlib
 import importlib.metadata
+import io
+import json
+import os
+import shutil
 import sys
+import tempfile
 import types
 import unittest
 import unittest.mock
@@ -18,6 +24,7 @@ import transaction
 import ZODB
 import ZODB.utils
 
+from zc.asynchronous import cli
 from zc.asynchronous import interfaces
 from zc.asynchronous import job as jobmodule
 from zc.asynchronous import legacy
@@ -337,6 +344,7 @@ class ReportTests(UpgradeTestCase):
         self.assertEqual(report.text(), (
             "no zc.async queues in this database (root key 'zc.async' "
             'missing)\nnothing to convert'))
+        self.assertEqual(report.queues, 0)
 
     def test_pending_held_and_failed_jobs(self):
         self.queue.put(jobmodule.Job(double, 1))
@@ -353,3 +361,48 @@ class ReportTests(UpgradeTestCase):
             % (UUID,),
             '%s: 1 completed jobs (1 failed)' % (where,),
             'nothing to convert'])
+
+
+class CommandTests(unittest.TestCase):
+    """``zc-async upgrade``'s options and exit statuses, in process."""
+
+    def setUp(self):
+        self.directory = tempfile.mkdtemp(prefix='zc.async-upgrade-')
+        self.addCleanup(shutil.rmtree, self.directory)
+        self.path = os.path.join(self.directory, 'Data.fs')
+
+    def run_cli(self, *args):
+        out, err = io.StringIO(), io.StringIO()
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            code = cli.main(['upgrade', 'file://' + self.path, *args])
+        return code, out.getvalue(), err.getvalue()
+
+    def test_a_database_without_queues_is_worth_a_look(self):
+        ZODB.DB(self.path).close()
+        self.assertEqual(self.run_cli(), (1, (
+            "no zc.async queues in this database (root key 'zc.async' "
+            'missing)\nnothing to convert\n'), ''))
+
+    def test_a_zc_async_2_database_needs_nothing(self):
+        db = ZODB.DB(self.path)
+        with db.transaction() as conn:
+            queues = conn.root()[interfaces.KEY] = queuemodule.Queues()
+            queues[''] = queuemodule.Queue()
+        db.close()
+        for options in ((), ('--check',)):
+            code, out, err = self.run_cli(*options)
+            self.assertEqual((code, err), (0, ''), options)
+            self.assertEqual(out, "queue '': 0 pending jobs\n"
+                                  'nothing to convert\n')
+        code, out, err = self.run_cli('--json')
+        self.assertEqual(json.loads(out), {
+            'check': False, 'conversions': 0, 'queues': 1,
+            'lines': ["queue '': 0 pending jobs"], 'unloadable': []})
+
+    def test_the_help_names_the_step(self):
+        out = io.StringIO()
+        with contextlib.redirect_stdout(out), self.assertRaises(SystemExit):
+            cli.main(['upgrade', '--help'])
+        self.assertIn('Step 2 of upgrading a zc.async 1.5 database',
+                      ' '.join(out.getvalue().split()))
+        self.assertIn('--check', out.getvalue())

@@ -199,6 +199,18 @@ class UpgradeCommandTests(Upgrade15TestCase):
         self.assertEqual(code, 1, out + err)  # jobs15 cannot be imported
         self.assertIn('nothing to convert', out)
 
+    def test_refuses_a_database_that_zodbupdate_did_not_convert(self):
+        code, out, err = self.zc_async('upgrade', self.uri)
+        self.assertEqual((code, out), (2, ''), err)
+        self.assertEqual(err, (
+            'zc-async upgrade: error: %s is a Python 2 FileStorage: convert '
+            'it first with "zodbupdate --convert-py3 --encoding utf-8 --file '
+            '%s" (see the chapter "Upgrading a 1.5 database")\n'
+            % (self.path, self.path)))
+        with open(self.path, 'rb') as copy, open(
+                os.path.join(DATA, 'Data.fs'), 'rb') as original:
+            self.assertEqual(copy.read(), original.read())
+
     def test_reports_what_cannot_be_loaded(self):
         self.zodbupdate()
         code, out, err = self.zc_async('upgrade', self.uri, '--json',
