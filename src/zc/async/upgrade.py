@@ -63,6 +63,13 @@ def key_from_15(key):
 
 # --------------------------------------------------------------- report
 
+UNLOADABLE_HINT = (
+    '(What names a module that cannot be imported needs the application '
+    'installed here; run zc-async upgrade again then.  Records that cannot '
+    'be read at all mean that zodbupdate failed: start again from the '
+    'backup, with "zodbupdate --convert-py3 --encoding utf-8".)')
+
+
 class Report:
     """What :func:`upgrade` found and did, as lines for people.
 
@@ -97,6 +104,7 @@ class Report:
         if self.unloadable:
             lines.append('could not load:')
             lines.extend('  ' + line for line in self.unloadable)
+            lines.append(UNLOADABLE_HINT)
         count = '%d conversion%s' % (
             self.conversions, '' if self.conversions == 1 else 's')
         if not self.conversions:
@@ -128,14 +136,33 @@ def upgrade(conn, check=False):
         else:
             tm.commit()
 
-    root = conn.root()
-    if interfaces.KEY not in root:
-        report.note('no zc.async queues in this database (root key %r '
-                    'missing)', interfaces.KEY)
+    try:
+        root = conn.root()
+        if interfaces.KEY not in root:
+            report.note('no zc.async queues in this database (root key %r '
+                        'missing)', interfaces.KEY)
+            return report
+        queues = sorted(root[interfaces.KEY].items())
+    except Exception as e:  # zodbupdate failed, say
+        tm.abort()
+        report.unloadable.append('the queues: %s' % (_error_text(e),))
         return report
-    for name, queue in sorted(root[interfaces.KEY].items()):
-        _upgrade_queue(name, queue, report, done)
+    for name, queue in queues:
+        try:
+            _upgrade_queue(name, queue, report, done)
+        except Exception as e:
+            tm.abort()
+            report.unloadable.append('queue %r: %s' % (name, _error_text(e)))
     return report
+
+
+def _error_text(error):
+    """``error``'s class and message, and those of its cause."""
+    text = '%s: %s' % (type(error).__name__, error)
+    cause = error.__cause__ or error.__context__
+    if cause is not None:
+        text += ' (%s: %s)' % (type(cause).__name__, cause)
+    return text
 
 
 def _upgrade_queue(name, queue, report, done):
@@ -280,8 +307,8 @@ def _checked_jobs(jobs, report, where):
             if not problems and isFailure(job.result):
                 failed += 1
     except Exception as e:  # a store that cannot even be iterated
-        report.unloadable.append('%s: after %d jobs: %s: %s' % (
-            where, count, type(e).__name__, e))
+        report.unloadable.append('%s: after %d jobs: %s' % (
+            where, count, _error_text(e)))
     return count, failed
 
 
@@ -301,7 +328,7 @@ def _problems(job, seen):
                   for key, value in job.kwargs.items()]
         callbacks = list(job.callbacks)
     except Exception as e:
-        return ['%s: %s: %s' % (name, type(e).__name__, e)]
+        return ['%s: %s' % (name, _error_text(e))]
     problems = ['%s: %s is %s' % (name, what, broken)
                 for what, value in parts
                 for broken in _broken(value)]

@@ -211,6 +211,20 @@ class UpgradeCommandTests(Upgrade15TestCase):
                 os.path.join(DATA, 'Data.fs'), 'rb') as original:
             self.assertEqual(copy.read(), original.read())
 
+    def test_reports_a_zodbupdate_without_encoding(self):
+        code, out, err = self.run_command(
+            script('zodbupdate'), '--convert-py3', '--file', 'Data.fs')
+        self.assertNotEqual(code, 0, out + err)
+        self.assertIn('Stopped processing', err)
+        code, out, err = self.zc_async('upgrade', self.uri, '--json')
+        self.assertEqual(code, 1, out + err)
+        report = json.loads(out)
+        self.assertTrue(report['unloadable'])
+        for line in report['unloadable']:
+            self.assertIn('StateLoadError:  (UnicodeDecodeError: ', line)
+        code, out, err = self.zc_async('upgrade', self.uri)
+        self.assertIn('zodbupdate failed: start again from the backup', out)
+
     def test_reports_what_cannot_be_loaded(self):
         self.zodbupdate()
         code, out, err = self.zc_async('upgrade', self.uri, '--json',
