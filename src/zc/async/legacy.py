@@ -1,6 +1,7 @@
 """What old pickles need: helpers of zc.async before 1.4, and the Python 2
 names and zope.bforest state that 1.5 databases hold."""
 import _compat_pickle  # the standard library's Python 2 -> 3 pickle names
+import datetime
 import importlib
 
 import persistent
@@ -68,6 +69,20 @@ def python3_qual(dotted):
     if found is None:
         return dotted
     return '%s.%s' % (found.__module__, found.__qualname__)
+
+
+def long_to_dt15(key):
+    """The UTC datetime that a 1.5 completed-job key encodes.
+
+    1.5 packed ``datetime.max - dt`` as days, seconds and microseconds
+    (bits 41 and up, 24-40, 4-23), the four low bits breaking ties;
+    zc.async 2 counts microseconds (:func:`zc.async.utils.dt_to_long`).
+    """
+    micros = (key >> 4) & (2 ** 20 - 1)
+    seconds = (key >> 24) & (2 ** 17 - 1)
+    days = key >> 41
+    return (datetime.datetime.max - datetime.timedelta(days, seconds, micros)
+            ).replace(tzinfo=datetime.timezone.utc)
 
 
 class PeriodicForest(persistent.Persistent):

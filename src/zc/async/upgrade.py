@@ -14,8 +14,6 @@ With the 1.5 workers stopped and a backup made, two commands do it:
 
 :func:`upgrade` is idempotent: a second run finds nothing to convert.
 """
-import datetime
-
 import BTrees.OOBTree
 import ZODB.broken
 import ZODB.utils
@@ -24,6 +22,7 @@ from . import interfaces
 from . import legacy
 from . import utils
 from .job import isFailure
+from .queue import _scheduled_key
 
 #: The class renames zodbupdate applies (``'module Name'`` strings), read
 #: through the ``zodbupdate`` entry point of setup.py.
@@ -38,27 +37,10 @@ RENAMES.update(
 
 # ------------------------------------------------------------- 1.5 keys
 
-_DAYS_SHIFT, _SECONDS_SHIFT, _MICROS_SHIFT = 41, 24, 4
-
-
-def long_to_dt15(key):
-    """The UTC datetime that a 1.5 completed-job key encodes.
-
-    1.5 packed ``datetime.max - dt`` as days, seconds and microseconds
-    (bits 41 and up, 24-40, 4-23), the four low bits breaking ties;
-    zc.async 2 counts microseconds instead (:func:`zc.async.utils.dt_to_long`).
-    """
-    micros = (key >> _MICROS_SHIFT) & (2 ** 20 - 1)
-    seconds = (key >> _SECONDS_SHIFT) & (2 ** 17 - 1)
-    days = key >> _DAYS_SHIFT
-    return (datetime.datetime.max - datetime.timedelta(days, seconds, micros)
-            ).replace(tzinfo=utils.UTC)
-
-
 def key_from_15(key):
     """The zc.async 2 key of the same time as the 1.5 ``key``; the four
     tie-breaking bits are kept."""
-    return utils.dt_to_long(long_to_dt15(key)) + (key & 15)
+    return utils.dt_to_long(legacy.long_to_dt15(key)) + (key & 15)
 
 
 # --------------------------------------------------------------- report
@@ -167,7 +149,7 @@ def _error_text(error):
 
 def _upgrade_queue(name, queue, report, done):
     report.queues += 1
-    pending, failed = _checked_jobs(
+    pending, _ = _checked_jobs(
         queue, report, 'pending in queue %r' % (name,))
     report.note('queue %r: %d pending jobs', name, pending)
     if _rekey_scheduled(queue):
@@ -233,7 +215,6 @@ def _rekey_scheduled(queue):
     since text and bytes keys cannot be compared.  Returns whether a key
     changed.
     """
-    from .queue import _scheduled_key
     held = queue._held
     items = list(held.items())
     if all(key == _scheduled_key(job) for key, job in items):

@@ -29,6 +29,7 @@ import ZODB.POSException
 import ZODB.utils
 
 from . import interfaces
+from . import legacy
 
 log = logging.getLogger('zc.async.events')
 tracelog = logging.getLogger('zc.async.trace')
@@ -97,8 +98,20 @@ def dt_to_long(dt):
     return (micros + delta.microseconds) << _TIE_BITS
 
 
+# The largest key of :func:`dt_to_long`; 1.5's keys (of the same times)
+# are larger.
+_MAX_KEY = ((_LATEST - datetime.datetime.min.replace(tzinfo=UTC))
+            // datetime.timedelta(microseconds=1)) << _TIE_BITS | 15
+
+
 def long_to_dt(key):
-    """Decode a :func:`dt_to_long` key (tie-break bits ignored); aware UTC."""
+    """Decode a :func:`dt_to_long` key (tie-break bits ignored); aware UTC.
+
+    A larger key is one of 1.5's, which ``zc-async upgrade`` converts (see
+    :func:`zc.async.legacy.long_to_dt15`).
+    """
+    if key > _MAX_KEY:
+        return legacy.long_to_dt15(key)
     return _LATEST - datetime.timedelta(microseconds=int(key) >> _TIE_BITS)
 
 

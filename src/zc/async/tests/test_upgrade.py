@@ -71,9 +71,20 @@ class KeyTests(unittest.TestCase):
 
     def test_1_5_keys_decode_to_their_time(self):
         when = datetime.datetime(2026, 12, 7, 10, 29, 22, 628327, tzinfo=UTC)
-        self.assertEqual(upgrade.long_to_dt15(key15(when)), when)
+        self.assertEqual(legacy.long_to_dt15(key15(when)), when)
         # A key of the real 1.5 database (job 0x21).
-        self.assertEqual(upgrade.long_to_dt15(6403780836538891663), when)
+        self.assertEqual(legacy.long_to_dt15(6403780836538891663), when)
+
+    def test_1_5_keys_are_read_before_the_upgrade(self):
+        for when in (datetime.datetime(1970, 1, 1, tzinfo=UTC),
+                     datetime.datetime(2026, 12, 7, 10, 29, tzinfo=UTC),
+                     datetime.datetime(2200, 1, 1, tzinfo=UTC)):
+            self.assertEqual(utils.long_to_dt(key15(when)), when)
+            self.assertEqual(utils.long_to_dt(utils.dt_to_long(when)), when)
+        for extreme in (datetime.datetime.min, datetime.datetime.max):
+            extreme = extreme.replace(tzinfo=UTC)
+            self.assertEqual(
+                utils.long_to_dt(utils.dt_to_long(extreme) + 15), extreme)
 
     def test_converted_keys_keep_time_order_and_tie_bits(self):
         early = datetime.datetime(2020, 1, 1, tzinfo=UTC)
