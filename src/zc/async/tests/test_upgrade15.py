@@ -29,6 +29,7 @@ import ZODB.utils
 from zc.asynchronous import interfaces
 from zc.asynchronous import monitordb
 from zc.asynchronous import utils
+from zc.asynchronous import webapi
 from zc.asynchronous.tests import processes
 from zc.asynchronous.tests.test_monitorserver import session
 
@@ -256,6 +257,26 @@ class UpgradeCommandTests(Upgrade15TestCase):
             % (where,), out)
         out = self.upgrade()
         self.assertTrue(out.endswith('nothing to convert\n'), out)
+
+    def test_readers_work_before_zc_async_upgrade(self):
+        # Step 2 forgotten: the tools still work; 1.5's completed jobs are
+        # not listed until it runs, but each can be described.
+        self.zodbupdate()
+
+        def check(root):
+            conn = root._p_jar
+            overview = webapi.overview(conn)
+            self.assertEqual(overview['queues']['']['counts']['pending'], 14)
+            self.assertEqual(overview['queues']['']['counts']['completed'],
+                             0)
+            summary = monitordb.job(conn, oid_of('fail', 'completed'))
+            self.assertTrue(summary['failed'])
+            self.assertEqual(str(summary['initial callbacks end']),
+                             '2026-12-07 10:29:23.652705+00:00')
+        self.read(check)
+        code, out, err = self.zc_async('jobs', self.uri)
+        self.assertEqual((code, err), (0, ''), out)
+        self.assertIn('active', out)
 
     def test_the_api_reads_the_upgraded_database(self):
         self.zodbupdate()
