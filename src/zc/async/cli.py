@@ -84,6 +84,8 @@ def build_parser():
     add_db_parsers(commands)
     from .cliput import add_put_parser
     add_put_parser(commands)
+    from .cliupgrade import add_upgrade_parsers
+    add_upgrade_parsers(commands)
     return parser
 
 

@@ -166,10 +166,13 @@ def _fail(name, error):
     return EXIT_ERROR
 
 
-def open_database(uri, connect_timeout=worker.DEFAULT_CONNECT_TIMEOUT):
-    """Open the database, read only when the URI scheme allows it."""
+def open_database(uri, connect_timeout=worker.DEFAULT_CONNECT_TIMEOUT,
+                  read_only=True):
+    """Open the database, read only (unless told otherwise) when the URI
+    scheme allows it."""
     scheme = uri.split('://', 1)[0] if '://' in uri else None
-    if scheme in _READ_ONLY_SCHEMES and 'read_only=' not in uri:
+    if (read_only and scheme in _READ_ONLY_SCHEMES
+            and 'read_only=' not in uri):
         uri += ('&' if '?' in uri else '?') + 'read_only=1'
     return worker.open_database(uri, connect_timeout)
 
