@@ -8,9 +8,10 @@ Usage (from the checkout, with only ``python3`` installed)::
     python3 bootstrap.py test [ARGS]    # ... then run bin/test ARGS
 
 It makes the virtual environment ``.venv`` (standard ``venv``), installs
-zc.buildout and this package (editable, with its ``test`` extra) there, and
-runs buildout on ``buildout.cfg``, which makes ``bin/test``, ``bin/zc-async``
-and the interpreter ``bin/py``.  Buildout takes the dependencies from
+zc.buildout and this package (editable, with its extras ``test``, ``grok``,
+``relstorage``, ``metrics`` and ``upgrade``) there, and runs buildout on
+``buildout.cfg``, which makes ``bin/test``, ``bin/zc-async`` and the
+interpreter ``bin/py``.  Buildout takes the dependencies from
 ``.venv``, so ``.venv/bin/python`` (which tests use for subprocesses) and the
 ``bin/`` scripts see the same packages.  The installation steps run again
 only when ``buildout.cfg``, ``setup.py`` or this file changed, so re-running
@@ -69,7 +70,8 @@ def ensure_installed():
             os.path.exists(os.path.join(BIN, name)) for name in SCRIPTS):
         return
     run(venv_script('python'), '-m', 'pip', 'install', '--quiet',
-        BUILDOUT_REQUIREMENT, '--editable', HERE + '[test,grok,relstorage,metrics]')
+        BUILDOUT_REQUIREMENT, '--editable',
+        HERE + '[test,grok,relstorage,metrics,upgrade]')
     run(venv_script('buildout'), '-c', os.path.join(HERE, 'buildout.cfg'))
     with open(STAMP, 'w') as f:
         f.write(digest)

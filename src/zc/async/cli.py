@@ -82,6 +82,10 @@ def build_parser():
     add_worker_parser(commands)
     from .clidb import add_db_parsers
     add_db_parsers(commands)
+    from .cliput import add_put_parser
+    add_put_parser(commands)
+    from .cliupgrade import add_upgrade_parsers
+    add_upgrade_parsers(commands)
     from .cliabort import add_abort_parser
     add_abort_parser(commands)
     return parser

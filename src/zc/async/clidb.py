@@ -122,15 +122,15 @@ def _add_common(parser):
 def _runner(name, command, write=False):
     """The runner of subcommand ``name``: open the database, print the
     text of ``command(options, conn)`` or one error line; return the exit
-    status.  ``write``: open the database for writing too, and commit what
-    the command changed (retrying conflicts)."""
+    status.  With ``write``, the database is opened for writing and the
+    command's transaction committed (nothing is, if the command raises)."""
     name = 'zc-async ' + name
-    opener = worker.open_database if write else open_database
 
     def run(options):
         try:
             worker.import_modules(options.imports)
-            db = opener(options.uri, options.connect_timeout)
+            db = (worker.open_database if write else open_database)(
+                options.uri, options.connect_timeout)
         except worker.WorkerError as e:
             return _fail(name, e)
         try:
@@ -145,19 +145,19 @@ def _runner(name, command, write=False):
 
 
 def _answer(db, command, options, write=False):
-    """``command(options, conn)`` with a private connection to ``db``,
-    committed if ``write``, else aborted."""
-    conn = db.open(transaction_manager=transaction.TransactionManager())
-    tm = conn.transaction_manager
+    """``command(options, conn)`` with a private connection to ``db``;
+    committed with ``write`` (retrying conflicts), else aborted."""
+    tm = transaction.TransactionManager()
+    conn = db.open(transaction_manager=tm)
     try:
         if not write:
             return command(options, conn)
-        for attempt in tm.attempts(5):
+        for attempt in tm.attempts():
             with attempt:
                 answer = command(options, conn)
         return answer
     finally:
-        tm.abort()
+        tm.abort()  # after a commit, a no-op
         conn.close()
 
 
@@ -166,10 +166,13 @@ def _fail(name, error):
     return EXIT_ERROR
 
 
-def open_database(uri, connect_timeout=worker.DEFAULT_CONNECT_TIMEOUT):
-    """Open the database, read only when the URI scheme allows it."""
+def open_database(uri, connect_timeout=worker.DEFAULT_CONNECT_TIMEOUT,
+                  read_only=True):
+    """Open the database, read only (unless told otherwise) when the URI
+    scheme allows it."""
     scheme = uri.split('://', 1)[0] if '://' in uri else None
-    if scheme in _READ_ONLY_SCHEMES and 'read_only=' not in uri:
+    if (read_only and scheme in _READ_ONLY_SCHEMES
+            and 'read_only=' not in uri):
         uri += ('&' if '?' in uri else '?') + 'read_only=1'
     return worker.open_database(uri, connect_timeout)
 

@@ -46,6 +46,7 @@ import threading
 import transaction
 import ZODB.utils
 
+from . import coroutines
 from . import interfaces
 from . import utils
 
@@ -75,14 +76,15 @@ class _Current(threading.local):
 _current = _Current()
 
 
-def watched(job):
-    """``job.callable``, or in a dispatcher's worker thread that is not
-    calling another job's callable already, a callable that calls it
-    watched (:meth:`Slot.call`)."""
+def watched(job, func):
+    """``func`` (``job``'s callable, or what runs the coroutine it
+    returned), or in a dispatcher's worker thread that is not calling
+    another job's callable already, a callable that calls it watched
+    (:meth:`Slot.call`)."""
     slot = _current.slot
     if slot is None or slot.calling or job._p_jar is None:
-        return job.callable
-    return functools.partial(slot.call, job)
+        return func
+    return functools.partial(slot.call, job, func)
 
 
 def abort_requested(job=None):
@@ -166,8 +168,8 @@ class Slot:
     def _report(self, method, *args):
         self.pool.dispatcher.reactor.callFromThread(method, *args)
 
-    def call(self, job, *args, **kwargs):
-        """Call ``job.callable(*args, **kwargs)``, watched."""
+    def call(self, job, func, *args, **kwargs):
+        """Call ``func(*args, **kwargs)`` for ``job``, watched."""
         token = limit = None
         try:
             if getattr(job, 'abort_requested', False):
@@ -186,7 +188,7 @@ class Slot:
             if limit is not None:
                 self._report(self.pool.dispatcher.watchdog.arm,
                              self, token, limit)
-            return job.callable(*args, **kwargs)
+            return func(*args, **kwargs)
         finally:
             # No Python call before the lock is held: the exception, if it
             # comes now, must not escape this.  Once ``calling`` is false
@@ -209,8 +211,12 @@ class Slot:
                 raise stop from error
 
     def interrupt(self, token, error, abort=False):
-        """(Any thread) Raise ``error`` in the thread if it still runs call
-        ``token``, unless something was raised already; say whether."""
+        """(Any thread) Stop call ``token`` of the thread with ``error`` if
+        it still runs, unless it was stopped already; say whether.
+
+        A coroutine job is cancelled (:func:`zc.async.coroutines.interrupt`);
+        in other jobs the error's class is raised asynchronously.
+        """
         with self.lock:
             if (token != self.token or not self.calling
                     or self.stop is not None):
@@ -218,7 +224,8 @@ class Slot:
             self.stop = error
             if abort:
                 self.abort_requested = True
-            _SetAsyncExc(self._ident, ctypes.py_object(type(error)))
+            if not coroutines.interrupt(self.thread.ident, error):
+                _SetAsyncExc(self._ident, ctypes.py_object(type(error)))
             return True
 
     def abandon(self, token):
