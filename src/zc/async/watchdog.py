@@ -20,7 +20,11 @@ which job's callable it is calling, and each dispatcher a :class:`Watchdog`
   The job's transaction is aborted and its retry policy's ``jobError``
   decides, as for any error of its callable: the default policies fail
   the job with that error.  Code in the job may look at
-  ``zc.async.local.isAbortRequested()``; the job fails either way.
+  ``zc.async.local.isAbortRequested()``; the job fails either way.  A
+  coroutine job (``async def``) is stopped by cancelling its task instead
+  (:func:`zc.async.coroutines.interrupt`): the coroutine gets a
+  ``CancelledError`` at its next ``await``, and the job fails with the
+  error even if the coroutine swallows the cancellation.
 
 **What an asynchronous exception cannot do.**  It is raised when the thread
 next runs Python code.  A loop in Python stops at once, but a thread in a

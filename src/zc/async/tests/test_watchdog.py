@@ -70,6 +70,23 @@ def swallows():
     return 'returned'
 
 
+async def waits_forever():
+    """A coroutine job: awaits until cancelled."""
+    import asyncio
+    event('started coroutine').set()
+    while True:
+        await asyncio.sleep(0.005)
+
+
+async def swallows_cancellation():
+    import asyncio
+    try:
+        await asyncio.sleep(30)
+    except asyncio.CancelledError:
+        seen.append('cancelled')
+    return 'swallowed'
+
+
 def lingers(seconds):
     time.sleep(seconds)
     return seconds
@@ -158,6 +175,13 @@ class TimeLimitTests(WatchdogTestCase):
         self.assertOverLimit(job, '0:00:00.100000')
         self.assertEqual(seen, ['TimeLimitExceeded'])
 
+    def test_a_coroutine_job_is_cancelled(self):
+        job = self.put(waits_forever, time_limit=SECOND / 5)
+        self.assertOverLimit(job, '0:00:00.200000')
+        job = self.put(swallows_cancellation, time_limit=SECOND / 5)
+        self.assertOverLimit(job, '0:00:00.200000')  # all the same
+        self.assertEqual(seen, ['cancelled'])
+
     def test_a_job_that_returns_in_time_succeeds(self):
         job = self.put(lingers, 0.1, time_limit=SECOND * 10)
         self.assertEqual(testing.wait_for_result(job), 0.1)
@@ -241,6 +265,13 @@ class AbortTests(WatchdogTestCase):
         self.assertStopped(job, interfaces.AbortRequested,
                            'its abort was requested')
         self.assertIn('zc.async.abort_requested', job.annotations)
+
+    def test_a_running_coroutine_job_is_cancelled(self):
+        job = self.put(waits_forever)
+        self.wait_started('coroutine')
+        self.request(job)
+        self.assertStopped(job, interfaces.AbortRequested,
+                           'its abort was requested')
 
     def test_a_cooperative_job_returns_early_and_fails_all_the_same(self):
         job = self.put(cooperative)
