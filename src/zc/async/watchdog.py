@@ -383,7 +383,13 @@ class Watchdog:
 
     def _stop(self, slot, token, error, abort=False):
         """Raise ``error`` in call ``token`` of ``slot``; abandon the thread
-        if the call has not ended after :attr:`grace` seconds."""
+        if the call has not ended after :attr:`grace` seconds.
+
+        Not once the dispatcher is deactivated: the jobs still running then
+        were handed back, and what they do is dropped anyway.
+        """
+        if not self.dispatcher.activated:
+            return
         if not slot.interrupt(token, error, abort):
             return
         utils.log.info('stopping %s in a worker thread of agent %r: %s',
@@ -392,6 +398,8 @@ class Watchdog:
 
     def _abandon(self, slot, token):
         self._timers.pop(slot, None)
+        if not self.dispatcher.activated:
+            return  # handed back meanwhile (see _stop)
         found = slot.abandon(token)
         if found is None:
             return

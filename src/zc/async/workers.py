@@ -136,13 +136,8 @@ class AgentThreadPool:
 
     @property
     def busy(self):
-        """Whether a handed-off item is waiting or being worked on."""
-        return self.queue.unfinished_tasks > 0
-
-    @property
-    def working(self):
-        """Whether a handed-off item is waiting or being worked on by a
-        thread that was not abandoned."""
+        """Whether a handed-off item is waiting or being worked on (by a
+        thread that was not abandoned)."""
         return self.queue.unfinished_tasks > len(self.abandoned)
 
     def abandon(self, thread):

@@ -375,6 +375,7 @@ class ProcessTests(unittest.TestCase):
             [sys.executable, '-c', PROGRAM, self.directory, mode],
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
             env=env)
+        self.addCleanup(program.stdout.close)
         self.addCleanup(lambda: program.poll() is None and program.kill())
         self.assertEqual(program.stdout.readline(), 'started\n')
         return program
