@@ -42,7 +42,7 @@ from zc.asynchronous.tests import browser
 from zc.asynchronous.tests import processes
 from zc.asynchronous.tests import sandbox_jobs as jobs
 from zc.asynchronous.tests.live import DispatcherTestCase
-from zc.asynchronous.tests.test_web import ChromiumLayer, DashboardTestCase
+from zc.asynchronous.tests.test_web import BrowserTests, DashboardTestCase
 
 JOBS = 'zc.async.tests.sandbox_jobs'
 ITEM = JOBS + '.Item'
@@ -794,21 +794,14 @@ class DashboardSandboxTests(DashboardTestCase):
 
 
 @unittest.skipIf(browser.unavailable(), browser.unavailable())
-class DashboardSandboxBrowserTests(DashboardSandboxTests):
-    """The job page's replay and dry-run buttons, in headless Chromium."""
+class DashboardSandboxBrowserTests(DashboardSandboxTests, BrowserTests):
+    """The job page's replay and dry-run buttons, in headless Chromium
+    (the test suite runs only this class's own tests)."""
 
-    layer = ChromiumLayer
-
-    def setUp(self):
-        super().setUp()
-        if ChromiumLayer.browser is None:  # run without zope.testrunner
-            ChromiumLayer.setUp()
-            self.addCleanup(ChromiumLayer.tearDown)
-        self.browser = ChromiumLayer.browser
+    TESTS = ('test_buttons', 'test_hidden_unless_allowed')
 
     def open_job(self, job):
-        self.browser.open(self.base + '/jobs/%d' % (self.oid(job),))
-        self.browser.wait_for('document.body.dataset.refreshes >= 1')
+        self.open('/jobs/%d' % (self.oid(job),))
 
     def report_text(self):
         return self.browser.evaluate(
@@ -855,13 +848,13 @@ class DashboardSandboxBrowserTests(DashboardSandboxTests):
         self.assertTrue(self.browser.evaluate(
             'document.querySelector("#sandbox").hidden'))
 
-    test_replay_and_dry_run = test_refused_unless_allowed = None
-
 
 def test_suite():
     suite = unittest.TestSuite()
     for case in (SnapshotRecordingTests, TidTextTests, ReplayTests,
-                 DryRunTests, ZEOTests, RelStorageTests, DashboardSandboxTests,
-                 DashboardSandboxBrowserTests):
+                 DryRunTests, ZEOTests, RelStorageTests,
+                 DashboardSandboxTests):
         suite.addTest(unittest.defaultTestLoader.loadTestsFromTestCase(case))
+    suite.addTests(DashboardSandboxBrowserTests(name)
+                   for name in DashboardSandboxBrowserTests.TESTS)
     return suite
