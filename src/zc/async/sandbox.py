@@ -286,6 +286,7 @@ def replay(db, job_oid, at=None, post_mortem=None):
     elif at != recorded:
         source = 'as asked'
     _check_history(db, oid, at)
+    _check_exists(db, oid, at)
     sandbox = Sandbox(db, at)
     try:
         report = Report('replay', None, (ZODB.utils.u64(oid), db.database_name),
@@ -327,6 +328,21 @@ def _check_history(db, oid, at):
                 ZODB.utils.u64(oid), snapshot.tid_text(at),
                 snapshot.tid_text(oldest), ZODB.utils.u64(oldest)),
             oldest=oldest)
+
+
+def _check_exists(db, oid, at):
+    """SnapshotUnavailableError if the job was not stored yet at ``at``.
+    """
+    storage, release = snapshot.storage_instance(db)
+    try:
+        found = snapshot.Pinned(storage, at).loadBefore(oid, None)
+    finally:
+        if release is not None:
+            release()
+    if found is None:
+        raise interfaces.SnapshotUnavailableError(
+            'cannot replay job %d at %s: it was not in the database yet'
+            % (ZODB.utils.u64(oid), snapshot.tid_text(at)))
 
 
 # --------------------------------------------------------------- dry-run

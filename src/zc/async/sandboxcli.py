@@ -104,7 +104,8 @@ def _runner(name, command):
             return clidb._fail(name, e)
         try:
             report = clidb._answer(db, command, options)
-        except (ValueError, TypeError, interfaces.AsyncError) as e:
+        except (ValueError, TypeError, interfaces.AsyncError,
+                ZODB.POSException.POSError) as e:
             return clidb._fail(name, e)
         finally:
             db.close()
