@@ -375,7 +375,7 @@ def dry_run(db, job_or_callable, *args, **kwargs):
     sandbox = Sandbox(db)
     try:
         report = Report('dry-run', _call_text(call, args, kwargs), None,
-                        sandbox.at, 'its latest')
+                        sandbox.at, 'the latest transaction')
 
         def load(conn):
             args, kwargs = _unpickle_arguments(conn, arguments)
@@ -401,7 +401,7 @@ def _dry_run_job(db, job):
     sandbox = Sandbox(db)
     try:
         report = Report('dry-run', None, (ZODB.utils.u64(oid), name),
-                        sandbox.bases[name].tid, 'its latest',
+                        sandbox.bases[name].tid, 'the latest transaction',
                         still='the job is still as it was')
         return sandbox.run(
             report, lambda conn: conn.get_connection(name).get(oid),

@@ -383,6 +383,7 @@ class ReplayTests(SandboxTestCase):
         conn.close()
 
     def test_bad_requests(self):
+        earlier = self.db.storage.lastTransaction()
         job = Job(jobs.invoice_total, self.order)
         self.conn.add(job)
         transaction.commit()
@@ -392,6 +393,11 @@ class ReplayTests(SandboxTestCase):
             'job %d has no recorded snapshot (it has not been called since '
             'zc.async 2 records them): give the transaction to replay it at'
             % (u64(job),)))
+        with self.assertRaises(interfaces.SnapshotUnavailableError) as caught:
+            sandbox.replay(self.db, job, at=earlier)
+        self.assertEqual(str(caught.exception), (
+            'cannot replay job %d at %s: it was not in the database yet'
+            % (u64(job), snapshot.tid_text(earlier))))
         with self.assertRaises(ValueError) as caught:
             sandbox.replay(self.db, self.order._p_oid)
         self.assertEqual(str(caught.exception), (
