@@ -82,6 +82,8 @@ def build_parser():
     add_worker_parser(commands)
     from .clidb import add_db_parsers
     add_db_parsers(commands)
+    from .cliput import add_put_parser
+    add_put_parser(commands)
     from .sandboxcli import add_sandbox_parsers
     add_sandbox_parsers(commands)
     return parser

@@ -79,6 +79,7 @@ import ZODB.DemoStorage
 import ZODB.POSException
 import ZODB.utils
 
+from . import coroutines
 from . import interfaces
 from . import snapshot
 from . import utils
@@ -184,6 +185,7 @@ class Sandbox:
             finally:
                 transaction.abort()
                 conn.close()
+                coroutines.close_loop()
         _in_thread(in_thread)
         report.missing = self.missing()
         self.changes(report)
@@ -199,6 +201,8 @@ class Sandbox:
         try:
             setup_info = job.setUp()
             result = job.callable(*args, **kwargs)
+            if coroutines.is_coroutine(result):  # as a worker runs it
+                result = coroutines.run(result)
             transaction.commit()
             report.result = result
             report.result_repr = cut(utils.custom_repr(result))

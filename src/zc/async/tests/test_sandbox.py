@@ -522,6 +522,14 @@ class DryRunTests(SandboxTestCase):
         self.assertEqual((status, err), (1, ''), out)
         self.assertIn('\ndecimal.InvalidOperation: ', out)
 
+    def test_an_async_def_job(self):
+        job = self.put(jobs.async_total, self.order)
+        self.assertEqual(sandbox.dry_run(self.db, job).result, 22)
+        self.order[1].price = 'twelve'
+        transaction.commit()
+        report = sandbox.dry_run(self.db, jobs.async_total, self.order)
+        self.assertIs(type(report.error), decimal.InvalidOperation)
+
     def test_side_effects_can_be_skipped(self):
         outbox = os.path.join(self.db.directory, 'outbox')
         job = self.put(jobs.mail_total, self.order, outbox)
