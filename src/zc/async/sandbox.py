@@ -167,18 +167,18 @@ class Sandbox:
 
     # ------------------------------------------------------------ runs
 
-    def run(self, report, load, still=None, post_mortem=None):
+    def run(self, report, load, check=None, post_mortem=None):
         """Call the job ``load(conn)`` gives (in a connection to the
         sandbox) in a thread of its own; fill in ``report``.
 
-        ``still(job)`` (optional) raises if the job may not run.
+        ``check(job)`` (optional) raises if the job may not run.
         """
         def in_thread():
             conn = self.db.open()  # with this thread's transaction manager
             try:
                 job = load(conn)
-                if still is not None:
-                    still(job)
+                if check is not None:
+                    check(job)
                 if report.job is None:
                     report.job = repr(job)
                 self._call(job, report, post_mortem)
@@ -293,8 +293,8 @@ def replay(db, job_oid, at=None, post_mortem=None):
     _check_exists(db, oid, at)
     sandbox = Sandbox(db, at)
     try:
-        report = Report('replay', None, (ZODB.utils.u64(oid), db.database_name),
-                        at, source)
+        report = Report('replay', None, (ZODB.utils.u64(oid),
+                                         db.database_name), at, source)
         return sandbox.run(report, lambda conn: conn.get(oid),
                            post_mortem=post_mortem)
     finally:
@@ -406,10 +406,10 @@ def _dry_run_job(db, job):
     try:
         report = Report('dry-run', None, (ZODB.utils.u64(oid), name),
                         sandbox.bases[name].tid, 'the latest transaction',
-                        still='the job is still as it was')
+                        note='the job is still as it was')
         return sandbox.run(
             report, lambda conn: conn.get_connection(name).get(oid),
-            still=_not_started)
+            check=_not_started)
     finally:
         sandbox.close()
 

@@ -261,20 +261,24 @@ def _base_data(base, oid):
 
 @zope.interface.implementer(interfaces.ISandboxReport)
 class Report:
-    """See :class:`zc.async.interfaces.ISandboxReport`."""
+    """See :class:`zc.async.interfaces.ISandboxReport`.
+
+    ``note`` (optional) ends the text's last line, such as what became of
+    the job.
+    """
 
     result = None
     error = None
     traceback = None
     seconds = None
 
-    def __init__(self, kind, job, job_id, at, at_source, still=None):
+    def __init__(self, kind, job, job_id, at, at_source, note=None):
         self.kind = kind
         self.job = job
         self.job_id = job_id
         self.at = at
         self.at_source = at_source
-        self.still = still
+        self.note = note
         self.result_repr = None
         self.added, self.changed, self.removed = [], [], []
         self.missing = []
@@ -314,7 +318,7 @@ class Report:
             if len(found) > MAX_OBJECTS:
                 lines.append('  ... and %d more' % (len(found) - MAX_OBJECTS))
         lines.append('nothing was written to the database'
-                     + ('' if self.still is None else '; ' + self.still))
+                     + ('' if self.note is None else '; ' + self.note))
         return '\n'.join(lines)
 
     __str__ = text

@@ -175,7 +175,7 @@ class SnapshotRecordingTests(SandboxTestCase):
         self.assertIsNotNone(job.active_snapshot)
         # the add, the start and the result: as without the record
         self.assertEqual(len(list(self.db.storage.iterator(
-            snapshot.p64(snapshot.u64(last) + 1)))), 3)
+            ZODB.utils.p64(ZODB.utils.u64(last) + 1)))), 3)
 
     def test_a_job_that_waits_on_a_deferred_writes_nothing_more(self):
         last = self.db.storage.lastTransaction()
@@ -183,7 +183,7 @@ class SnapshotRecordingTests(SandboxTestCase):
         self.assertEqual(job.status, interfaces.ACTIVE)
         self.assertIsNone(job.active_snapshot)
         self.assertEqual(len(list(self.db.storage.iterator(
-            snapshot.p64(snapshot.u64(last) + 1)))), 2)
+            ZODB.utils.p64(ZODB.utils.u64(last) + 1)))), 2)
 
     def test_jobs_of_older_versions_have_none(self):
         job = Job.__new__(Job)
@@ -204,7 +204,7 @@ class SnapshotRecordingTests(SandboxTestCase):
 class TidTextTests(unittest.TestCase):
 
     def test_hex_and_times(self):
-        tid = snapshot.p64(0x03e9a1b2c3d4e5f6)
+        tid = ZODB.utils.p64(0x03e9a1b2c3d4e5f6)
         text = snapshot.tid_text(tid)
         self.assertTrue(text.startswith('0x03e9a1b2c3d4e5f6 ('), text)
         self.assertEqual(snapshot.parse_tid('0x03e9a1b2c3d4e5f6'), tid)
@@ -275,7 +275,7 @@ class ReplayTests(SandboxTestCase):
         self.assertEqual(report.at_source, 'as asked')
         status, out, err = zc_async(
             'replay', self.uri, str(u64(job)), '--at',
-            '0x%016x' % snapshot.u64(self.db.storage.lastTransaction()))
+            '0x%016x' % ZODB.utils.u64(self.db.storage.lastTransaction()))
         self.assertEqual((status, err), (0, ''), out)
         self.assertIn('\nsucceeded after ', out)
         self.assertIn(" seconds; result: Decimal('22')\n", out)
@@ -319,14 +319,14 @@ class ReplayTests(SandboxTestCase):
             'state is at %s: replay at that (--at 0x%016x) to run the job '
             'against the data then' % (
                 u64(job), snapshot.tid_text(job.active_snapshot),
-                snapshot.tid_text(oldest), snapshot.u64(oldest)))
+                snapshot.tid_text(oldest), ZODB.utils.u64(oldest)))
         self.assertEqual(str(caught.exception), message)
         status, out, err = zc_async('replay', self.uri, str(u64(job)))
         self.assertEqual((status, out, err),
                          (2, '', 'zc-async replay: error: %s\n' % message))
         # as offered: the oldest complete state (the data was fixed by then)
         status, out, err = zc_async('replay', self.uri, str(u64(job)),
-                                    '--at', '0x%016x' % snapshot.u64(oldest))
+                                    '--at', '0x%016x' % ZODB.utils.u64(oldest))
         self.assertEqual((status, err), (0, ''), out)
         self.assertEqual(self.state(), before)
 
