@@ -86,6 +86,8 @@ def build_parser():
     add_put_parser(commands)
     from .cliupgrade import add_upgrade_parsers
     add_upgrade_parsers(commands)
+    from .sandboxcli import add_sandbox_parsers
+    add_sandbox_parsers(commands)
     return parser
 
 

@@ -5,7 +5,8 @@
 const REFRESH_MS = 3000;
 const PAGE_SIZE = 50;
 const FILTERS = ['state', 'queue', 'callable'];
-const state = {offset: 0, busy: false, actions: false, job: null};
+const state = {offset: 0, busy: false, actions: false, replay: false,
+               job: null};
 
 function $(selector) { return document.querySelector(selector); }
 
@@ -219,6 +220,10 @@ function renderJob(job) {
   $('#actions').hidden = !state.actions;
   $('#retry-button').hidden = !job.failed;
   $('#cancel-button').hidden = job.status !== 'pending';
+  $('#sandbox').hidden = !state.replay ||
+    !(job.failed || job.status === 'pending');
+  $('#replay-button').hidden = !job.failed;
+  $('#dry-run-button').hidden = job.status !== 'pending';
 }
 
 async function act(name) {
@@ -239,10 +244,27 @@ async function act(name) {
   refresh();
 }
 
+// Replay or dry-run: the report of the job's run in a sandbox.
+async function runInSandbox(name) {
+  const report = $('#sandbox-report');
+  report.textContent = 'running...';
+  try {
+    const answer = await api(state.job + '/' + name + location.search,
+                             {method: 'POST'});
+    report.textContent = answer.text;
+  } catch (error) {
+    report.textContent = 'refused: ' + error.message;
+  }
+}
+
 function startJob(oid) {
   state.job = '/api/jobs/' + encodeURIComponent(oid);
   $('#retry-button').addEventListener('click', () => act('retry'));
   $('#cancel-button').addEventListener('click', () => act('cancel'));
+  $('#replay-button').addEventListener('click',
+                                       () => runInSandbox('replay'));
+  $('#dry-run-button').addEventListener('click',
+                                        () => runInSandbox('dry-run'));
   $('#job-page').hidden = false;
   return async () => {
     const [overview, job] = await Promise.all([
@@ -250,6 +272,7 @@ function startJob(oid) {
     $('#database').textContent = 'database ' +
       JSON.stringify(overview.database);
     state.actions = overview.actions;
+    state.replay = overview.replay;
     renderJob(job);
   };
 }

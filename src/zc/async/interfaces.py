@@ -74,6 +74,17 @@ class DuplicateJobError(AsyncError):
         return self.args[2]
 
 
+class SnapshotUnavailableError(AsyncError):
+    """A replay asked for a database state the storage no longer has (a
+    pack went past it, or the storage is history-free); the message says
+    which.  ``oldest`` is the tid of the oldest complete state after it,
+    when there is one (None otherwise)."""
+
+    def __init__(self, message, oldest=None):
+        super().__init__(message)
+        self.oldest = oldest
+
+
 # -------------------------------------------------------------------- events
 
 class IObjectEvent(zope.interface.interfaces.IObjectEvent):
@@ -315,6 +326,13 @@ class IJob(IAbstractJob):
 
     active_end = zope.interface.Attribute('When the result was stored (UTC).')
 
+    active_snapshot = zope.interface.Attribute(
+        'The transaction id (8 bytes) of the committed database state that '
+        'the callable saw in the attempt whose outcome was stored last (its '
+        'connection\'s snapshot), or None (never called, or called before '
+        'zc.async 2).  Recorded in the commits the attempt makes anyway; '
+        'see zc.async.sandbox.replay.')
+
     initial_callbacks_end = zope.interface.Attribute(
         'When the callbacks first completed (UTC), from ``key``.')
 
@@ -544,3 +562,59 @@ class IMonitorPlugin(zope.interface.Interface):
         """Run tool ``cmd`` with the modifier words ``raw``; write the
         answer to ``connection`` (anything with a ``write(text)`` method).
         """
+
+
+class ISandboxReport(zope.interface.Interface):
+    """What a replay or dry-run did (see zc.async.sandbox)."""
+
+    kind = zope.interface.Attribute("'replay' or 'dry-run'.")
+
+    job = zope.interface.Attribute('The repr of the job run (in the sandbox).')
+
+    job_id = zope.interface.Attribute(
+        '(integer oid, database name) of the job; None for a plain '
+        'callable.')
+
+    at = zope.interface.Attribute(
+        'The tid (8 bytes) of the database state the sandbox showed.')
+
+    at_source = zope.interface.Attribute(
+        'Why that state, in words (the recorded snapshot, as asked, the '
+        'latest).')
+
+    failed = zope.interface.Attribute('Whether the call raised.')
+
+    result = zope.interface.Attribute(
+        'What the callable returned (its persistent objects belong to the '
+        'closed sandbox: use ``result_repr``).')
+
+    result_repr = zope.interface.Attribute('A short repr of the result.')
+
+    error = zope.interface.Attribute('The exception raised, or None.')
+
+    traceback = zope.interface.Attribute(
+        'The formatted traceback of the error, or None.')
+
+    seconds = zope.interface.Attribute(
+        'How long the call and its commit took.')
+
+    added = zope.interface.Attribute(
+        'Changes (oid, database, class_name) of the objects the run added; '
+        'their oids are the sandbox\'s.')
+
+    changed = zope.interface.Attribute(
+        'Changes of the objects the run changed; ``differences`` lists '
+        'their changed attributes, cut short.')
+
+    removed = zope.interface.Attribute(
+        'Changes of the objects that the changed objects no longer refer '
+        'to (unreachable, unless other objects refer to them).')
+
+    missing = zope.interface.Attribute(
+        'Oids whose revisions the run needed but a pack removed.')
+
+    def text():
+        """The report for humans."""
+
+    def as_dict():
+        """The report as JSON-ready data."""
