@@ -52,6 +52,10 @@ setup(
         'zope.security',
         'zope.app.appsetup',
         'zodburi',
+        # Cron rules of recurring jobs (zc.async.schedule); cronsim, the
+        # other well-kept parser, needs Python 3.11 and we support 3.10.
+        'croniter >= 6',
+        'tzdata; sys_platform == "win32"',  # IANA zones for zoneinfo
     ],
     extras_require={
         'test': TESTS_REQUIRE,
