@@ -316,6 +316,20 @@ class Earliest(zope.minmax.Minimum):
         return min(values) if values else None
 
 
+def equivalent(a, b):
+    """Whether schedules ``a`` and ``b`` have the same rule, options and
+    job (callable, arguments and copied settings)."""
+    return _definition(a) == _definition(b)
+
+
+def _definition(schedule):
+    job = schedule.job
+    return (schedule.cron, schedule.every, _zone_name(schedule.timezone),
+            schedule.start, schedule.catch_up, schedule.overlap,
+            type(job), job.callable, list(job.args), dict(job.kwargs),
+            [getattr(job, name) for name in _COPIED])
+
+
 # -------------------------------------------------- used by dispatchers
 
 def schedules_of(queue):
@@ -371,6 +385,13 @@ def fire_due(queue):
     if earliest != schedules.earliest:
         schedules._earliest.value = earliest
     return earliest
+
+
+def report(queue):
+    """:func:`describe` of each of ``queue``'s schedules, by name."""
+    schedules = schedules_of(queue)
+    return [] if schedules is None else [
+        describe(schedule) for schedule in schedules.values()]
 
 
 def describe(schedule):
