@@ -89,7 +89,6 @@ once:
 whatever the time zone (``timezone`` is refused with ``every``).
 """
 import datetime
-import pickle
 import zoneinfo
 
 import croniter
@@ -128,7 +127,7 @@ class Schedule(utils.Base):
     # Class defaults are also the values of fields older pickles lack.
     name = None
     cron = every = start = None
-    timezone = UTC
+    _zone = None  # an IANA zone name, a stored tzinfo, or None for UTC
     catch_up = 'once'
     overlap = True
     next_run = last_run = last_job = None
@@ -141,7 +140,7 @@ class Schedule(utils.Base):
 
     def __init__(self, callable, *args, cron=None, every=None, timezone=None,
                  start=None, catch_up='once', overlap=True, **kwargs):
-        self.cron, self.every, self.timezone = _check_rule(
+        self.cron, self.every, self._zone = _check_rule(
             cron, every, timezone)
         self.start = _check_aware(start, 'start')
         if catch_up not in CATCH_UP:
@@ -166,12 +165,21 @@ class Schedule(utils.Base):
         return '<%s %r: %s>' % (utils.custom_repr(self), self.name, self.rule)
 
     @property
+    def timezone(self):
+        """The tzinfo ``cron`` is read in."""
+        zone = self._zone
+        if isinstance(zone, str):
+            # Stored by name: ZODB's pickler cannot store a ZoneInfo.
+            return zoneinfo.ZoneInfo(zone)
+        return UTC if zone is None else zone
+
+    @property
     def rule(self):
         """The rule in words: ``cron '0 3 * * *' in Europe/Berlin`` or
         ``every 0:01:00``."""
         if self.cron is None:
             return 'every %s' % (self.every,)
-        return 'cron %r in %s' % (self.cron, _zone_name(self.timezone))
+        return 'cron %r in %s' % (self.cron, _zone_name(self._zone))
 
     # ------------------------------------------------------------ ticks
 
@@ -324,7 +332,7 @@ def equivalent(a, b):
 
 def _definition(schedule):
     job = schedule.job
-    return (schedule.cron, schedule.every, _zone_name(schedule.timezone),
+    return (schedule.cron, schedule.every, _zone_name(schedule._zone),
             schedule.start, schedule.catch_up, schedule.overlap,
             type(job), job.callable, list(job.args), dict(job.kwargs),
             [getattr(job, name) for name in _COPIED])
@@ -433,7 +441,7 @@ def _check_rule(cron, every, timezone):
         if timezone is not None:
             raise ValueError('timezone applies to cron rules only: every=%r'
                              ' is an exact interval' % (every,))
-        return None, every, UTC
+        return None, every, None
     if not isinstance(cron, str):
         raise TypeError('cron must be a cron expression string, not %r'
                         % (cron,))
@@ -451,27 +459,34 @@ def _check_rule(cron, every, timezone):
 
 
 def _check_zone(timezone):
-    """A tzinfo for ``timezone``: None (UTC), an IANA name or a tzinfo."""
-    if timezone is None:
-        return UTC
+    """The stored form of ``timezone`` (None: UTC; an IANA name, as for a
+    ZoneInfo or pytz zone; or a tzinfo that pickles)."""
+    if timezone is None or timezone is UTC:
+        return None
+    if isinstance(timezone, zoneinfo.ZoneInfo) or hasattr(
+            timezone, 'localize'):
+        # ZoneInfo by name; pytz zones give wrong offsets to
+        # datetime.replace(tzinfo=...): use the standard library's zone.
+        timezone = getattr(timezone, 'key', getattr(timezone, 'zone', None))
+        if timezone is None:
+            raise TypeError('give the name of a time zone that was read'
+                            ' from a file')
     if isinstance(timezone, str):
         try:
-            return zoneinfo.ZoneInfo(timezone)
+            zoneinfo.ZoneInfo(timezone)
         except (zoneinfo.ZoneInfoNotFoundError, ValueError):
             raise ValueError('unknown time zone %r (give an IANA name such'
                              ' as "Europe/Berlin", or a tzinfo)'
                              % (timezone,))
+        return timezone
     if not isinstance(timezone, datetime.tzinfo):
         raise TypeError('timezone must be a time zone name or a tzinfo,'
                         ' not %r' % (timezone,))
-    if hasattr(timezone, 'localize'):
-        # pytz zones give wrong offsets to datetime.replace(tzinfo=...):
-        # use the same zone from the standard library.
-        return _check_zone(timezone.zone)
-    try:
-        pickle.dumps(timezone)
-    except Exception as e:
-        raise TypeError('timezone %r cannot be stored (%s)' % (timezone, e))
+    from .job import _pickling_problem
+    problem = _pickling_problem(timezone)
+    if problem is not None:
+        raise TypeError('timezone %r cannot be stored (%s)'
+                        % (timezone, problem))
     return timezone
 
 
@@ -509,8 +524,9 @@ def _template(callable, args, kwargs):
     return job
 
 
-def _zone_name(timezone):
-    return getattr(timezone, 'key', None) or str(timezone)
+def _zone_name(zone):
+    """The name of a stored zone (see :func:`_check_zone`)."""
+    return 'UTC' if zone is None else str(zone)
 
 
 # ------------------------------------------------------------ cron

@@ -148,7 +148,8 @@ class CronTests(ClockTestCase):
 
     def test_a_tzinfo_and_a_fixed_offset(self):
         sched = Schedule(report, cron='0 3 * * *', timezone=BERLIN)
-        self.assertIs(sched.timezone, BERLIN)
+        self.assertEqual(sched.timezone, BERLIN)
+        self.assertEqual(sched._zone, 'Europe/Berlin')  # ZODB stores names
         plus_two = datetime.timezone(datetime.timedelta(hours=2))
         sched = Schedule(report, cron='0 3 * * *', timezone=plus_two)
         self.assertEqual(sched.next_run,
@@ -358,6 +359,16 @@ class QueueSchedulesTests(ClockTestCase):
         self.tm.commit()
         self.assertEqual((sched.name, sched.parent), (None, None))
         self.assertEqual(len(self.queue.schedules), 0)
+
+    def test_stored_and_loaded_with_its_time_zone(self):
+        self.add('nightly', report, 40, cron='0 3 * * *',
+                 timezone='Europe/Berlin')
+        tm2, queue2 = self.other_connection()
+        loaded = queue2.schedules['nightly']
+        self.assertEqual((loaded.timezone, loaded.rule, list(loaded.job.args)),
+                         (BERLIN, "cron '0 3 * * *' in Europe/Berlin", [40]))
+        self.assertEqual(loaded.next_run,
+                         datetime.datetime(2024, 1, 2, 2, 0, tzinfo=UTC))
 
     def test_replacing_a_schedule(self):
         old = self.add('report', report, every=MINUTE)
