@@ -8,24 +8,21 @@ The real-process test (three worker processes on ZEO) is in
 import datetime
 import threading
 import unittest
-import uuid
 import zoneinfo
 
 import transaction
-import zope.component.testing
 import zope.interface.verify
 import zope.testing.loggingsupport
 import ZODB
 import ZODB.POSException
 
-import zc.asynchronous.dispatcher as dispatcher_module
 import zc.asynchronous.interfaces as interfaces
 import zc.asynchronous.job
 import zc.asynchronous.queue
 import zc.asynchronous.testing as testing
 from zc.asynchronous import schedule
 from zc.asynchronous.schedule import Schedule
-from zc.asynchronous.tests.live import set_up_components
+from zc.asynchronous.tests.test_dispatcher import VirtualTimeTestCase
 
 UTC = datetime.timezone.utc
 BERLIN = zoneinfo.ZoneInfo('Europe/Berlin')
@@ -529,32 +526,12 @@ class QueueSchedulesTests(ClockTestCase):
         self.assertEqual(schedule.fire_due(self.queue), T0 + MINUTE + SECOND)
 
 
-class DispatcherTests(unittest.TestCase):
+class DispatcherTests(VirtualTimeTestCase):
     """A dispatcher on the virtual-time test reactor fires the ticks."""
-
-    def setUp(self):
-        zope.component.testing.setUp()
-        self.uuid = uuid.uuid1()
-        set_up_components(self.uuid)
-        self.db = ZODB.DB(None)
-        self.conn = self.db.open()
-        root = self.conn.root()
-        root[interfaces.KEY] = zc.asynchronous.queue.Queues()
-        self.queue = root[interfaces.KEY][''] = zc.asynchronous.queue.Queue()
-        transaction.commit()
-        self.reactor = testing.Reactor()
-        self.reactor.start()
-        self.dispatcher = dispatcher_module.Dispatcher(
-            self.db, self.reactor, poll_interval=5)
 
     def tearDown(self):
         _gate.set()
-        testing.tear_down_dispatcher(self.dispatcher)
-        transaction.abort()
-        self.conn.close()
-        self.db.close()
-        dispatcher_module.clear()
-        zope.component.testing.tearDown()
+        super().tearDown()
 
     def jobs(self):
         """Every job of the schedule, pending, held or completed."""
