@@ -353,10 +353,11 @@ def next_due(queue):
 
 
 def watched(queue):
-    """The record whose changes may make ``queue``'s next tick earlier (or
-    None): dispatchers watch its invalidations."""
+    """The record whose changes may make ``queue``'s next tick earlier:
+    dispatchers watch its invalidations.  The queue itself until it has
+    schedules (adding the first one writes it)."""
     schedules = schedules_of(queue)
-    return None if schedules is None else schedules._earliest
+    return queue if schedules is None else schedules._earliest
 
 
 def fire_due(queue):
@@ -365,15 +366,17 @@ def fire_due(queue):
 
     A schedule that cannot fire (for an error that is neither a conflict
     nor a disconnect, which propagate) is logged, rolled back to a
-    savepoint and left due.
+    savepoint and left due: the earliest time stays the stored one, so
+    nothing is written for it, and dispatchers try it again at their next
+    poll rather than wake each other up.
     """
     schedules = schedules_of(queue)
     if schedules is None:
         return None
     now = utils.now()
-    earliest = schedules.earliest
-    if earliest is None or earliest > now:
-        return earliest
+    stored = schedules.earliest
+    if stored is None or stored > now:
+        return stored
     earliest = None
     tm = queue._p_jar.transaction_manager
     for name, schedule in schedules.items():
@@ -388,9 +391,9 @@ def fire_due(queue):
             savepoint.rollback()
             utils.log.error('cannot fire schedule %r of queue %r',
                             name, queue.name, exc_info=True)
-            next_run = now  # still due
+            next_run = stored  # no later than its own next_run
         earliest = next_run if earliest is None else min(earliest, next_run)
-    if earliest != schedules.earliest:
+    if earliest != stored:
         schedules._earliest.value = earliest
     return earliest
 

@@ -491,7 +491,9 @@ class QueueSchedulesTests(ClockTestCase):
         earliest = schedule.fire_due(self.queue)
         self.tm.commit()
         self.assertEqual(self.ticks(), [T0 + MINUTE, T0 + 2 * MINUTE])
-        self.assertEqual(earliest, T0 + 2 * MINUTE)  # broken is still due
+        self.assertEqual(earliest, T0 + MINUTE)  # broken is still due
+        self.assertNotIn(self.queue.schedules._earliest,
+                         self.conn._registered_objects)
         self.assertEqual(self.queue.schedules['broken'].next_run, T0 + MINUTE)
         self.assertEqual(self.messages(),
                          ["cannot fire schedule 'broken' of queue ''"])
