@@ -558,7 +558,16 @@ class ISchedule(zope.interface.Interface):
         "the latest may still fire if at most ``grace`` late).")
 
     overlap = zope.interface.Attribute(
-        'False: a tick puts no job while the last one is not completed.')
+        'False: a tick puts no job while the last one is pending, running '
+        'or in its callbacks.')
+
+    grace = zope.interface.Attribute(
+        "How late the latest due tick may fire under catch_up='skip' (a "
+        'timedelta, one minute; a class attribute an instance may set).')
+
+    max_catch_up = zope.interface.Attribute(
+        "The most jobs catch_up='all' puts at once (100; a class "
+        'attribute an instance may set).')
 
     rule = zope.interface.Attribute('The rule in words.')
 

@@ -51,9 +51,10 @@ Overlapping jobs
 
 With ``overlap=True`` (the default) each tick puts its job even if the
 previous tick's job is still pending or running: ticks never wait for jobs.
-With ``overlap=False`` a tick whose previous job has not completed puts
-nothing (it is logged as skipped), so at most one job of the schedule is
-pending or running at a time.
+With ``overlap=False`` a tick whose previous job is still pending, running
+or in its callbacks puts nothing (it is logged as skipped), so at most one
+job of the schedule is pending or running at a time.  (A job removed from
+the queue does not hold the schedule back.)
 
 Finding due schedules cheaply
 -----------------------------
@@ -113,6 +114,10 @@ SINCE_KEY = 'zc.async.missed_since'
 # The template's job settings that each tick's job copies.
 _COPIED = ('retry_policy_factory', 'failure_log_level', 'begin_by',
            'quota_names')
+
+# The statuses of a job that ``overlap=False`` waits for.
+_UNFINISHED = (interfaces.PENDING, interfaces.ASSIGNED, interfaces.ACTIVE,
+               interfaces.CALLBACKS)
 
 _TINY = datetime.timedelta(microseconds=1)
 _NONE = datetime.timedelta(0)
@@ -226,7 +231,7 @@ class Schedule(utils.Base):
         if not self.overlap and self._running():
             utils.log.info(
                 'schedule %r of queue %r: no job for its ticks from %s to %s,'
-                ' as its last job %r is not completed', self.name,
+                ' as its last job %r is not finished', self.name,
                 queue.name, due, latest, self.last_job)
             return
         ticks, since = self._ticks(due, latest, now)
@@ -265,9 +270,10 @@ class Schedule(utils.Base):
         return ticks, None
 
     def _running(self):
-        """Whether the last job put has not completed."""
+        """Whether the last job put is pending, running or in callbacks (a
+        job removed from its queue is not)."""
         job = self.last_job
-        return job is not None and job.status != interfaces.COMPLETED
+        return job is not None and job.status in _UNFINISHED
 
 
 @zope.interface.implementer(interfaces.ISchedules)
@@ -414,7 +420,7 @@ def describe(schedule):
     return {
         'name': schedule.name,
         'queue': None if queue is None else queue.name,
-        'callable': monitorquery.callable_name(schedule.job.callable, True),
+        'callable': _callable_name(schedule),
         'rule': schedule.rule,
         'catch up': schedule.catch_up,
         'overlap': schedule.overlap,
@@ -424,6 +430,14 @@ def describe(schedule):
         'last job status': (None if job is None
                             else monitorquery.status_word(job)),
     }
+
+
+def _callable_name(schedule):
+    from . import monitorquery
+    try:
+        return monitorquery.callable_name(schedule.job.callable, True)
+    except Exception:  # a template whose class is gone: still list it
+        return utils.custom_repr(schedule.job)
 
 
 # ------------------------------------------------------------ checking

@@ -243,7 +243,7 @@ class IScheduleDirective(zope.interface.Interface):
 
     overlap = zope.schema.Bool(
         title='Overlap',
-        description='False: no job while the last one is not completed.',
+        description='False: no job while the last one is not finished.',
         required=False, default=True)
 
     queue = zope.schema.TextLine(

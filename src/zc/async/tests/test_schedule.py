@@ -22,6 +22,7 @@ import zc.asynchronous.queue
 import zc.asynchronous.testing as testing
 from zc.asynchronous import schedule
 from zc.asynchronous.schedule import Schedule
+from zc.asynchronous.tests.live import DispatcherTestCase, wait_until
 from zc.asynchronous.tests.test_dispatcher import VirtualTimeTestCase
 
 UTC = datetime.timezone.utc
@@ -478,6 +479,15 @@ class QueueSchedulesTests(ClockTestCase):
         schedule.fire_due(self.queue)
         self.assertEqual(self.ticks(), [T0 + 3 * MINUTE])
 
+    def test_no_overlap_ignores_a_job_removed_from_the_queue(self):
+        self.add('report', report, every=MINUTE, overlap=False)
+        self.later(minutes=1)
+        schedule.fire_due(self.queue)
+        self.queue.remove(self.pending()[0])
+        self.later(minutes=1)
+        schedule.fire_due(self.queue)
+        self.assertEqual(self.ticks(), [T0 + 2 * MINUTE])
+
     def test_a_schedule_that_cannot_fire_does_not_stop_the_others(self):
         self.queue.quotas.create('q', size=1)
         template = zc.asynchronous.job.Job(report)
@@ -608,3 +618,22 @@ class DispatcherTests(VirtualTimeTestCase):
                          [start + n * every for n in range(1, 5)])
         self.assertEqual(len(self.queue), 1)  # no thread for the fourth
         _gate.set()
+
+
+class LiveDispatcherTests(DispatcherTestCase):
+    """A dispatcher on a real reactor sees a new schedule at once (it
+    watches the queue) and wakes up for each tick, long before its
+    heartbeat."""
+
+    def test_a_new_schedule_fires_without_waiting_for_the_heartbeat(self):
+        live = self.start(poll_interval=600)
+        testing.get_poll(live.dispatcher, 0)  # its first poll is done
+        every = datetime.timedelta(seconds=0.2)
+        sched = self.queue.schedules['often'] = Schedule(report, every=every)
+        transaction.commit()
+        third = sched.next_run + 2 * every
+
+        def fired_three_ticks():
+            transaction.begin()  # sees the dispatcher's commits
+            return sched.last_run is not None and sched.last_run >= third
+        wait_until(fired_three_ticks, 30, 'three ticks of the schedule')
