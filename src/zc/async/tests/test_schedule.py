@@ -507,7 +507,8 @@ class QueueSchedulesTests(ClockTestCase):
         self.assertEqual(self.queue.schedules['broken'].next_run, T0 + MINUTE)
         self.assertEqual(self.messages(),
                          ["cannot fire schedule 'broken' of queue ''"])
-        self.assertIn("unknown quota name", str(self.log.records[0].exc_info[1]))
+        self.assertIn('unknown quota name',
+                      str(self.log.records[0].exc_info[1]))
 
     def test_two_connections_firing_a_tick_put_one_job(self):
         self.add('report', report, every=MINUTE)
