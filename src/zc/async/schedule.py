@@ -68,7 +68,8 @@ lowers it, concurrent changes merge to the earlier value, and a removed
 schedule leaves it early, which costs one useless look at the schedules.
 Dispatchers also wake up for the earliest time (a reactor call), so a tick
 fires on time rather than at the next ``poll_interval`` heartbeat, and
-they watch the record's invalidations, so a new schedule is seen at once.
+they watch the record's invalidations (the queue's, until it has
+schedules), so a new schedule is seen at once.
 
 Cron rules, time zones and daylight saving time
 -----------------------------------------------
