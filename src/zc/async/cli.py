@@ -84,6 +84,8 @@ def build_parser():
     add_db_parsers(commands)
     from .clischedules import add_schedule_parsers
     add_schedule_parsers(commands)
+    from .cliput import add_put_parser
+    add_put_parser(commands)
     return parser
 
 

@@ -119,20 +119,22 @@ def _add_common(parser):
         help='seconds to wait for a database server (default: %(default)s)')
 
 
-def _runner(name, command):
+def _runner(name, command, write=False):
     """The runner of subcommand ``name``: open the database, print the
     text of ``command(options, conn)`` or one error line; return the exit
-    status."""
+    status.  With ``write``, the database is opened for writing and the
+    command's transaction committed (nothing is, if the command raises)."""
     name = 'zc-async ' + name
 
     def run(options):
         try:
             worker.import_modules(options.imports)
-            db = open_database(options.uri, options.connect_timeout)
+            db = (worker.open_database if write else open_database)(
+                options.uri, options.connect_timeout)
         except worker.WorkerError as e:
             return _fail(name, e)
         try:
-            answer = _answer(db, command, options)
+            answer = _answer(db, command, options, write)
         except ValueError as e:  # bad states, filters, oids ...
             return _fail(name, e)
         finally:
@@ -142,13 +144,20 @@ def _runner(name, command):
     return run
 
 
-def _answer(db, command, options):
-    """``command(options, conn)`` with a private connection to ``db``."""
-    conn = db.open(transaction_manager=transaction.TransactionManager())
+def _answer(db, command, options, write=False):
+    """``command(options, conn)`` with a private connection to ``db``;
+    committed with ``write`` (retrying conflicts), else aborted."""
+    tm = transaction.TransactionManager()
+    conn = db.open(transaction_manager=tm)
     try:
-        return command(options, conn)
+        if not write:
+            return command(options, conn)
+        for attempt in tm.attempts():
+            with attempt:
+                answer = command(options, conn)
+        return answer
     finally:
-        conn.transaction_manager.abort()  # these commands only read
+        tm.abort()  # after a commit, a no-op
         conn.close()
 
 

@@ -187,9 +187,12 @@ function startOverview() {
 
 const JOB_FIELDS = ['id', 'callable', 'status', 'failed', 'queue', 'agent',
                     'dispatcher', 'args', 'kwargs', 'quota names',
+                    'unique key', 'attempt',
                     'begin after', 'active start', 'active end',
                     'initial callbacks end', 'wait', 'active', 'result',
                     'callbacks', 'repr'];
+// Shown only for jobs that have them.
+const OPTIONAL_JOB_FIELDS = ['unique key', 'attempt'];
 
 function text(value) {
   if (value === null || value === undefined) return '';
@@ -215,7 +218,8 @@ function definitions(dl, pairs) {
 function renderJob(job) {
   $('#job-title').textContent = 'Job ' + job.id[0] + ' (' +
     JSON.stringify(job.id[1]) + '): ' + job.callable;
-  definitions($('#job-fields'), JOB_FIELDS.map(name => [name,
+  definitions($('#job-fields'), JOB_FIELDS.filter(name =>
+    name in job || !OPTIONAL_JOB_FIELDS.includes(name)).map(name => [name,
     name === 'queue' && job.queue !== null ? JSON.stringify(job.queue) :
     job[name]]));
   fill($('#annotations tbody'), Object.entries(job.annotations).map(

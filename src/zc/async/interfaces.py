@@ -58,6 +58,22 @@ class FullError(AsyncError):
     """A sized sequence is full (declared for compatibility; unused)."""
 
 
+class DuplicateJobError(AsyncError):
+    """``put(..., unique_key=key, on_duplicate='raise')`` found a job
+    holding ``key`` in the queue: pending, or running.
+
+    ``args`` are the message, the key and that job.
+    """
+
+    @property
+    def key(self):
+        return self.args[1]
+
+    @property
+    def job(self):
+        return self.args[2]
+
+
 # -------------------------------------------------------------------- events
 
 class IObjectEvent(zope.interface.interfaces.IObjectEvent):
@@ -302,6 +318,11 @@ class IJob(IAbstractJob):
     initial_callbacks_end = zope.interface.Attribute(
         'When the callbacks first completed (UTC), from ``key``.')
 
+    unique_key = zope.interface.Attribute(
+        'The unique key the job was put with (a string), or None.  While '
+        'the job is pending or running, no other job is put in its queue '
+        'under that key.')
+
     def __call__(*args, **kwargs):
         """Run the job in its own transactions and return the result.
 
@@ -385,11 +406,17 @@ class IQueue(zc.queue.interfaces.IQueue):
         '(made on first use).')
 
     def put(item, begin_after=None, begin_by=None, failure_log_level=None,
-            retry_policy_factory=None):
+            retry_policy_factory=None, unique_key=None,
+            on_duplicate='return'):
         """Adapt ``item`` to IJob, add it to the queue and return the job.
 
         The job must be NEW.  ``begin_after`` must be timezone-aware;
         ``begin_by`` is a timedelta after ``begin_after``.
+
+        ``unique_key`` (a string): while a job put with that key is pending
+        or running in this queue (until it completes, or leaves the queue
+        unrun), return that job instead of adding ``item``; with
+        ``on_duplicate='raise'``, raise DuplicateJobError instead.
         """
 
     def putBack(item):

@@ -36,8 +36,10 @@ import zc.queue
 import zope.component
 import zope.interface
 
+from . import coroutines
 from . import interfaces
 from . import twist
+from . import unique
 from . import utils
 from ._jobparts import JobParts
 from .interfaces import NEW, PENDING, ASSIGNED, ACTIVE, CALLBACKS, COMPLETED
@@ -133,6 +135,7 @@ class Job(_CallbackAdder, JobParts, utils.Base):
     failure_log_level = None
     assignerUUID = None
     key = None  # set by the agent's completed collection
+    unique_key = None  # set by Queue.put (see zc.async.unique)
 
     def __init__(self, *args, **kwargs):
         if not args:
@@ -233,6 +236,8 @@ class Job(_CallbackAdder, JobParts, utils.Base):
         self._require_status(
             (CALLBACKS,), 'can only complete a job with CALLBACKS status')
         self._status_id = _COMPLETED
+        if self.unique_key is not None:
+            unique.release(self.queue, self)
         if interfaces.IAgent.providedBy(self.parent):
             self.parent.jobCompleted(self)
 
@@ -567,6 +572,8 @@ class Job(_CallbackAdder, JobParts, utils.Base):
         try:
             setup_info = self.setUp()
             res = self.callable(*args, **kwargs)
+            if coroutines.is_coroutine(res):  # an async def function's
+                res = coroutines.run(res)
         except utils.EXPLOSIVE_ERRORS:
             utils.abort(tm, _Lazy('calling %r', self), wait=False)
             self._tear_down(setup_info)

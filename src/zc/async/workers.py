@@ -25,6 +25,7 @@ from transaction._transaction import Status
 from . import interfaces
 from . import utils
 from . import claims
+from . import coroutines
 from .threadlocal import local
 
 RESULT_LIMIT = 10000  # characters of a job info's 'result' kept
@@ -175,6 +176,7 @@ class AgentThreadPool:
             utils.abort(transaction.manager, 'ending worker thread',
                         wait=False)
             conn.close()
+            coroutines.close_loop()  # of the thread's async def jobs
             self._report(self._threadEnded, me, stopped)
 
     def _perform(self, conn, claimer, oid, dbname, info, started):
