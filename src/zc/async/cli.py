@@ -82,6 +82,8 @@ def build_parser():
     add_worker_parser(commands)
     from .clidb import add_db_parsers
     add_db_parsers(commands)
+    from .clischedules import add_schedule_parsers
+    add_schedule_parsers(commands)
     from .cliput import add_put_parser
     add_put_parser(commands)
     from .cliupgrade import add_upgrade_parsers

@@ -101,11 +101,27 @@ function renderOverview(data) {
   }
   fill($('#queues tbody'), queues);
   fill($('#dispatchers tbody'), dispatchers);
+  fill($('#schedules tbody'), scheduleRows(data.queues));
   const own = data['this dispatcher'];
   $('#this-dispatcher').textContent = own ?
     'This process: dispatcher ' + own.uuid + ' is ' + own.status +
     ', uptime ' + duration(own.uptime) + ', last poll ' +
     duration(own['time since last poll']) + ' ago' : '';
+}
+
+function scheduleRows(queues) {
+  const rows = [];
+  for (const [name, queue] of Object.entries(queues)) {
+    for (const s of queue.schedules || []) {
+      const last = s['last job'] ?
+        [jobLink(s['last job']), ' ' + s['last job status']] : [];
+      const cell = el('span');
+      cell.append(...last);
+      rows.push(row([JSON.stringify(name), s.name, s.callable, s.rule,
+                     time(s['next run']), time(s['last run']), cell]));
+    }
+  }
+  return rows;
 }
 
 function filterQuery() {

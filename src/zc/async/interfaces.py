@@ -419,6 +419,10 @@ class IQueue(zc.queue.interfaces.IQueue):
     dispatchers = zope.interface.Attribute(
         'The Dispatchers mapping, UUID -> IDispatcherAgents.')
 
+    schedules = zope.interface.Attribute(
+        'The ISchedules mapping of the queue\'s recurring jobs, by name '
+        '(made on first use).')
+
     def put(item, begin_after=None, begin_by=None, failure_log_level=None,
             retry_policy_factory=None, unique_key=None,
             on_duplicate='return'):
@@ -618,3 +622,80 @@ class ISandboxReport(zope.interface.Interface):
 
     def as_dict():
         """The report as JSON-ready data."""
+
+
+class ISchedule(zope.interface.Interface):
+    """A recurring job: a template job put in its queue at each tick of a
+    rule (see :mod:`zc.async.schedule`).
+
+    Made as ``Schedule(callable, *args, cron=None, every=None,
+    timezone=None, start=None, catch_up='once', overlap=True, **kwargs)``
+    with exactly one of ``cron`` (an expression matched in ``timezone``: an
+    IANA name or tzinfo, UTC by default) and ``every`` (a positive
+    timedelta).  ``callable`` may also be a new job, whose settings are
+    copied too.  Bad values raise ValueError or TypeError there.
+    """
+
+    name = zope.interface.Attribute('The name in ``queue.schedules``.')
+
+    job = zope.interface.Attribute(
+        'The template IJob, never run: each tick puts a copy.')
+
+    cron = zope.interface.Attribute('The cron expression, or None.')
+
+    every = zope.interface.Attribute('The interval (timedelta), or None.')
+
+    timezone = zope.interface.Attribute(
+        'The tzinfo ``cron`` is read in (UTC for ``every``).')
+
+    start = zope.interface.Attribute(
+        'The aware datetime given as ``start``, or None.  No tick is '
+        'before it; ``every`` ticks fall on ``start + k * every`` (by '
+        'default the first one is an interval after the schedule is made).')
+
+    catch_up = zope.interface.Attribute(
+        "What due ticks put after a downtime: 'once' (one job), 'all' "
+        "(one job each, at most ``max_catch_up``) or 'skip' (none, but "
+        "the latest may still fire if at most ``grace`` late).")
+
+    overlap = zope.interface.Attribute(
+        'False: a tick puts no job while the last one is pending, running '
+        'or in its callbacks.')
+
+    grace = zope.interface.Attribute(
+        "How late the latest due tick may fire under catch_up='skip' (a "
+        'timedelta, one minute; a class attribute an instance may set).')
+
+    max_catch_up = zope.interface.Attribute(
+        "The most jobs catch_up='all' puts at once (100; a class "
+        'attribute an instance may set).')
+
+    rule = zope.interface.Attribute('The rule in words.')
+
+    next_run = zope.interface.Attribute(
+        'The first tick not fired yet (aware UTC).')
+
+    last_run = zope.interface.Attribute(
+        'The tick of the last job put (aware UTC), or None.')
+
+    last_job = zope.interface.Attribute('The last job put, or None.')
+
+    def nextTick(after):
+        """The first tick strictly after the aware datetime ``after``."""
+
+    def lastTick(until):
+        """The last tick at or before the aware datetime ``until``."""
+
+    def newJob():
+        """A new job copied from the template."""
+
+
+class ISchedules(zope.interface.common.mapping.IEnumerableMapping):
+    """A queue's schedules by name; values must be ISchedule.
+
+    Adding one sets its ``name`` and ``parent``; ``del`` removes it.
+    """
+
+    earliest = zope.interface.Attribute(
+        'No schedule\'s ``next_run`` is before this datetime (None: no '
+        'schedule was ever added).')

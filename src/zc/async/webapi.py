@@ -23,6 +23,7 @@ from . import monitor
 from . import monitordb
 from . import monitorquery
 from . import sandbox
+from . import schedule
 from . import utils
 from .dispatcher import getId
 from .job import Job, isFailure
@@ -99,7 +100,8 @@ def glob_escape(name):
 
 
 def overview(conn, dispatcher_status=None, actions=False, replay=False):
-    """Queues (pending, job counts, quotas, dispatchers and agents).
+    """Queues (pending, job counts, quotas, dispatchers and agents, and
+    schedules: see :func:`zc.async.schedule.describe`).
 
     ``dispatcher_status`` is the status of the dashboard's own dispatcher
     (:meth:`~zc.async.dispatcher.Dispatcher.getStatusInfo`), if any;
@@ -120,7 +122,8 @@ def overview(conn, dispatcher_status=None, actions=False, replay=False):
         counts.update(_recent_counts(conn, queue.name))
         found[queue.name] = {
             'counts': counts, 'quotas': _quotas(queue),
-            'dispatchers': _dispatchers(queue, now)}
+            'dispatchers': _dispatchers(queue, now),
+            'schedules': schedule.report(queue)}
     return {'now': now, 'database': conn.db().database_name,
             'queues': found, 'this dispatcher': dispatcher_status,
             'actions': actions, 'replay': replay}
