@@ -55,6 +55,10 @@ setup(
         # 1.5 databases store pytz.UTC in their datetimes (zc.async's and the
         # application's): upgraded databases need it to load.
         'pytz',
+        # Cron rules of recurring jobs (zc.async.schedule); cronsim, the
+        # other well-kept parser, needs Python 3.11 and we support 3.10.
+        'croniter >= 6',
+        'tzdata; sys_platform == "win32"',  # IANA zones for zoneinfo
     ],
     extras_require={
         'test': TESTS_REQUIRE,

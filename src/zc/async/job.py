@@ -43,6 +43,7 @@ from . import unique
 from . import utils
 from . import watchdog
 from ._jobparts import JobParts
+from .snapshot import connection_tid
 from .interfaces import NEW, PENDING, ASSIGNED, ACTIVE, CALLBACKS, COMPLETED
 from .retry import (  # noqa: F401  (1.5 names of zc.async.job)
     RetryCommonFourTimes, RetryCommonForever, NeverRetry,
@@ -135,6 +136,7 @@ class Job(_CallbackAdder, JobParts, utils.Base):
     _begin_after = _begin_by = None  # aware UTC datetime; timedelta
     _time_limit = None  # timedelta
     _active_start = _active_end = None
+    _active_snapshot = None  # tid; none in 1.5 pickles
     _quota_names = ()
     _retry_policy = None  # created once by getRetryPolicy
     retry_policy_factory = None
@@ -389,6 +391,10 @@ class Job(_CallbackAdder, JobParts, utils.Base):
         return self._active_end
 
     @property
+    def active_snapshot(self):
+        return self._active_snapshot
+
+    @property
     def initial_callbacks_end(self):
         if self.key is None:
             return None
@@ -574,13 +580,15 @@ class Job(_CallbackAdder, JobParts, utils.Base):
 
     def _attempt(self, args, kwargs, tm, data_cache):
         """Call once and store the outcome; _RETRY or what to return."""
+        jar = self._p_jar
+        snapshot = None if jar is None else connection_tid(jar)
         res, raised, teardown = self._invoke(args, kwargs, tm)
         if raised:
             decision = self._handle_error('jobError', res, tm, data_cache)
             if decision is not None:
                 return decision
         failure, waiting = self._store_and_commit(res, tm, data_cache,
-                                                  teardown)
+                                                  teardown, snapshot)
         if failure is not None:
             decision = self._handle_error(
                 'commitError', failure, tm, data_cache)
@@ -635,8 +643,9 @@ class Job(_CallbackAdder, JobParts, utils.Base):
         except Exception:
             utils.log.critical('tearDown of %r failed', self, exc_info=True)
 
-    def _store_and_commit(self, res, tm, data_cache, teardown):
-        """Record the callable's outcome and commit.
+    def _store_and_commit(self, res, tm, data_cache, teardown, snapshot):
+        """Record the callable's outcome, and the ``snapshot`` it ran in
+        (see IJob.active_snapshot), and commit.
 
         Returns ``(commit failure or None, whether the job waits for an
         inner job or Deferred)``; tearDown runs after the commit or abort.
@@ -653,6 +662,8 @@ class Job(_CallbackAdder, JobParts, utils.Base):
             finished = False
             try:
                 waiting = self._store_result(res, data_cache)
+                if self._p_changed:  # no commit of its own: rides along
+                    self._active_snapshot = snapshot
                 if not waiting:
                     stored_end = self._active_end
                     finished = quiet and self._finish_if_no_callbacks()

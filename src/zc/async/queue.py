@@ -157,6 +157,7 @@ class Queue(utils.Base):
 
     name = None
     _putback_queue = None  # 1.5 queues create it on their first putBack
+    _schedules = None  # see the schedules property
     _unique_jobs = None  # made by the first put with a unique key
 
     def __init__(self):
@@ -170,6 +171,19 @@ class Queue(utils.Base):
         self.quotas.__parent__ = self
         self.dispatchers = Dispatchers()
         self.dispatchers.__parent__ = self
+
+    @property
+    def schedules(self):
+        """The queue's recurring jobs (see :mod:`zc.async.schedule`).
+
+        Made on first use, so that queues stored before schedules existed
+        load unchanged; reading it then writes the queue once.
+        """
+        if self._schedules is None:
+            from .schedule import Schedules
+            self._schedules = Schedules()
+            self._schedules.parent = self
+        return self._schedules
 
     # ---------------------------------------------------------- putting
 
