@@ -22,19 +22,10 @@ import ZODB.utils
 from zc.asynchronous import interfaces
 from zc.asynchronous.tests import jobs_for_processes as jobs
 from zc.asynchronous.tests import processes
-from zc.asynchronous.tests.test_reliability import FAST, Scenario
+from zc.asynchronous.tests.test_reliability import FAST, ZEOScenario
 
 
-class LifecycleTests(Scenario, unittest.TestCase):
-
-    layer = processes.ZEOLayer
-
-    @property
-    def uri(self):
-        return processes.ZEOLayer.server.uri
-
-    def open_db(self):
-        return processes.ZEOLayer.server.open_db()
+class LifecycleTests(ZEOScenario, unittest.TestCase):
 
     def wait_log(self, worker, text):
         processes.wait_for(lambda: text in worker.log,

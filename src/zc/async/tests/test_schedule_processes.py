@@ -18,22 +18,13 @@ from zc.asynchronous import schedule
 from zc.asynchronous import utils
 from zc.asynchronous.tests import jobs_for_processes as jobs
 from zc.asynchronous.tests import processes
-from zc.asynchronous.tests.test_reliability import Scenario
+from zc.asynchronous.tests.test_reliability import ZEOScenario
 
 SECOND = datetime.timedelta(seconds=1)
 TICKS = 10
 
 
-class ScheduleProcessTests(Scenario, unittest.TestCase):
-
-    layer = processes.ZEOLayer
-
-    @property
-    def uri(self):
-        return processes.ZEOLayer.server.uri
-
-    def open_db(self):
-        return processes.ZEOLayer.server.open_db()
+class ScheduleProcessTests(ZEOScenario, unittest.TestCase):
 
     def schedule_jobs(self, conn):
         """Every job the schedule put, wherever it is now."""
