@@ -17,7 +17,6 @@ from zc.asynchronous import interfaces
 from zc.asynchronous import schedule
 from zc.asynchronous import utils
 from zc.asynchronous.tests import jobs_for_processes as jobs
-from zc.asynchronous.tests import processes
 from zc.asynchronous.tests.test_reliability import ZEOScenario
 
 SECOND = datetime.timedelta(seconds=1)

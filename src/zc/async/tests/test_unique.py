@@ -15,7 +15,6 @@ from zc.asynchronous import testing
 from zc.asynchronous import utils
 from zc.asynchronous.job import Job
 from zc.asynchronous.queue import Queue, Queues
-from zc.asynchronous.tests import processes
 from zc.asynchronous.tests.reactorcase import ReactorTestCase
 from zc.asynchronous.tests.test_reliability import ZEOScenario
 
