@@ -13,6 +13,7 @@ on stderr and exits with status 2.
 :func:`add_db_parsers` plugs the commands into the ``zc-async`` parser.
 """
 import datetime
+import os
 import sys
 
 import transaction
@@ -129,8 +130,8 @@ def _runner(name, command, write=False):
     def run(options):
         try:
             worker.import_modules(options.imports)
-            db = (worker.open_database if write else open_database)(
-                options.uri, options.connect_timeout)
+            db = open_database(options.uri, options.connect_timeout,
+                               read_only=not write)
         except worker.WorkerError as e:
             return _fail(name, e)
         try:
@@ -169,8 +170,13 @@ def _fail(name, error):
 def open_database(uri, connect_timeout=worker.DEFAULT_CONNECT_TIMEOUT,
                   read_only=True):
     """Open the database, read only (unless told otherwise) when the URI
-    scheme allows it."""
+    scheme allows it.  A FileStorage that does not exist is an error (a
+    writable one would be created)."""
     scheme = uri.split('://', 1)[0] if '://' in uri else None
+    if scheme == 'file':
+        path = uri.split('://', 1)[1].split('?', 1)[0]
+        if not os.path.exists(path):
+            raise worker.WorkerError('no such FileStorage file %r' % (path,))
     if (read_only and scheme in _READ_ONLY_SCHEMES
             and 'read_only=' not in uri):
         uri += ('&' if '?' in uri else '?') + 'read_only=1'

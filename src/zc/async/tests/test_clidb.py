@@ -270,9 +270,9 @@ class DatabaseErrorTests(unittest.TestCase):
         self.addCleanup(shutil.rmtree, directory)
         uri = 'file://' + os.path.join(directory, 'nosuch.fs')
         status, out, err = zc_async('status', uri)
-        self.assertEqual(status, 2)
-        self.assertTrue(err.startswith(
-            "zc-async status: error: cannot open database '%s" % uri), err)
+        self.assertEqual((status, err), (
+            2, "zc-async status: error: no such FileStorage file %r\n"
+            % os.path.join(directory, 'nosuch.fs')))
         self.assertFalse(os.path.exists(os.path.join(directory,
                                                      'nosuch.fs')))
         status, out, err = zc_async('jobs', 'nosuch://x')
@@ -328,6 +328,11 @@ class AbortTests(unittest.TestCase):
             status, out, err = self.abort(name)
             self.assertEqual((status, out, err), (
                 2, '', 'zc-async abort: error: %s\n' % (error,)))
+        status, out, err = zc_async('abort', self.uri + '.missing', '1')
+        self.assertEqual((status, err), (2, 'zc-async abort: error: no such '
+                                            'FileStorage file %r\n'
+                                            % (self.path + '.missing',)))
+        self.assertFalse(os.path.exists(self.path + '.missing'))
         status, out, err = zc_async('abort', self.uri, '999999')
         self.assertEqual((status, err), (2, "zc-async abort: error: no job "
                                             "with oid 999999 in database "
