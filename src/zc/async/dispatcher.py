@@ -289,8 +289,6 @@ class Dispatcher:
         self.jobs.clear()
         self._threaded = threaded
         self._growPool(self.db, 1)  # the poll connection
-        if not threaded:
-            self.conn = self._openPollConnection()
         self.reactor.callWhenRunning(
             self.threadedPoll if threaded else self.directPoll)
         self.reactor.addSystemEventTrigger(
@@ -354,12 +352,14 @@ class Dispatcher:
             db.setPoolSize(db.getPoolSize() + delta)
             self._pool_growth[db] = self._pool_growth.get(db, 0) + delta
 
-    def _openPollConnection(self):
-        """A connection (and its sub-connections) with a private manager.
+    def _openPollConnection(self, tm=None):
+        """A connection (and its sub-connections), with a private
+        transaction manager unless ``tm`` is given.
 
         Commits of these connections never wake this dispatcher.
         """
-        conn = self.db.open(transaction_manager=transaction.TransactionManager())
+        conn = self.db.open(
+            transaction_manager=tm or transaction.TransactionManager())
         for name in self.db.databases:
             conn.get_connection(name)
         self._own_storages = frozenset(
@@ -376,6 +376,12 @@ class Dispatcher:
         length, then claim until it has no more room; finally resize,
         prune and feed the thread pools and record a :class:`PollInfo`.
         """
+        if self.conn is None:
+            # Kept for the polls to come, with the transaction manager of
+            # the polling thread, as in 1.5: a test running a
+            # zc.async.testing.Reactor in its own thread sees what the
+            # poll committed, as its own connections share that manager.
+            self.conn = self._openPollConnection(transaction.manager.manager)
         self._applyPoll(self._pollDatabase(self.conn))
 
     def directPoll(self):

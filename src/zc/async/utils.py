@@ -392,16 +392,29 @@ _MISSING = object()
 
 
 class BTreeReads:
-    """Mapping reads over an OOBTree ``_data`` and a Length ``_len``."""
+    """Mapping reads over an OOBTree ``_data`` and a Length ``_len``.
+
+    A key the tree cannot compare with its keys (an int among UUIDs) is
+    simply not there, as in 1.5, whose Python 2 compared anything.
+    """
 
     def __getitem__(self, key):
-        return self._data[key]
+        try:
+            return self._data[key]
+        except TypeError:
+            raise KeyError(key) from None
 
     def get(self, key, default=None):
-        return self._data.get(key, default)
+        try:
+            return self._data.get(key, default)
+        except TypeError:
+            return default
 
     def __contains__(self, key):
-        return key in self._data
+        try:
+            return key in self._data
+        except TypeError:
+            return False
 
     def __iter__(self):
         return iter(self._data)
@@ -445,9 +458,9 @@ class Dict(BTreeReads, Base):
         """Remove ``key`` and return its value (or ``default`` if missing)."""
         try:
             value = self._data.pop(key)
-        except KeyError:
+        except (KeyError, TypeError):  # TypeError: see BTreeReads
             if default is _MISSING:
-                raise
+                raise KeyError(key) from None
             return default
         self._len.change(-1)
         value.parent = value.name = None

@@ -26,6 +26,7 @@ from . import interfaces
 from . import utils
 from . import claims
 from .threadlocal import local
+from .threadlocal import waiting_for_reactor
 
 RESULT_LIMIT = 10000  # characters of a job info's 'result' kept
 
@@ -140,8 +141,11 @@ class AgentThreadPool:
 
     @property
     def busy(self):
-        """Whether a handed-off item is waiting or being worked on."""
-        return self.queue.unfinished_tasks > 0
+        """Whether a handed-off item is waiting or being worked on (by a
+        thread not blocked until the reactor answers it)."""
+        waiting = sum(1 for thread in list(self.threads)
+                      if thread.ident in waiting_for_reactor)
+        return self.queue.unfinished_tasks > waiting
 
     # The methods below run in the worker threads.
 
