@@ -458,7 +458,7 @@ class Dispatcher:
         """Activate, ping and claim in one queue; the queue's poll info."""
         if not self._activateIfNeeded(queue, tm):
             return None
-        self._attempt(tm, 'pinging UUID %s in queue %r' % (
+        self._attempt(tm, 'committing ping for UUID %s in queue %r' % (
             self.UUID, queue.name), lambda: queue.dispatchers.ping(self.UUID))
         # Every put, claim and removal changes the queue's length counter.
         work.watch(getattr(queue, '_length', None))
@@ -476,7 +476,8 @@ class Dispatcher:
         if queue_id in self._activated_queues:
             return True
         activated = self._attempt(
-            tm, 'activating UUID %s in queue %r' % (self.UUID, queue.name),
+            tm, 'activating dispatcher UUID %s in queue %s (oid %d)' % (
+                self.UUID, queue.name, queue_id[0]),
             lambda: self._activateRecord(queue))
         if activated is True:
             self._activated_queues.add(queue_id)
@@ -493,8 +494,8 @@ class Dispatcher:
                     'UUID %s already activated in queue %s (oid %d): another '
                     'process?  (To stop poll attempts in this process, set '
                     '``zc.asynchronous.dispatcher.get().activated = False``.  '
-                    'To stop polls permanently, do not start a dispatcher '
-                    'in this process.)', self.UUID, queue.name,
+                    "To stop polls permanently, don't start a "
+                    'zc.async.dispatcher!)', self.UUID, queue.name,
                     ZODB.utils.u64(queue._p_oid))
                 return False
             da.deactivate()  # a dead earlier life of this UUID: clean it
@@ -503,8 +504,9 @@ class Dispatcher:
 
     def _pollAgent(self, queue, name, agent, tm, work):
         """Note an agent's size and length and claim for it; its info."""
-        info = {'size': None, 'len': None, 'error': None,
-                'new jobs': [], 'active jobs': []}
+        # In the order 1.5's poll log showed the keys.
+        info = {'active jobs': [], 'error': None, 'new jobs': [],
+                'len': None, 'size': None}
         try:
             info['size'] = agent.size
             info['len'] = len(agent)
@@ -519,8 +521,9 @@ class Dispatcher:
         claimed = self._claim(queue, agent, tm, work.waiting)
         if isinstance(claimed, twisted.python.failure.Failure):
             info['error'] = claimed
-            self._attempt(tm, 'stashing failure on agent %r' % (name,),
-                          lambda: setattr(agent, 'failure', claimed))
+            self._attempt(tm, 'stashing failure on agent %s (oid %d)' % (
+                name, ZODB.utils.u64(agent._p_oid)),
+                lambda: setattr(agent, 'failure', claimed))
             return info
         jobs, saturated = claimed
         for job, started in jobs:
@@ -548,8 +551,10 @@ class Dispatcher:
                 job = batch.claim()
             return jobs, len(agent) >= agent.size and len(queue) > 0
         claimed = self._attempt(
-            tm, 'getting jobs for UUID %s from agent %r in queue %r'
-            % (self.UUID, agent.name, queue.name), claim_all)
+            tm, 'getting job for UUID %s from agent %s (oid %d) in queue %s '
+            '(oid %d)' % (self.UUID, agent.name, ZODB.utils.u64(agent._p_oid),
+                          queue.name, ZODB.utils.u64(queue._p_oid)),
+            claim_all)
         if isinstance(claimed, twisted.python.failure.Failure):
             batch.failed()
         else:

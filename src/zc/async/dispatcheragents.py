@@ -160,11 +160,16 @@ class Dispatchers(Mapping):
         """Record that dispatcher ``uuid`` is alive; check on a sibling."""
         agents = self[uuid]
         if not agents.activated:
+            # 1.5's words (which alerts match), then what else we know.
             utils.log.critical(
-                'Dispatcher %s in queue %r was deactivated but pinged: '
-                'reactivating it.  Its ping_death_interval may be too short, '
-                'its commits may take too long, or the clocks of the '
-                'machines may be out of sync.', uuid, self.__parent__.name)
+                "Dispatcher %r not activated prior to ping. This can indicate "
+                "that the dispatcher's ping_death_interval is set too short, "
+                "or that some transactions in the system are taking too long "
+                "to commit. Activating, to correct the current problem, but "
+                "if the dispatcher was inappropriately viewed as ``dead`` and "
+                "deactivated, you should investigate the cause.  (Queue %r; "
+                "the clocks of the machines may also be out of sync.)",
+                uuid, self.__parent__.name)
             agents.reactivate()
         now = utils.now()
         last = agents.last_ping.value

@@ -82,6 +82,11 @@ class _Lazy:
                 utils.custom_repr(arg) for arg in self.args)
 
 
+_REASSIGNED = (  # 1.5's words, which log alerts match
+    '%r was reassigned.  Likely cause was that polling was unable to occur '
+    'as regularly as expected, perhaps because of long commit times in the '
+    'application.')
+
 # Names defined in zc.async.composite that 1.5 defined here (see __getattr__).
 _COMPOSITE_NAMES = frozenset([
     'serial', 'parallel', '_transparent', '_queue_next', '_schedule_serial',
@@ -172,12 +177,10 @@ class Job(_CallbackAdder, JobParts, utils.Base):
         return _STATUSES[self._status_id]
 
     def _require_status(self, statuses, message):
-        """Raise BadStatusError(message + the facts) unless the status is
-        one of ``statuses``."""
-        status = self.status
-        if status not in statuses:
-            raise interfaces.BadStatusError('%s (%r has %s status)' % (
-                message, self, _STATUS_NAMES.get(status, status)))
+        """Raise BadStatusError(message) unless the status is one of
+        ``statuses`` (the messages are 1.5's, which tests match)."""
+        if self.status not in statuses:
+            raise interfaces.BadStatusError(message)
 
     def _call_statuses(self):
         """The statuses in which the job may be called."""
@@ -271,7 +274,8 @@ class Job(_CallbackAdder, JobParts, utils.Base):
     @callable.setter
     def callable(self, value):
         self._require_status(
-            (NEW,), 'can only set callable when a job has NEW status')
+            (NEW,), 'can only set callable when a job has NEW, PENDING, or '
+            'ASSIGNED status')  # 1.5's text; only NEW is allowed (A8)
         if not callable(value):
             raise TypeError('a job needs a callable, not %r' % (value,))
         owner = _bound_owner(value)
@@ -395,12 +399,13 @@ class Job(_CallbackAdder, JobParts, utils.Base):
             tm)
         call = getattr(policy, call_name, None)
         if call is None:
-            utils.log.error('retry policy %r for %r has no %s method',
-                            policy, self, call_name)
+            utils.log.error(
+                'retry policy %r for %r does not have required %s method',
+                policy, self, call_name)
             return None
         answer = utils.never_fail(
             lambda: call(*args),
-            _Lazy('getting %s retry answer for %r', call_name, self), tm)
+            _Lazy('getting result for %s retry for %r', call_name, self), tm)
         self._check_reassigned((ACTIVE,))
         return answer
 
@@ -416,11 +421,11 @@ class Job(_CallbackAdder, JobParts, utils.Base):
                     and self.queue is not None):
                 return utils.never_fail(
                     lambda: self._reschedule(answer, data_cache),
-                    _Lazy('rescheduling %r for its retry policy', self), tm)
+                    _Lazy('rescheduling %r as requested by associated '
+                          'IRetryPolicy %r', self, self._retry_policy), tm)
             utils.log.critical(
-                'retry policy of %r asked to reschedule it, but only a job '
-                'held by an agent can be rescheduled; keeping the failure',
-                self)
+                'error for IRetryPolicy %r on %r: can only reschedule a job '
+                'directly in an agent', self._retry_policy, self)
             return None
         return _RETRY if answer else None
 
@@ -458,10 +463,7 @@ class Job(_CallbackAdder, JobParts, utils.Base):
             reason = 'its status is %s, not %s' % (
                 _STATUS_NAMES.get(status, status),
                 ' or '.join(_STATUS_NAMES[s] for s in expected_statuses))
-        utils.log.error(
-            '%r was reassigned.  Likely cause was that polling was unable to '
-            'occur as regularly as expected, perhaps because of long commit '
-            'times in the application.', self)
+        utils.log.error(_REASSIGNED, self)
         raise interfaces.ReassignedError('%r was reassigned: %s'
                                          % (self, reason))
 
@@ -512,7 +514,7 @@ class Job(_CallbackAdder, JobParts, utils.Base):
         """
         self._check_reassigned((ACTIVE,))
         if self._active_start != started:
-            utils.log.error('%r was reassigned: it was started again.', self)
+            utils.log.error(_REASSIGNED + '  (It was started again.)', self)
             raise interfaces.ReassignedError(
                 '%r was reassigned: started at %s, not %s'
                 % (self, self._active_start, started))
@@ -544,7 +546,7 @@ class Job(_CallbackAdder, JobParts, utils.Base):
             self._log_lost_outcome(res)
             utils.never_fail(
                 lambda: self._complete_if_still_ours(failure, data_cache),
-                _Lazy('storing commit failure of %r', self), tm)
+                _Lazy('storing failure at commit of %r', self), tm)
         elif waiting:
             if isinstance(res, twisted.internet.defer.Deferred):
                 self._wait_for_deferred(res)
@@ -585,7 +587,8 @@ class Job(_CallbackAdder, JobParts, utils.Base):
         try:
             self.tearDown(setup_info)
         except Exception:
-            utils.log.critical('tearDown of %r failed', self, exc_info=True)
+            utils.log.critical('Error while tearDown for %r', self,
+                               exc_info=True)
 
     def _store_and_commit(self, res, tm, data_cache, teardown):
         """Record the callable's outcome and commit.
@@ -852,17 +855,18 @@ class Job(_CallbackAdder, JobParts, utils.Base):
         the retry policy means "retry now" (and is logged as an error).
         """
         self._require_status(
-            (ACTIVE,), 'can only call handleCallbackInterrupt on a job with '
-            'ACTIVE status')
+            (ACTIVE,), 'can only handleCallbackInterrupt on a job with ACTIVE '
+            'status')
         caller._require_status(
-            (CALLBACKS,), 'the caller of handleCallbackInterrupt must have '
+            (CALLBACKS,), 'can only handleCallbackInterrupt with caller in '
             'CALLBACKS status')
         answer = self._ask_policy('interrupted',
                                   twist.transactionManager(self))
         if _is_time(answer):
             utils.log.error(
-                'retry policy of interrupted callback %r asked to reschedule '
-                'it, which callbacks cannot be; retrying it now', self)
+                'error for IRetryPolicy %r on %r: cannot reschedule a '
+                'callback, only retry.  We will retry now, for no clear '
+                '"right" action.', self._retry_policy, self)
         if answer or _is_time(answer):
             utils.tracelog.debug('retrying interrupted callback %r to %r',
                                  self, caller)

@@ -280,9 +280,9 @@ def tool_help(command, funcs, cmd):
     docstring of ``cmd``."""
     if cmd is None:
         lines = ['These are the tools available.  Usage for each tool is',
-                 "'%s <tool name> [modifiers...]'.  Learn more about each "
-                 'tool' % (command,),
-                 "using '%s help <tool name>'." % (command,), '']
+                 "'%s <tool name> [modifiers...]'.  Learn more about each"
+                 % (command,),
+                 "tool using '%s help <tool name>'." % (command,), '']
         for name, func in sorted(funcs.items()):
             summary = inspect.getdoc(func).split('\n')[0]
             lines.append('%s: %s' % (name, summary))
@@ -296,7 +296,7 @@ def tool_help(command, funcs, cmd):
 
 
 def status(uuid=None):
-    """Get general information about this process's dispatcher.
+    """Get a mapping of general zc.async dispatcher information.
 
     Usage:
 
@@ -319,7 +319,7 @@ def status(uuid=None):
 
 
 def jobs(queue=None, agent=None, uuid=None):
-    """Show the jobs this process's threads are working on right now.
+    """Show active jobs in worker threads as of the instant.
 
     Usage:
 
@@ -335,7 +335,7 @@ def jobs(queue=None, agent=None, uuid=None):
 
 
 def job(OID, database=None, uuid=None):
-    """Show what this process remembers of a job it claimed.
+    """Local information about a job as of last poll, if known.
 
     Usage:
 
@@ -369,7 +369,7 @@ def job(OID, database=None, uuid=None):
 
 def jobstats(at=None, before=None, since=None, queue=None, agent=None,
              uuid=None):
-    """Count and compare the jobs claimed by the remembered polls.
+    """Statistics on historical jobs as of last poll.
 
     Usage:
 
@@ -400,7 +400,7 @@ def _poll_answer(info):
 
 
 def poll(at=None, before=None, uuid=None):
-    """Show one poll: by default the latest.
+    """Get information about a single poll, defaulting to most recent.
 
     Usage:
 
@@ -425,7 +425,7 @@ def poll(at=None, before=None, uuid=None):
 
 
 def polls(at=None, before=None, since=None, count=None, uuid=None):
-    """Show several polls, newest first.
+    """Get information about recent polls, defaulting to most recent.
 
     Usage:
 
@@ -446,19 +446,20 @@ def polls(at=None, before=None, since=None, count=None, uuid=None):
 
 
 def utcnow():
-    """Show the current time in UTC, in ISO-8601 format.
+    """Return the current time in UTC, in ISO 8601 format.
 
     Usage:
 
         async utcnow
 
-    Compare it with the times of other answers (all UTC).
+    Compare it with the times of other answers (all UTC).  The answer is
+    the bare time, not a JSON string, as in 1.5.
     """
-    return utils.now()
+    return _encode_datetime(utils.now())
 
 
 def UUID():
-    """Show the UUID of this process's dispatcher.
+    """Get instance UUID in hex.
 
     Usage:
 
@@ -472,7 +473,7 @@ def UUID():
 
 
 def help(cmd=None):
-    """Get help about an async tool.
+    """Get help on an async monitor tool.
 
     Usage:
 
@@ -491,14 +492,17 @@ funcs = {'status': status, 'jobs': jobs, 'job': job, 'jobstats': jobstats,
 def async_(connection, cmd=None, *raw):
     """Monitor zc.async activity in this process.
 
+    To see a list of async tools, use 'async help'.
+
+    To learn more about an async monitor tool, use 'async help <tool name>'.
+
     Usage:
 
         async TOOL_NAME [positional modifiers...] [name:value modifiers...]
 
     These tools read what the dispatcher of this process remembers (its
     status, polls, threads and recent jobs), not the database; see the
-    asyncdb command for the database.  Use "async help" to list the tools,
-    and "async help TOOL_NAME" to learn about one.
+    asyncdb command for the database.
     """
     monitor(funcs, inspect.getdoc(async_), connection, cmd, raw)
 

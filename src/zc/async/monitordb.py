@@ -189,7 +189,7 @@ def _with_help(*parts):
 
 @_with_help(_STATES_HELP, _FILTER_HELP)
 def jobs(context, *states, display='default', count=0, **filters):
-    """List jobs in the database, by state and filters.
+    """Return jobs in one or more states.
 
     Usage:
 
@@ -213,7 +213,7 @@ def jobs(context, *states, display='default', count=0, **filters):
 
 @_with_help(_STATES_HELP, _FILTER_HELP)
 def count(context, *states, **filters):
-    """Count jobs in the database, by state and filters.
+    """Count jobs in one or more states.
 
     Usage:
 
@@ -227,7 +227,7 @@ def count(context, *states, **filters):
 
 @_with_help(_FILTER_HELP)
 def jobstats(context, *states, display='default', **filters):
-    """Count jobs by state, and find the longest and shortest waits and runs.
+    """Return statistics about jobs in one or more states.
 
     Usage:
 
@@ -252,7 +252,7 @@ def jobstats(context, *states, display='default', **filters):
 
 
 def job(context, oid, database=None):
-    """Describe a job.
+    """Return details of job identified by integer oid.
 
     Usage:
 
@@ -272,7 +272,7 @@ def job(context, oid, database=None):
 
 
 def traceback(context, oid, database=None, detail='default'):
-    """Show the traceback of a failed job (null for other jobs).
+    """Return the traceback for the job identified by integer oid.
 
     Usage:
 
@@ -280,7 +280,8 @@ def traceback(context, oid, database=None, detail='default'):
                           [detail:default|brief|verbose]
 
     detail:brief shows one line per frame; detail:verbose adds the
-    (shortened) local variables of each frame.
+    (shortened) local variables of each frame.  The answer is null for a
+    job that did not fail.
     """
     if detail not in _TRACEBACK_DETAILS:
         raise ValueError('detail must be one of %s, not %r'
@@ -293,7 +294,7 @@ def traceback(context, oid, database=None, detail='default'):
 
 @_with_help(_FILTER_HELP)
 def nextpending(context, **filters):
-    """Describe the next pending job (null if none).
+    """Return details of the next job in queue to be performed.
 
     Usage:
 
@@ -301,7 +302,8 @@ def nextpending(context, **filters):
 
     The next job is the pending job with the earliest begin_after.  The
     start, end and callbacks_completed filters do not apply, since pending
-    jobs have not started.  The answer is as "asyncdb job" shows it.
+    jobs have not started.  The answer is as "asyncdb job" shows it, or
+    null if there is none.
     """
     for name in ('start', 'end', 'callbacks_completed'):
         if name in filters:
@@ -312,20 +314,21 @@ def nextpending(context, **filters):
 
 @_with_help(_FILTER_HELP)
 def lastcompleted(context, **filters):
-    """Describe the job completed last (null if none).
+    """Return details of the most recently completed job.
 
     Usage:
 
         asyncdb lastcompleted [FILTER:VALUE...]
 
     For example, "asyncdb lastcompleted uuid:THIS" shows the last job this
-    process finished.  The answer is as "asyncdb job" shows it.
+    process finished.  The answer is as "asyncdb job" shows it, or null
+    if there is none.
     """
     return _first(JobQuery(['completed'], **filters).jobs(context))
 
 
 def UUIDs(context):
-    """List the UUIDs of the activated dispatchers.
+    """Return all active UUIDs.
 
     Usage:
 
@@ -362,7 +365,7 @@ def _dispatcher_status(agents, agent_names, now):
 
 
 def status(context, queue=None, agent=None, uuid=None):
-    """Show the queues with their activated dispatchers and agents.
+    """Return status of the agents of all queues and all active UUIDs.
 
     Usage:
 
@@ -387,7 +390,7 @@ def status(context, queue=None, agent=None, uuid=None):
 
 
 def help(context, cmd=None):
-    """Get help about an asyncdb tool.
+    """Get help on an asyncdb monitor tool.
 
     Usage:
 
@@ -405,16 +408,21 @@ funcs = {'jobs': jobs, 'count': count, 'jobstats': jobstats, 'job': job,
 
 
 def asyncdb(connection, cmd=None, *raw):
-    """Monitor zc.async activity in the database.
+    """Monitor and introspect zc.async activity in the database.
+
+    To see a list of asyncdb tools, use 'asyncdb help'.
+
+    To learn more about an asyncdb tool, use 'asyncdb help <tool name>'.
+
+    ``asyncdb`` tools differ from ``async`` tools in that ``asyncdb`` tools
+    access the database, and ``async`` tools do not.
 
     Usage:
 
         asyncdb TOOL_NAME [positional modifiers...] [name:value modifiers...]
 
     These tools read the database (through a connection of their own) for
-    jobs of every dispatcher, and the queues, dispatchers and agents.  Use
-    "asyncdb help" to list the tools, and "asyncdb help TOOL_NAME" to learn
-    about one.
+    jobs of every dispatcher, and the queues, dispatchers and agents.
     """
     monitor(funcs, inspect.getdoc(asyncdb), connection, cmd, raw,
             needs_db_connection=True)

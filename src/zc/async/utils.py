@@ -270,15 +270,17 @@ def _error_kind(error):
 
 
 def _retry(call, identifier, tm, commit=True, max_conflicts=None,
-           backoff=('system', 'other'), final_level=logging.ERROR):
+           backoff=('system', 'other'), final_level=logging.ERROR,
+           log_every=10):
     """Run ``call`` (and commit) until it succeeds or an error is final.
 
     The one retry loop behind the three public helpers.  Conflicts are
     retried at once, forever or until ``max_conflicts`` attempts; error
     kinds listed in ``backoff`` are retried after sleeping 5, 10, ... 60
     seconds.  Any other error is final: logged at ``final_level`` and
-    returned as a :class:`zc.async.twist.Failure`.  Explosive errors are
-    re-raised after an abort.  Aborts go through :func:`abort`: a loop
+    returned as a :class:`zc.async.twist.Failure`.  Backing-off errors
+    are logged the first and every ``log_every``-th time.  Explosive errors
+    are re-raised after an abort.  Aborts go through :func:`abort`: a loop
     that backs off on system errors waits there for the database too; the
     others give up (returning the abort's Failure) rather than sleep.
     """
@@ -311,7 +313,7 @@ def _retry(call, identifier, tm, commit=True, max_conflicts=None,
             elif kind in backoff:
                 abort(tm, identifier, wait)
                 errors += 1
-                _log_backoff(kind, errors, identifier, delay)
+                _log_backoff(kind, errors, identifier, delay, log_every)
                 _sleep(delay)
                 delay = min(MAX_BACKOFF, delay + BACKOFF_INCREMENT)
                 continue
@@ -319,17 +321,23 @@ def _retry(call, identifier, tm, commit=True, max_conflicts=None,
             from .twist import Failure  # twist imports this module
             failure = Failure()
             abort(tm, identifier, wait)
-            log.log(final_level, 'Error while %s', identifier, exc_info=True)
+            if kind == 'conflict':  # out of attempts: try_five_times
+                log.log(final_level, 'Five consecutive transaction errors '
+                        'while %s', identifier, exc_info=True)
+            else:
+                log.log(final_level, 'Error while %s', identifier,
+                        exc_info=True)
             return failure
 
 
-def _log_backoff(kind, errors, identifier, delay):
-    """Log the first and every tenth error of a backing-off retry loop."""
+def _log_backoff(kind, errors, identifier, delay, every=10):
+    """Log the first and every ``every``-th error of a backing-off retry
+    loop."""
     level = logging.ERROR if kind == 'system' else logging.CRITICAL
     if errors == 1:
         log.log(level, 'first error while %s; will continue in %d seconds',
                 identifier, delay, exc_info=True)
-    elif not errors % 10:
+    elif not errors % every:
         log.log(level, '%d consecutive errors while %s; will continue in %d '
                 'seconds', errors, identifier, delay, exc_info=True)
 
@@ -349,16 +357,18 @@ def wait_for_system_recovery(call, identifier, tm):
     """Like :func:`never_fail`, but other errors are final.
 
     Errors that are neither transaction nor system errors are logged at
-    ERROR and returned as a :class:`zc.async.twist.Failure`.
+    ERROR and returned as a :class:`zc.async.twist.Failure`.  System
+    errors are logged the first and every fifth time (as in 1.5).
     """
-    return _retry(call, identifier, tm, backoff=('system',))
+    return _retry(call, identifier, tm, backoff=('system',), log_every=5)
 
 
 def try_five_times(call, identifier, tm, commit=True):
     """Run ``call`` (and commit), trying at most five times on conflicts.
 
-    Any error that is not retried, including the fifth transaction error,
-    is logged at CRITICAL and returned as a :class:`zc.async.twist.Failure`;
+    Any error that is not retried, including the fifth transaction error
+    ("Five consecutive transaction errors while ..."), is logged at
+    CRITICAL and returned as a :class:`zc.async.twist.Failure`;
     explosive errors are re-raised after an abort.
     """
     return _retry(call, identifier, tm, commit=commit, max_conflicts=5,

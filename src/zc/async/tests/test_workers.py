@@ -68,7 +68,7 @@ class ClaimCommitTests(DispatcherTestCase):
         # Two commits: the claim (which made it ACTIVE) and the result;
         # no commit of its own to go ACTIVE.
         claim, result = self.commits_touching(job, put_tid)
-        self.assertIn('getting jobs', claim)
+        self.assertIn('getting job for UUID', claim)
         transaction.begin()
         self.assertEqual(job.status, interfaces.COMPLETED)
         self.assertLess(job.active_start, job.active_end)
@@ -101,7 +101,7 @@ class ClaimCommitTests(DispatcherTestCase):
                           for job in jobs], [0, 2, 4, 6, 8])
         # The first job is claimed by the poll that the put woke; each
         # later one by the commit completing the one before it.
-        self.assertIn('getting jobs',
+        self.assertIn('getting job for UUID',
                       self.commits_touching(jobs[0], put_tid)[0])
         for before, job in zip(jobs, jobs[1:]):
             claim, result = self.commits_touching(job, put_tid)
