@@ -6,6 +6,7 @@ are in docs/porting.rst.
 """
 import contextlib
 import io
+import logging
 import operator
 import threading
 import uuid
@@ -18,6 +19,9 @@ import zc.asynchronous
 import zc.asynchronous.agent
 import zc.asynchronous.dispatcher
 import zc.asynchronous.interfaces as interfaces
+import zc.asynchronous.job
+import zc.asynchronous.monitor
+import zc.asynchronous.monitordb
 import zc.asynchronous.testing
 
 from . import live
@@ -25,13 +29,20 @@ from .live import DispatcherTestCase
 from .test_queue import DBTestCase
 
 
-class MappingKeyTypeTests(DBTestCase):
+class QueueTestCase(DBTestCase):
+    """A database with queue '' (see test_queue) and a UUID."""
+
+    def setUp(self):
+        super().setUp()
+        self.uuid = uuid.uuid1()
+
+
+class MappingKeyTypeTests(QueueTestCase):
     """A key of another type is simply absent (1.5's Python 2 compared any
     two keys; a BTree of Python 3 raises TypeError)."""
 
     def setUp(self):
         super().setUp()
-        self.uuid = uuid.uuid1()
         self.queue.dispatchers.register(self.uuid)
         self.queue.dispatchers[self.uuid]['main'] = zc.asynchronous.agent.Agent()
         self.queue.quotas.create('q')
@@ -107,7 +118,7 @@ def wait_for_reply(other):
         'reply', 'no reply', job=other, timeout=15, poll=0.1)
 
 
-class TestReactorTests(DispatcherTestCase):
+class TestReactorCase(DispatcherTestCase):
     """A dispatcher on zc.async.testing.Reactor, driven as 1.5 tests do."""
 
     def setUp(self):
@@ -132,6 +143,10 @@ class TestReactorTests(DispatcherTestCase):
         self.queue.dispatchers[self.dispatcher.UUID]['main'] = agent
         transaction.commit()
         return agent
+
+
+class TestReactorTests(TestReactorCase):
+    """The test reactor's helpers behave as 1.5's."""
 
     def test_the_callers_connection_sees_what_a_poll_committed(self):
         self.assertEqual(self.reactor.time_flies(1), 1)
@@ -195,3 +210,133 @@ class TestReactorTests(DispatcherTestCase):
         self.assertEqual(job.status, interfaces.ACTIVE)
         self.reactor.wait_for(job, poll_interval=2)
         self.assertEqual(job.result, 'no reply')
+
+
+class BadStatusMessageTests(QueueTestCase):
+    """BadStatusError says what 1.5 said, word for word (doctests match the
+    exception line)."""
+
+    def check(self, message, attempt):
+        with self.assertRaises(interfaces.BadStatusError) as caught:
+            attempt()
+        self.assertEqual(caught.exception.args, (message,))
+
+    def test_messages(self):
+        pending = self.queue.put(len)
+        self.check('can only set callable when a job has NEW, PENDING, or '
+                   'ASSIGNED status',
+                   lambda: setattr(pending, 'callable', abs))
+        self.check('can only set begin_after when a job has NEW status',
+                   lambda: setattr(pending, 'begin_after', None))
+        self.check('can only call a job with NEW or ASSIGNED status', pending)
+        self.check('can only call ``handleInterrupt`` on a job with ACTIVE '
+                   'status', pending.handleInterrupt)
+        self.check('can only resumeCallbacks on a job with CALLBACKS status',
+                   pending.resumeCallbacks)
+        done = zc.asynchronous.job.Job(len, 'ab')
+        self.root['done'] = done
+        done()
+        self.check('can only call a job with NEW or ASSIGNED status', done)
+        self.check('can only set begin_by when a job has NEW or PENDING '
+                   'status', lambda: setattr(done, 'begin_by', None))
+        self.check('can only set quota_names when a job has NEW or PENDING '
+                   'status', lambda: setattr(done, 'quota_names', ()))
+        self.check('can only call fail on a job with NEW, PENDING, or '
+                   'ASSIGNED status', done.fail)
+        self.check('can only handleCallbackInterrupt on a job with ACTIVE '
+                   'status', lambda: pending.handleCallbackInterrupt(done))
+
+
+class LogTextTests(QueueTestCase):
+    """Log messages that alerting rules match keep 1.5's words."""
+
+    def test_ping_of_a_deactivated_dispatcher(self):
+        self.queue.dispatchers.register(self.uuid)
+        with self.assertLogs('zc.async.events', logging.CRITICAL) as logs:
+            self.queue.dispatchers.ping(self.uuid)
+        self.assertEqual(
+            logs.records[0].getMessage(),
+            "Dispatcher %r not activated prior to ping. This can indicate "
+            "that the dispatcher's ping_death_interval is set too short, or "
+            "that some transactions in the system are taking too long to "
+            "commit. Activating, to correct the current problem, but if the "
+            "dispatcher was inappropriately viewed as ``dead`` and "
+            "deactivated, you should investigate the cause.  (Queue ''; the "
+            "clocks of the machines may also be out of sync.)" % (self.uuid,))
+        self.assertTrue(self.queue.dispatchers[self.uuid].activated)
+
+
+class ReportTests(TestReactorCase):
+    """The dispatcher's reports and the monitor's texts, as 1.5's."""
+
+    def test_the_poll_log_shows_the_keys_in_1_5s_order(self):
+        with self.assertLogs('zc.async.trace', logging.DEBUG) as logs:
+            self.reactor.time_flies(1)
+            self.add_agent()
+            self.reactor.time_flies(5)
+        self.assertRegex(
+            logs.records[-1].getMessage(),
+            r"^poll \d+: \{'': \{'main': \{'active jobs': \[\], 'error': "
+            r"None, 'new jobs': \[\], 'len': 0, 'size': 3\}\}\}$")
+
+    def test_status_info_keys(self):
+        keys = {'poll interval', 'status', 'time since last poll', 'uptime',
+                'uuid'}  # 1.5's code had 'uuid' running and stopped
+        self.reactor.time_flies(1)
+        self.assertEqual(set(self.dispatcher.getStatusInfo()), keys)
+        self.reactor.stop()
+        info = self.dispatcher.getStatusInfo()
+        self.assertEqual(set(info), keys)
+        self.assertEqual(info['status'], 'STOPPED')
+        self.assertEqual(info['uuid'], self.dispatcher.UUID)
+
+    def run_monitor(self, command, *words):
+        out = io.StringIO()
+        command(out, *words)
+        return out.getvalue()
+
+    def test_utcnow_is_bare(self):
+        self.assertEqual(self.run_monitor(zc.asynchronous.monitor.async_,
+                                          'utcnow'),
+                         '2006-08-10T15:44:22.000211Z\n')
+
+    def test_help_summaries(self):
+        self.assertEqual(
+            self.run_monitor(zc.asynchronous.monitor.async_, 'help'),
+            "These are the tools available.  Usage for each tool is\n"
+            "'async <tool name> [modifiers...]'.  Learn more about each\n"
+            "tool using 'async help <tool name>'.\n"
+            "\n"
+            "UUID: Get instance UUID in hex.\n"
+            "help: Get help on an async monitor tool.\n"
+            "job: Local information about a job as of last poll, if known.\n"
+            "jobs: Show active jobs in worker threads as of the instant.\n"
+            "jobstats: Statistics on historical jobs as of last poll.\n"
+            "poll: Get information about a single poll, defaulting to most "
+            "recent.\n"
+            "polls: Get information about recent polls, defaulting to most "
+            "recent.\n"
+            "status: Get a mapping of general zc.async dispatcher "
+            "information.\n"
+            "utcnow: Return the current time in UTC, in ISO 8601 format.\n")
+        self.reactor.time_flies(1)
+        self.assertEqual(
+            self.run_monitor(zc.asynchronous.monitordb.asyncdb, 'help'),
+            "These are the tools available.  Usage for each tool is\n"
+            "'asyncdb <tool name> [modifiers...]'.  Learn more about each\n"
+            "tool using 'asyncdb help <tool name>'.\n"
+            "\n"
+            "UUIDs: Return all active UUIDs.\n"
+            "count: Count jobs in one or more states.\n"
+            "help: Get help on an asyncdb monitor tool.\n"
+            "job: Return details of job identified by integer oid.\n"
+            "jobs: Return jobs in one or more states.\n"
+            "jobstats: Return statistics about jobs in one or more states.\n"
+            "lastcompleted: Return details of the most recently completed "
+            "job.\n"
+            "nextpending: Return details of the next job in queue to be "
+            "performed.\n"
+            "status: Return status of the agents of all queues and all "
+            "active UUIDs.\n"
+            "traceback: Return the traceback for the job identified by "
+            "integer oid.\n")
