@@ -665,11 +665,13 @@ class Job(_CallbackAdder, JobParts, utils.Base):
         """
         # Equal times alone do not prove it (frozen or coarse clocks): a
         # dispatcher that took the job over may have completed it since.
+        # Only a read: no commit (the sequence of commits stays 1.5's).
         return utils.never_fail(
             lambda: (self._status_id != _ACTIVE
                      and self._active_end == stored_end
                      and self._foreign_agent() is None),
-            _Lazy('checking the stored result of %r', self), tm)
+            _Lazy('checking the stored result of %r', self), tm,
+            commit=False)
 
     def _store_result(self, res, data_cache):
         """Record ``res``; return whether the job must wait for it."""

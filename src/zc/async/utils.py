@@ -342,15 +342,16 @@ def _log_backoff(kind, errors, identifier, delay, every=10):
                 'seconds', errors, identifier, delay, exc_info=True)
 
 
-def never_fail(call, identifier, tm):
+def never_fail(call, identifier, tm, commit=True):
     """Run ``call`` and commit with ``tm`` until it succeeds; return result.
 
     Transaction errors are retried at once (a WARNING every fifth time);
     other errors after sleeping 5, 10, ... 60 seconds (logged the first and
     every tenth time: ERROR for system errors, CRITICAL otherwise).
-    Explosive errors are re-raised after an abort.
+    Explosive errors are re-raised after an abort.  With ``commit`` False
+    (a ``call`` that only reads) nothing is committed.
     """
-    return _retry(call, identifier, tm)
+    return _retry(call, identifier, tm, commit=commit)
 
 
 def wait_for_system_recovery(call, identifier, tm):

@@ -9,11 +9,14 @@ import io
 import logging
 import operator
 import threading
+import unittest.mock
 import uuid
 
+import persistent
 import transaction
 import twisted.internet.defer
 import zope.component
+import ZODB.POSException
 
 import zc.asynchronous
 import zc.asynchronous.agent
@@ -25,6 +28,7 @@ import zc.asynchronous.monitordb
 import zc.asynchronous.testing
 
 from . import live
+from . import test_job
 from .live import DispatcherTestCase
 from .test_queue import DBTestCase
 
@@ -340,3 +344,121 @@ class ReportTests(TestReactorCase):
             "active UUIDs.\n"
             "traceback: Return the traceback for the job identified by "
             "integer oid.\n")
+
+
+# Jobs of the commit-sequence tests.
+
+CALLS = []
+
+
+def count_calls():
+    """Changes nothing in the database (1.5's job.txt ``count_calls``)."""
+    CALLS.append('called')
+    return 42
+
+
+def count_changing_calls(counter):
+    """The same, but it changes a persistent object."""
+    CALLS.append('called')
+    counter.value += 1
+    return 42
+
+
+def raise_an_error(error):
+    CALLS.append('called')
+    raise error()
+
+
+class Counter(persistent.Persistent):
+    value = 0
+
+
+class CommitSequenceTests(test_job.DatabaseTestCase):
+    """The commits of a job whose result commit fails, counted as 1.5's
+    job chapter counted them (by patching ``TransactionManager.commit``):
+    the calls of ``commit`` numbered ``allowed`` commit, the next
+    ``failures`` ones raise ``error``, and the rest commit."""
+
+    def run_job(self, call, *args, allowed=(1,), failures=1,
+                error=ValueError):
+        del CALLS[:]
+        job = self.root['j'] = zc.asynchronous.job.Job(call, *args)
+        transaction.commit()
+        commit = transaction.TransactionManager.commit
+        numbers = []
+
+        def patched(tm):
+            numbers.append(len(numbers) + 1)
+            refused = len(numbers) - len([n for n in allowed
+                                          if n <= len(numbers)])
+            if len(numbers) not in allowed and refused <= failures:
+                raise error()
+            commit(tm)
+        with unittest.mock.patch.object(
+                transaction.TransactionManager, 'commit', patched):
+            res = job()
+        return job, res, len(numbers)
+
+    def test_a_commit_error_is_the_result(self):
+        # 1: ACTIVE; 2: the result's commit fails; 3: the retry policy is
+        # fetched (and stored), 4: asked; 5: the failure is stored;
+        # 6, 7: resumeCallbacks completes the job.
+        job, res, commits = self.run_job(count_calls)
+        self.assertTrue(res.check(ValueError))
+        self.assertIs(job.result, res)
+        self.assertEqual(CALLS, ['called'])
+        self.assertEqual(commits, 7)
+        self.assertEqual(job.status, interfaces.COMPLETED)
+        self.assertEqual(self.logged(logging.INFO, text='Commit failed'), [
+            'Commit failed for %r (see subsequent traceback).  Prior to '
+            'this, job succeeded with result: 42' % (job,)])
+
+    def test_a_failed_outcome_is_logged_too(self):
+        job, res, commits = self.run_job(raise_an_error, RuntimeError,
+                                         allowed=(1, 2, 3))
+        self.assertTrue(res.check(ValueError))
+        self.assertEqual(CALLS, ['called'])
+        lost = self.logged(logging.ERROR, text='Commit failed')
+        self.assertEqual(len(lost), 1)
+        self.assertIn('Prior to this, job failed with traceback:', lost[0])
+        self.assertIn('RuntimeError', lost[0])
+
+    def test_conflicts_run_a_changing_callable_again_five_times(self):
+        # As in 1.5: 2, 5, 8, 11 and 14 (the results) fail; 3 and 4, 6 and
+        # 7 ... fetch and ask the policy.
+        job, res, commits = self.run_job(
+            count_changing_calls, self.stored(Counter()), failures=5,
+            allowed=(1, 3, 4, 6, 7, 9, 10, 12, 13),
+            error=ZODB.POSException.ConflictError)
+        self.assertTrue(res.check(ZODB.POSException.ConflictError))
+        self.assertEqual(len(CALLS), 5)
+
+    def test_a_changing_callable_succeeding_within_its_retries(self):
+        job, res, commits = self.run_job(
+            count_changing_calls, self.stored(Counter()), failures=2,
+            allowed=(1, 3, 4, 6, 7), error=ZODB.POSException.ConflictError)
+        self.assertEqual(res, 42)
+        self.assertEqual(len(CALLS), 3)
+
+    def test_the_policy_is_fetched_until_its_commit_succeeds(self):
+        job, res, commits = self.run_job(
+            count_changing_calls, self.stored(Counter()), failures=24,
+            error=ZODB.POSException.ConflictError)
+        self.assertEqual(res, 42)
+        self.assertEqual(len(CALLS), 2)
+        self.assertEqual(self.sleeps, [])
+
+    def test_conflicts_do_not_run_a_callable_that_changed_nothing(self):
+        # zc.async 2: the result alone is committed again; 1.5 ran the
+        # callable again (five times in all, then failed).
+        job, res, commits = self.run_job(
+            count_calls, failures=5, error=ZODB.POSException.ConflictError)
+        self.assertEqual(res, 42)
+        self.assertEqual(CALLS, ['called'])
+        self.assertEqual(commits, 7)  # ACTIVE, five conflicts, the result
+        self.assertEqual(job.status, interfaces.COMPLETED)
+
+    def stored(self, obj):
+        self.root['counter'] = obj
+        transaction.commit()
+        return obj
