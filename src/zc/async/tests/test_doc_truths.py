@@ -1,0 +1,78 @@
+"""What the docs copy from the code agrees with the code.
+
+Literal blocks (``::``) do not run as doctests, so a copy of a command's
+help there could drift from the parser; these tests compare them.
+"""
+import os
+import textwrap
+import unittest
+import unittest.mock
+
+import zc.asynchronous.worker
+
+from .test_docs import DOCS
+
+
+def chapter(name):
+    with open(os.path.join(DOCS, name), encoding='utf-8') as f:
+        return f.read()
+
+
+def indented_block(text, first_line):
+    """The lines of the indented literal block that starts with
+    ``first_line``, up to the first line indented less."""
+    start = text.index(first_line)
+    indent = len(first_line) - len(first_line.lstrip())
+    lines = []
+    for line in text[start:].splitlines():
+        if line.strip() and len(line) - len(line.lstrip()) < indent:
+            break
+        lines.append(line)
+    return '\n'.join(lines).rstrip()
+
+
+def section(text, title):
+    """The text of the section titled ``title`` (underlined with ``-``),
+    up to the next section title."""
+    start = text.index('\n%s\n%s\n' % (title, '-' * len(title)))
+    rest = text[start + 1:].splitlines()[2:]
+    for number, line in enumerate(rest[1:], 1):
+        if line and set(line) <= set('-=') and rest[number - 1].strip():
+            return '\n'.join(rest[:number - 1])
+    return '\n'.join(rest)
+
+
+def usage(parser, columns=80):
+    """The usage text of ``parser`` as a terminal of ``columns`` shows it.
+    """
+    with unittest.mock.patch.dict(os.environ, {'COLUMNS': str(columns)}):
+        return parser.format_usage()
+
+
+class WorkerHelpTests(unittest.TestCase):
+    """docs/deployment.rst: the worker's usage and its options."""
+
+    def setUp(self):
+        self.text = chapter('deployment.rst')
+        self.parser = zc.asynchronous.worker.build_parser()
+
+    def test_the_usage_copy_is_the_parsers(self):
+        copy = indented_block(self.text, '    usage: zc-async worker')
+        expected = textwrap.indent(usage(self.parser).rstrip(), '    ')
+        self.assertEqual(
+            copy, expected, 'docs/deployment.rst shows an old usage of the '
+            'worker; replace it by the output of "COLUMNS=80 zc-async '
+            'worker --help" (its first lines):\n' + expected)
+
+    def test_every_option_is_described(self):
+        options = section(self.text, 'Options')
+        for action in self.parser._actions:
+            for option in action.option_strings:
+                if option.startswith('--') and option != '--help':
+                    self.assertTrue(
+                        '\n``%s' % (option,) in options,
+                        'the Options section of docs/deployment.rst does '
+                        'not describe %s' % (option,))
+
+    def test_the_database_argument_is_described(self):
+        self.assertIn('``database`` is ', section(self.text, 'The database'))
