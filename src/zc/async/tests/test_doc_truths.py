@@ -8,8 +8,12 @@ import textwrap
 import unittest
 import unittest.mock
 
+import manuel.doctest
+import manuel.testing
+
 import zc.asynchronous.worker
 
+from . import test_docs
 from .test_docs import DOCS
 
 
@@ -76,3 +80,15 @@ class WorkerHelpTests(unittest.TestCase):
 
     def test_the_database_argument_is_described(self):
         self.assertIn('``database`` is ', section(self.text, 'The database'))
+
+
+def test_suite():
+    """These tests, and docs/zope3.rst run without its invisible blocks:
+    its visible examples work when pasted in order."""
+    suite = unittest.defaultTestLoader.loadTestsFromName(__name__)
+    path = os.path.join(DOCS, 'zope3.rst')
+    if os.path.exists(path):  # not when the package is installed
+        suite.addTest(manuel.testing.TestSuite(
+            manuel.doctest.Manuel(optionflags=test_docs.OPTIONFLAGS), path,
+            setUp=test_docs.setUp, tearDown=test_docs.tearDown))
+    return suite
