@@ -3,6 +3,8 @@
 Literal blocks (``::``) do not run as doctests, so a copy of a command's
 help there could drift from the parser; these tests compare them.
 """
+import importlib.metadata
+import importlib.util
 import os
 import textwrap
 import unittest
@@ -80,6 +82,36 @@ class WorkerHelpTests(unittest.TestCase):
 
     def test_the_database_argument_is_described(self):
         self.assertIn('``database`` is ', section(self.text, 'The database'))
+
+
+class BootstrapTests(unittest.TestCase):
+    """README.rst and bootstrap.py say which extras bootstrap installs by
+    pointing at the one list of them, bootstrap.EXTRAS."""
+
+    def setUp(self):
+        root = os.path.dirname(DOCS)
+        path = os.path.join(root, 'bootstrap.py')
+        if not os.path.exists(path):
+            self.skipTest('not a checkout')
+        spec = importlib.util.spec_from_file_location('bootstrap', path)
+        self.bootstrap = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(self.bootstrap)
+        with open(os.path.join(root, 'README.rst'), encoding='utf-8') as f:
+            self.readme = f.read()
+
+    def test_bootstrap_installs_its_extras_which_setup_defines(self):
+        extras = self.bootstrap.EXTRAS
+        self.assertIn('test', extras)
+        defined = importlib.metadata.metadata('zc.async').get_all(
+            'Provides-Extra')
+        self.assertLessEqual(set(extras), set(defined))
+        self.assertTrue(self.bootstrap.package_requirement().endswith(
+            '[%s]' % ','.join(extras)))
+
+    def test_the_texts_refer_to_the_list(self):
+        for text in (self.readme, self.bootstrap.__doc__):
+            self.assertIn('EXTRAS', text)
+            self.assertNotIn('``test`` extra', text)
 
 
 def test_suite():
