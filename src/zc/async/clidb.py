@@ -105,8 +105,9 @@ def add_db_parsers(subparsers):
 def _add_common(parser):
     parser.add_argument(
         'uri', metavar='DATABASE',
-        help='a ZODB URI (file://PATH, zeo://HOST:PORT, ...) or the path of '
-             'a ZConfig file with a <zodb> section')
+        help='a ZODB URI (file://PATH, zeo://HOST:PORT, ...), the path of '
+             'a FileStorage file or the path of a ZConfig file with a <zodb> '
+             'section')
     parser.add_argument('--json', action='store_true',
                         help='print the answer as JSON (as asyncdb does)')
     parser.add_argument(
@@ -159,6 +160,7 @@ def _fail(name, error):
 
 def open_database(uri, connect_timeout=worker.DEFAULT_CONNECT_TIMEOUT):
     """Open the database, read only when the URI scheme allows it."""
+    uri = worker.database_argument(uri)  # a FileStorage path: file://
     scheme = uri.split('://', 1)[0] if '://' in uri else None
     if scheme in _READ_ONLY_SCHEMES and 'read_only=' not in uri:
         uri += ('&' if '?' in uri else '?') + 'read_only=1'

@@ -272,7 +272,8 @@ class DatabaseErrorTests(unittest.TestCase):
         status, out, err = zc_async('status', uri)
         self.assertEqual(status, 2)
         self.assertTrue(err.startswith(
-            "zc-async status: error: cannot open database '%s" % uri), err)
+            "zc-async status: error: no FileStorage file '%s'" % (
+                os.path.join(directory, 'nosuch.fs'),)), err)
         self.assertFalse(os.path.exists(os.path.join(directory,
                                                      'nosuch.fs')))
         status, out, err = zc_async('jobs', 'nosuch://x')
