@@ -34,16 +34,17 @@ def checked(text, create=False):
     ``create``: the caller may create a missing FileStorage.  Raises
     ValueError saying what is wrong with ``text``.
     """
-    if '://' not in text:
-        if not _is_filestorage_path(text):
-            return text  # a ZConfig file
-        text = 'file://' + os.path.abspath(text)
-    scheme = text.split('://', 1)[0]
+    uri = text
+    if '://' not in uri:
+        if not _is_filestorage_path(uri):
+            return uri  # a ZConfig file
+        uri = 'file://' + os.path.abspath(uri)
+    scheme = uri.split('://', 1)[0]
     if scheme == 'file':
-        return _checked_file_uri(text, create)
+        return _checked_file_uri(uri, create, text)
     if scheme == 'zeo':
-        _check_zeo_uri(text)
-    return text
+        _check_zeo_uri(uri)
+    return uri
 
 
 def _is_filestorage_path(path):
@@ -56,7 +57,7 @@ def _is_filestorage_path(path):
         return False
 
 
-def _checked_file_uri(uri, create):
+def _checked_file_uri(uri, create, given):
     # Split as zodburi does (not urlsplit: Windows file names).
     path, _, query = uri[len('file://'):].partition('?')
     options = urllib.parse.parse_qsl(query, keep_blank_values=True)
@@ -70,7 +71,7 @@ def _checked_file_uri(uri, create):
         raise ValueError(
             'no FileStorage file %r (database %r); a new, empty database is '
             'created only on request: zc-async worker --install, or '
-            'create=true in the URI' % (os.path.normpath(path), uri))
+            'create=true in the URI' % (os.path.normpath(path), given))
     return 'file://%s%s%s' % (path, '?' if query else '', query)
 
 

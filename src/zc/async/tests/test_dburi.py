@@ -181,5 +181,5 @@ class StatusCommandTests(unittest.TestCase):
             "zc-async jobs: error: no FileStorage file %r (database %r); a "
             "new, empty database is created only on request: zc-async "
             "worker --install, or create=true in the URI"
-            % (path, 'file://' + path)))
+            % (path, path)))
         self.assertFalse(os.path.exists(path))
