@@ -48,7 +48,8 @@ class MappingKeyTypeTests(QueueTestCase):
     def setUp(self):
         super().setUp()
         self.queue.dispatchers.register(self.uuid)
-        self.queue.dispatchers[self.uuid]['main'] = zc.asynchronous.agent.Agent()
+        agents = self.queue.dispatchers[self.uuid]
+        agents['main'] = zc.asynchronous.agent.Agent()
         self.queue.quotas.create('q')
         self.commit()
 
