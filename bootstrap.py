@@ -34,7 +34,7 @@ SCRIPTS = ('test', 'zc-async', 'py')
 COMMANDS = {'test': ['test'], 'demo': ['zc-async', 'demo']}
 BUILDOUT_REQUIREMENT = 'zc.buildout >= 4'
 # The extras of setup.py installed with the package: the one list of them.
-EXTRAS = ('test', 'grok', 'relstorage', 'metrics')
+EXTRAS = ('test', 'grok', 'relstorage', 'metrics', 'upgrade')
 
 
 def venv_script(name):

@@ -82,6 +82,14 @@ def build_parser():
     add_worker_parser(commands)
     from .clidb import add_db_parsers
     add_db_parsers(commands)
+    from .clischedules import add_schedule_parsers
+    add_schedule_parsers(commands)
+    from .cliput import add_put_parser
+    add_put_parser(commands)
+    from .cliupgrade import add_upgrade_parsers
+    add_upgrade_parsers(commands)
+    from .sandboxcli import add_sandbox_parsers
+    add_sandbox_parsers(commands)
     return parser
 
 

@@ -120,20 +120,22 @@ def _add_common(parser):
         help='seconds to wait for a database server (default: %(default)s)')
 
 
-def _runner(name, command):
+def _runner(name, command, write=False):
     """The runner of subcommand ``name``: open the database, print the
     text of ``command(options, conn)`` or one error line; return the exit
-    status."""
+    status.  With ``write``, the database is opened for writing and the
+    command's transaction committed (nothing is, if the command raises)."""
     name = 'zc-async ' + name
 
     def run(options):
         try:
             worker.import_modules(options.imports)
-            db = open_database(options.uri, options.connect_timeout)
+            db = (worker.open_database if write else open_database)(
+                options.uri, options.connect_timeout)
         except worker.WorkerError as e:
             return _fail(name, e)
         try:
-            answer = _answer(db, command, options)
+            answer = _answer(db, command, options, write)
         except ValueError as e:  # bad states, filters, oids ...
             return _fail(name, e)
         finally:
@@ -143,13 +145,20 @@ def _runner(name, command):
     return run
 
 
-def _answer(db, command, options):
-    """``command(options, conn)`` with a private connection to ``db``."""
-    conn = db.open(transaction_manager=transaction.TransactionManager())
+def _answer(db, command, options, write=False):
+    """``command(options, conn)`` with a private connection to ``db``;
+    committed with ``write`` (retrying conflicts), else aborted."""
+    tm = transaction.TransactionManager()
+    conn = db.open(transaction_manager=tm)
     try:
-        return command(options, conn)
+        if not write:
+            return command(options, conn)
+        for attempt in tm.attempts():
+            with attempt:
+                answer = command(options, conn)
+        return answer
     finally:
-        conn.transaction_manager.abort()  # these commands only read
+        tm.abort()  # after a commit, a no-op
         conn.close()
 
 
@@ -158,11 +167,14 @@ def _fail(name, error):
     return EXIT_ERROR
 
 
-def open_database(uri, connect_timeout=worker.DEFAULT_CONNECT_TIMEOUT):
-    """Open the database, read only when the URI scheme allows it."""
+def open_database(uri, connect_timeout=worker.DEFAULT_CONNECT_TIMEOUT,
+                  read_only=True):
+    """Open the database, read only (unless told otherwise) when the URI
+    scheme allows it."""
     uri = worker.database_argument(uri)  # a FileStorage path: file://
     scheme = uri.split('://', 1)[0] if '://' in uri else None
-    if scheme in _READ_ONLY_SCHEMES and 'read_only=' not in uri:
+    if (read_only and scheme in _READ_ONLY_SCHEMES
+            and 'read_only=' not in uri):
         uri += ('&' if '?' in uri else '?') + 'read_only=1'
     return worker.open_database(uri, connect_timeout)
 

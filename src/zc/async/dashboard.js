@@ -5,7 +5,8 @@
 const REFRESH_MS = 3000;
 const PAGE_SIZE = 50;
 const FILTERS = ['state', 'queue', 'callable'];
-const state = {offset: 0, busy: false, actions: false, job: null};
+const state = {offset: 0, busy: false, actions: false, replay: false,
+               job: null};
 
 function $(selector) { return document.querySelector(selector); }
 
@@ -100,11 +101,27 @@ function renderOverview(data) {
   }
   fill($('#queues tbody'), queues);
   fill($('#dispatchers tbody'), dispatchers);
+  fill($('#schedules tbody'), scheduleRows(data.queues));
   const own = data['this dispatcher'];
   $('#this-dispatcher').textContent = own ?
     'This process: dispatcher ' + own.uuid + ' is ' + own.status +
     ', uptime ' + duration(own.uptime) + ', last poll ' +
     duration(own['time since last poll']) + ' ago' : '';
+}
+
+function scheduleRows(queues) {
+  const rows = [];
+  for (const [name, queue] of Object.entries(queues)) {
+    for (const s of queue.schedules || []) {
+      const last = s['last job'] ?
+        [jobLink(s['last job']), ' ' + s['last job status']] : [];
+      const cell = el('span');
+      cell.append(...last);
+      rows.push(row([JSON.stringify(name), s.name, s.callable, s.rule,
+                     time(s['next run']), time(s['last run']), cell]));
+    }
+  }
+  return rows;
 }
 
 function filterQuery() {
@@ -171,9 +188,12 @@ function startOverview() {
 
 const JOB_FIELDS = ['id', 'callable', 'status', 'failed', 'queue', 'agent',
                     'dispatcher', 'args', 'kwargs', 'quota names',
+                    'unique key', 'attempt',
                     'begin after', 'active start', 'active end',
                     'initial callbacks end', 'wait', 'active', 'result',
                     'callbacks', 'repr'];
+// Shown only for jobs that have them.
+const OPTIONAL_JOB_FIELDS = ['unique key', 'attempt'];
 
 function text(value) {
   if (value === null || value === undefined) return '';
@@ -199,7 +219,8 @@ function definitions(dl, pairs) {
 function renderJob(job) {
   $('#job-title').textContent = 'Job ' + job.id[0] + ' (' +
     JSON.stringify(job.id[1]) + '): ' + job.callable;
-  definitions($('#job-fields'), JOB_FIELDS.map(name => [name,
+  definitions($('#job-fields'), JOB_FIELDS.filter(name =>
+    name in job || !OPTIONAL_JOB_FIELDS.includes(name)).map(name => [name,
     name === 'queue' && job.queue !== null ? JSON.stringify(job.queue) :
     job[name]]));
   fill($('#annotations tbody'), Object.entries(job.annotations).map(
@@ -215,6 +236,10 @@ function renderJob(job) {
   $('#actions').hidden = !state.actions;
   $('#retry-button').hidden = !job.failed;
   $('#cancel-button').hidden = job.status !== 'pending';
+  $('#sandbox').hidden = !state.replay ||
+    !(job.failed || job.status === 'pending');
+  $('#replay-button').hidden = !job.failed;
+  $('#dry-run-button').hidden = job.status !== 'pending';
 }
 
 async function act(name) {
@@ -235,10 +260,27 @@ async function act(name) {
   refresh();
 }
 
+// Replay or dry-run: the report of the job's run in a sandbox.
+async function runInSandbox(name) {
+  const report = $('#sandbox-report');
+  report.textContent = 'running...';
+  try {
+    const answer = await api(state.job + '/' + name + location.search,
+                             {method: 'POST'});
+    report.textContent = answer.text;
+  } catch (error) {
+    report.textContent = 'refused: ' + error.message;
+  }
+}
+
 function startJob(oid) {
   state.job = '/api/jobs/' + encodeURIComponent(oid);
   $('#retry-button').addEventListener('click', () => act('retry'));
   $('#cancel-button').addEventListener('click', () => act('cancel'));
+  $('#replay-button').addEventListener('click',
+                                       () => runInSandbox('replay'));
+  $('#dry-run-button').addEventListener('click',
+                                        () => runInSandbox('dry-run'));
   $('#job-page').hidden = false;
   return async () => {
     const [overview, job] = await Promise.all([
@@ -246,6 +288,7 @@ function startJob(oid) {
     $('#database').textContent = 'database ' +
       JSON.stringify(overview.database);
     state.actions = overview.actions;
+    state.replay = overview.replay;
     renderJob(job);
   };
 }

@@ -42,6 +42,7 @@ import ZODB.mvccadapter
 import ZODB.utils
 
 from . import interfaces
+from . import schedule
 from . import utils
 from .twist import Failure
 from .workers import AgentThreadPool, _handoff, _utcnow  # noqa: F401
@@ -197,6 +198,7 @@ class _PollWork:
         self.watched = {}  # {MVCC adapter: set of oids to wake up for}
         self.shares = {}  # {queue name: (rank, count)}: see Dispatcher.shares
         self.waiting = []  # see claims.claim
+        self.ticks = []  # the next ticks of the queues' schedules
         self.duration = None  # seconds the database half took
 
     def watch(self, obj):
@@ -249,6 +251,7 @@ class Dispatcher:
         self._threaded = False
         self._next_poll = None  # the scheduled heartbeat call
         self._grace_wake = None  # (call, due) of _wakeAfterGrace
+        self._tick_wake = None  # (call, due) of _wakeForTick
         self._polling = False  # a threaded poll is running
         self._wake_pending = False  # poll again as soon as it ends
         self._wake_requested = False  # a wake-up is on its way
@@ -463,6 +466,7 @@ class Dispatcher:
         # Every put, claim and removal changes the queue's length counter.
         work.watch(getattr(queue, '_length', None))
         work.shares[queue.name] = _share(queue, self.UUID)
+        self._fireSchedules(queue, tm, work)
         agents = list(queue.dispatchers[self.UUID].items())
         return {name: self._pollAgent(queue, name, agent, tm, work)
                 for name, agent in agents}
@@ -501,6 +505,18 @@ class Dispatcher:
             da.deactivate()  # a dead earlier life of this UUID: clean it
         da.activate()
         return True
+
+    def _fireSchedules(self, queue, tm, work):
+        """Put the jobs of the due ticks of ``queue``'s schedules, and
+        commit (see :mod:`zc.async.schedule`); note its next tick."""
+        due = schedule.next_due(queue)
+        if due is not None and due <= utils.now():
+            due = self._attempt(
+                tm, 'firing the schedules of queue %r' % (queue.name,),
+                lambda: schedule.fire_due(queue))
+        work.watch(schedule.watched(queue))  # a new schedule may be earlier
+        if isinstance(due, datetime.datetime):
+            work.ticks.append(due)
 
     def _pollAgent(self, queue, name, agent, tm, work):
         """Note an agent's size and length and claim for it; its info."""
@@ -578,6 +594,8 @@ class Dispatcher:
             self.shares.update(work.shares)
             if work.waiting:
                 self._wakeAfterGrace(min(work.waiting))
+            if work.ticks:
+                self._wakeForTick(min(work.ticks))
             for queue_name, name, item in work.claimed:
                 oid, dbname, info, started = item
                 self.jobs[(ZODB.utils.u64(oid), dbname)] = info
@@ -675,14 +693,18 @@ class Dispatcher:
                 self._wake_requested = True
                 self.reactor.callFromThread(self._wake)
 
-    def _wake(self):
-        """Poll now (coalesced with a running poll); the beat follows."""
+    def _wake(self, tick=False):
+        """Poll now (coalesced with a running poll); the beat follows.
+
+        ``tick``: for a schedule's tick, which fires even when every
+        thread is busy.
+        """
         self._wake_requested = False
         if not self.activated:
             return
         if self._polling:
             self._wake_pending = True
-        elif self._busy():
+        elif self._busy() and not tick:
             # A poll would find no room to claim in: the next thread that
             # frees up without claiming a job itself wakes one instead.
             for pool in self._livePools():
@@ -728,6 +750,22 @@ class Dispatcher:
             call.cancel()
         delay = max(0.0, (due + claims.GRACE - utils.now()).total_seconds())
         self._grace_wake = self.reactor.callLater(delay, self._wake), due
+
+    def _wakeForTick(self, due):
+        """Poll when the next tick of a schedule is due, at ``due``.
+
+        Not for a tick already due: it could not fire (its schedule is
+        logged), and the heartbeat retries it.
+        """
+        call, at = self._tick_wake or (None, None)
+        if call is not None and call.active():
+            if at <= due:
+                return  # an earlier one serves: its poll looks again
+            call.cancel()
+        delay = (due - utils.now()).total_seconds()
+        if delay > 0:
+            self._tick_wake = (
+                self.reactor.callLater(delay, self._wake, True), due)
 
     # ---------------------------------------------------- reporting
 

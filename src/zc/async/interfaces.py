@@ -58,6 +58,33 @@ class FullError(AsyncError):
     """A sized sequence is full (declared for compatibility; unused)."""
 
 
+class DuplicateJobError(AsyncError):
+    """``put(..., unique_key=key, on_duplicate='raise')`` found a job
+    holding ``key`` in the queue: pending, or running.
+
+    ``args`` are the message, the key and that job.
+    """
+
+    @property
+    def key(self):
+        return self.args[1]
+
+    @property
+    def job(self):
+        return self.args[2]
+
+
+class SnapshotUnavailableError(AsyncError):
+    """A replay asked for a database state the storage no longer has (a
+    pack went past it, or the storage is history-free); the message says
+    which.  ``oldest`` is the tid of the oldest complete state after it,
+    when there is one (None otherwise)."""
+
+    def __init__(self, message, oldest=None):
+        super().__init__(message)
+        self.oldest = oldest
+
+
 # -------------------------------------------------------------------- events
 
 class IObjectEvent(zope.interface.interfaces.IObjectEvent):
@@ -299,8 +326,20 @@ class IJob(IAbstractJob):
 
     active_end = zope.interface.Attribute('When the result was stored (UTC).')
 
+    active_snapshot = zope.interface.Attribute(
+        'The transaction id (8 bytes) of the committed database state that '
+        'the callable saw in the attempt whose outcome was stored last (its '
+        'connection\'s snapshot), or None (never called, or called before '
+        'zc.async 2).  Recorded in the commits the attempt makes anyway; '
+        'see zc.async.sandbox.replay.')
+
     initial_callbacks_end = zope.interface.Attribute(
         'When the callbacks first completed (UTC), from ``key``.')
+
+    unique_key = zope.interface.Attribute(
+        'The unique key the job was put with (a string), or None.  While '
+        'the job is pending or running, no other job is put in its queue '
+        'under that key.')
 
     def __call__(*args, **kwargs):
         """Run the job in its own transactions and return the result.
@@ -380,12 +419,22 @@ class IQueue(zc.queue.interfaces.IQueue):
     dispatchers = zope.interface.Attribute(
         'The Dispatchers mapping, UUID -> IDispatcherAgents.')
 
+    schedules = zope.interface.Attribute(
+        'The ISchedules mapping of the queue\'s recurring jobs, by name '
+        '(made on first use).')
+
     def put(item, begin_after=None, begin_by=None, failure_log_level=None,
-            retry_policy_factory=None):
+            retry_policy_factory=None, unique_key=None,
+            on_duplicate='return'):
         """Adapt ``item`` to IJob, add it to the queue and return the job.
 
         The job must be NEW.  ``begin_after`` must be timezone-aware;
         ``begin_by`` is a timedelta after ``begin_after``.
+
+        ``unique_key`` (a string): while a job put with that key is pending
+        or running in this queue (until it completes, or leaves the queue
+        unrun), return that job instead of adding ``item``; with
+        ``on_duplicate='raise'``, raise DuplicateJobError instead.
         """
 
     def putBack(item):
@@ -517,3 +566,136 @@ class IMonitorPlugin(zope.interface.Interface):
         """Run tool ``cmd`` with the modifier words ``raw``; write the
         answer to ``connection`` (anything with a ``write(text)`` method).
         """
+
+
+class ISandboxReport(zope.interface.Interface):
+    """What a replay or dry-run did (see zc.async.sandbox)."""
+
+    kind = zope.interface.Attribute("'replay' or 'dry-run'.")
+
+    job = zope.interface.Attribute('The repr of the job run (in the sandbox).')
+
+    job_id = zope.interface.Attribute(
+        '(integer oid, database name) of the job; None for a plain '
+        'callable.')
+
+    at = zope.interface.Attribute(
+        'The tid (8 bytes) of the database state the sandbox showed.')
+
+    at_source = zope.interface.Attribute(
+        'Why that state, in words (the recorded snapshot, as asked, the '
+        'latest).')
+
+    failed = zope.interface.Attribute('Whether the call raised.')
+
+    result = zope.interface.Attribute(
+        'What the callable returned (its persistent objects belong to the '
+        'closed sandbox: use ``result_repr``).')
+
+    result_repr = zope.interface.Attribute('A short repr of the result.')
+
+    error = zope.interface.Attribute('The exception raised, or None.')
+
+    traceback = zope.interface.Attribute(
+        'The formatted traceback of the error, or None.')
+
+    seconds = zope.interface.Attribute(
+        'How long the call and its commit took.')
+
+    added = zope.interface.Attribute(
+        'Changes (oid, database, class_name) of the objects the run added; '
+        'their oids are the sandbox\'s.')
+
+    changed = zope.interface.Attribute(
+        'Changes of the objects the run changed; ``differences`` lists '
+        'their changed attributes, cut short.')
+
+    removed = zope.interface.Attribute(
+        'Changes of the objects that the changed objects no longer refer '
+        'to (unreachable, unless other objects refer to them).')
+
+    missing = zope.interface.Attribute(
+        'Oids whose revisions the run needed but a pack removed.')
+
+    def text():
+        """The report for humans."""
+
+    def as_dict():
+        """The report as JSON-ready data."""
+
+
+class ISchedule(zope.interface.Interface):
+    """A recurring job: a template job put in its queue at each tick of a
+    rule (see :mod:`zc.async.schedule`).
+
+    Made as ``Schedule(callable, *args, cron=None, every=None,
+    timezone=None, start=None, catch_up='once', overlap=True, **kwargs)``
+    with exactly one of ``cron`` (an expression matched in ``timezone``: an
+    IANA name or tzinfo, UTC by default) and ``every`` (a positive
+    timedelta).  ``callable`` may also be a new job, whose settings are
+    copied too.  Bad values raise ValueError or TypeError there.
+    """
+
+    name = zope.interface.Attribute('The name in ``queue.schedules``.')
+
+    job = zope.interface.Attribute(
+        'The template IJob, never run: each tick puts a copy.')
+
+    cron = zope.interface.Attribute('The cron expression, or None.')
+
+    every = zope.interface.Attribute('The interval (timedelta), or None.')
+
+    timezone = zope.interface.Attribute(
+        'The tzinfo ``cron`` is read in (UTC for ``every``).')
+
+    start = zope.interface.Attribute(
+        'The aware datetime given as ``start``, or None.  No tick is '
+        'before it; ``every`` ticks fall on ``start + k * every`` (by '
+        'default the first one is an interval after the schedule is made).')
+
+    catch_up = zope.interface.Attribute(
+        "What due ticks put after a downtime: 'once' (one job), 'all' "
+        "(one job each, at most ``max_catch_up``) or 'skip' (none, but "
+        "the latest may still fire if at most ``grace`` late).")
+
+    overlap = zope.interface.Attribute(
+        'False: a tick puts no job while the last one is pending, running '
+        'or in its callbacks.')
+
+    grace = zope.interface.Attribute(
+        "How late the latest due tick may fire under catch_up='skip' (a "
+        'timedelta, one minute; a class attribute an instance may set).')
+
+    max_catch_up = zope.interface.Attribute(
+        "The most jobs catch_up='all' puts at once (100; a class "
+        'attribute an instance may set).')
+
+    rule = zope.interface.Attribute('The rule in words.')
+
+    next_run = zope.interface.Attribute(
+        'The first tick not fired yet (aware UTC).')
+
+    last_run = zope.interface.Attribute(
+        'The tick of the last job put (aware UTC), or None.')
+
+    last_job = zope.interface.Attribute('The last job put, or None.')
+
+    def nextTick(after):
+        """The first tick strictly after the aware datetime ``after``."""
+
+    def lastTick(until):
+        """The last tick at or before the aware datetime ``until``."""
+
+    def newJob():
+        """A new job copied from the template."""
+
+
+class ISchedules(zope.interface.common.mapping.IEnumerableMapping):
+    """A queue's schedules by name; values must be ISchedule.
+
+    Adding one sets its ``name`` and ``parent``; ``del`` removes it.
+    """
+
+    earliest = zope.interface.Attribute(
+        'No schedule\'s ``next_run`` is before this datetime (None: no '
+        'schedule was ever added).')

@@ -36,10 +36,13 @@ import zc.queue
 import zope.component
 import zope.interface
 
+from . import coroutines
 from . import interfaces
 from . import twist
+from . import unique
 from . import utils
 from ._jobparts import JobParts
+from .snapshot import connection_tid
 from .interfaces import NEW, PENDING, ASSIGNED, ACTIVE, CALLBACKS, COMPLETED
 from .retry import (  # noqa: F401  (1.5 names of zc.async.job)
     RetryCommonFourTimes, RetryCommonForever, NeverRetry,
@@ -132,12 +135,14 @@ class Job(_CallbackAdder, JobParts, utils.Base):
     _status_id = _NEW
     _begin_after = _begin_by = None  # aware UTC datetime; timedelta
     _active_start = _active_end = None
+    _active_snapshot = None  # tid; none in 1.5 pickles
     _quota_names = ()
     _retry_policy = None  # created once by getRetryPolicy
     retry_policy_factory = None
     failure_log_level = None
     assignerUUID = None
     key = None  # set by the agent's completed collection
+    unique_key = None  # set by Queue.put (see zc.async.unique)
 
     def __init__(self, *args, **kwargs):
         if not args:
@@ -236,6 +241,8 @@ class Job(_CallbackAdder, JobParts, utils.Base):
         self._require_status(
             (CALLBACKS,), 'can only complete a job with CALLBACKS status')
         self._status_id = _COMPLETED
+        if self.unique_key is not None:
+            unique.release(self.queue, self)
         if interfaces.IAgent.providedBy(self.parent):
             self.parent.jobCompleted(self)
 
@@ -352,6 +359,10 @@ class Job(_CallbackAdder, JobParts, utils.Base):
     @property
     def active_end(self):
         return self._active_end
+
+    @property
+    def active_snapshot(self):
+        return self._active_snapshot
 
     @property
     def initial_callbacks_end(self):
@@ -531,13 +542,15 @@ class Job(_CallbackAdder, JobParts, utils.Base):
 
     def _attempt(self, args, kwargs, tm, data_cache):
         """Call once and store the outcome; _RETRY or what to return."""
+        jar = self._p_jar
+        snapshot = None if jar is None else connection_tid(jar)
         res, raised, teardown = self._invoke(args, kwargs, tm)
         if raised:
             decision = self._handle_error('jobError', res, tm, data_cache)
             if decision is not None:
                 return decision
         failure, waiting = self._store_and_commit(res, tm, data_cache,
-                                                  teardown)
+                                                  teardown, snapshot)
         if failure is not None:
             decision = self._handle_error(
                 'commitError', failure, tm, data_cache)
@@ -569,6 +582,8 @@ class Job(_CallbackAdder, JobParts, utils.Base):
         try:
             setup_info = self.setUp()
             res = self.callable(*args, **kwargs)
+            if coroutines.is_coroutine(res):  # an async def function's
+                res = coroutines.run(res)
         except utils.EXPLOSIVE_ERRORS:
             utils.abort(tm, _Lazy('calling %r', self), wait=False)
             self._tear_down(setup_info)
@@ -590,8 +605,9 @@ class Job(_CallbackAdder, JobParts, utils.Base):
             utils.log.critical('Error while tearDown for %r', self,
                                exc_info=True)
 
-    def _store_and_commit(self, res, tm, data_cache, teardown):
-        """Record the callable's outcome and commit.
+    def _store_and_commit(self, res, tm, data_cache, teardown, snapshot):
+        """Record the callable's outcome, and the ``snapshot`` it ran in
+        (see IJob.active_snapshot), and commit.
 
         Returns ``(commit failure or None, whether the job waits for an
         inner job or Deferred)``; tearDown runs after the commit or abort.
@@ -608,6 +624,8 @@ class Job(_CallbackAdder, JobParts, utils.Base):
             finished = False
             try:
                 waiting = self._store_result(res, data_cache)
+                if self._p_changed:  # no commit of its own: rides along
+                    self._active_snapshot = snapshot
                 if not waiting:
                     stored_end = self._active_end
                     finished = quiet and self._finish_if_no_callbacks()

@@ -12,6 +12,7 @@ import ZODB.POSException
 import ZODB.utils
 
 from . import interfaces
+from . import retry
 from . import utils
 from .dispatcher import getId
 from .job import isFailure
@@ -70,7 +71,20 @@ def jobsummary(job):
         'dispatcher': None if agent is None else str(agent.parent.UUID),
         'queue': None if queue is None else queue.name,
         'callbacks': [_job_id(callback) for callback in job.callbacks],
+        **_feature_keys(job),
     }
+
+
+def _feature_keys(job):
+    """The summary keys of features a job may use: "unique key" (if it has
+    one) and "attempt" (if its retry policy factory is ``retrying``)."""
+    keys = {}
+    if job.unique_key is not None:
+        keys['unique key'] = job.unique_key
+    settings = job.retry_policy_factory
+    if isinstance(settings, retry.Retrying):
+        keys['attempt'] = '%d of %d' % (retry.attempt(job), settings.attempts)
+    return keys
 
 
 def _displayer(display):
@@ -266,7 +280,9 @@ def job(context, oid, database=None):
     started), "status" (new, pending, assigned, active, callbacks or
     completed), "failed", "result" (a repr, or a brief traceback for a
     failure), "quota names", "agent", "dispatcher" (the agent's dispatcher
-    UUID), "queue" and "callbacks" (ids).
+    UUID), "queue" and "callbacks" (ids); for a job put with a unique key,
+    "unique key"; for a job with a ``retrying`` policy, "attempt" (as "2
+    of 3": the attempt it is on, of how many).
     """
     return jobsummary(_get_job(context, oid, database))
 

@@ -109,6 +109,7 @@ import ZODB.POSException
 
 from . import interfaces
 from . import twist
+from . import unique
 from . import utils
 from .dispatcheragents import DispatcherAgents, Dispatchers  # noqa: F401
 from .quota import Quota, Quotas  # noqa: F401
@@ -156,6 +157,8 @@ class Queue(utils.Base):
 
     name = None
     _putback_queue = None  # 1.5 queues create it on their first putBack
+    _schedules = None  # see the schedules property
+    _unique_jobs = None  # made by the first put with a unique key
 
     def __init__(self):
         self._queue = _new_fifo()  # due FIFO
@@ -169,12 +172,32 @@ class Queue(utils.Base):
         self.dispatchers = Dispatchers()
         self.dispatchers.__parent__ = self
 
+    @property
+    def schedules(self):
+        """The queue's recurring jobs (see :mod:`zc.async.schedule`).
+
+        Made on first use, so that queues stored before schedules existed
+        load unchanged; reading it then writes the queue once.
+        """
+        if self._schedules is None:
+            from .schedule import Schedules
+            self._schedules = Schedules()
+            self._schedules.parent = self
+        return self._schedules
+
     # ---------------------------------------------------------- putting
 
     def put(self, item, begin_after=None, begin_by=None,
-            failure_log_level=None, retry_policy_factory=None):
-        """Add ``item`` (adapted to IJob) to the queue; return the job."""
+            failure_log_level=None, retry_policy_factory=None,
+            unique_key=None, on_duplicate='return'):
+        """Add ``item`` (adapted to IJob) to the queue; return the job.
+
+        With a ``unique_key``, return (or raise DuplicateJobError about)
+        the job holding that key in this queue instead, if there is one:
+        see :mod:`zc.async.unique`.
+        """
         job = _adapt(item)
+        key = unique.check(job, unique_key, on_duplicate)
         # Check everything before changing anything: a refused job is as
         # it was.
         self._check_puttable(job)
@@ -182,6 +205,10 @@ class Queue(utils.Base):
         conn = self._connection() if job._p_jar is None else None
         if begin_by is not None:
             job.begin_by = begin_by  # its setter refuses negative values
+        if key is not None:
+            held = unique.holder(self, key)
+            if held is not None:
+                return unique.duplicate(self, key, held, on_duplicate)
         now = utils.now()
         if begin_after is not None:
             job.begin_after = begin_after
@@ -195,6 +222,8 @@ class Queue(utils.Base):
             job.assignerUUID = _instance_uuid()
         if conn is not None:
             conn.add(job)  # gives the oid that scheduled jobs are keyed by
+        if key is not None:
+            unique.register(self, key, job)
         self._store(job, now)
         return job
 
@@ -310,6 +339,8 @@ class Queue(utils.Base):
 
     def _take_claimed(self, job, remove, candidate, quotas):
         self._take(job, remove)
+        if candidate is not job and job.unique_key is not None:
+            unique.release(self, job)  # it missed its deadline: never runs
         for quota in quotas:
             quota.add(job)
         return candidate
@@ -373,6 +404,8 @@ class Queue(utils.Base):
     def _unqueue(self, job, remove):
         self._take(job, remove)
         job.assignerUUID = None
+        if job.unique_key is not None:
+            unique.release(self, job)
         return job
 
     # --------------------------------------------------------- sequence

@@ -13,12 +13,19 @@ in its queue to be claimed then".
 * :class:`RetryCommonForever` (the default for callbacks and housekeeping
   jobs) retries conflicts and disconnects forever, and retries any other
   commit error forever too, with a slowly growing backoff;
-* :class:`NeverRetry` never retries (for non-transactional work).
+* :class:`NeverRetry` never retries (for non-transactional work);
+* :func:`retrying` makes a factory of :class:`RetryingPolicy`, which also
+  reschedules the job, after a growing delay, when its callable raises one
+  of the listed application errors, until its attempts are used up.
 
 The classes keep 1.5's dotted names, ``zc.async.job.RetryCommonFourTimes``
 and so on, so that stored policies and ``retry_policy_factory`` values
 written by zc.async 1.5 still load; ``zc.async.job`` re-exports them.
 """
+import datetime
+import math
+import numbers
+import pickle
 import time
 
 import BTrees.OOBTree
@@ -221,3 +228,185 @@ for _obj in (RetryCommonFourTimes, RetryCommonForever, NeverRetry,
              callback_retry_policy_factory):
     _obj.__module__ = 'zc.async.job'
 del _obj
+
+
+# ------------------------------------------------------------ retrying
+
+#: The annotation of a job whose :func:`retrying` policy rescheduled it:
+#: the number of the attempt it is on (waiting for, running or last made).
+#: A job without it is on its first attempt.
+ATTEMPT = 'zc.async.retry.attempt'
+
+#: The longest wait a :func:`retrying` policy may ask for (a ``begin_after``
+#: must stay a representable datetime).
+LONGEST_DELAY = datetime.timedelta(days=36500)
+
+
+def retrying(attempts=3, delay=datetime.timedelta(seconds=10), backoff=2.0,
+             max_delay=None, errors=(Exception,)):
+    """A retry policy factory that also retries application errors.
+
+    Use the result as a job's ``retry_policy_factory`` (or pass it to
+    ``queue.put``).  When the job's callable raises one of ``errors`` (an
+    exception class or a tuple of them), the job goes back to its queue and
+    is claimed again -- by any dispatcher, in a new transaction -- after
+    ``delay``; each further wait is ``backoff`` times the one before, at
+    most ``max_delay`` (a timedelta, or None for no cap).  The job is
+    called at most ``attempts`` times so; after the last attempt it fails
+    with the last error.  Conflict errors, storage disconnects, commit
+    errors and interruptions are handled as by the default policy
+    (:class:`RetryCommonFourTimes`), and do not count as attempts.
+
+    The attempt a job is on is its annotation :data:`ATTEMPT` (see
+    :func:`attempt`).  Bad arguments raise TypeError or ValueError here.
+    """
+    return Retrying(attempts, delay, backoff, max_delay, errors)
+
+
+def attempt(job):
+    """The number of the attempt ``job`` is on, under a :func:`retrying`
+    policy: 1 until the policy first rescheduled it."""
+    return job.annotations.get(ATTEMPT, 1)
+
+
+class Retrying:
+    """The settings of a :func:`retrying` policy, and the policy's factory.
+
+    Stored by value in the job (its error classes by reference), so every
+    process sees the same settings; calling it with a job makes the job's
+    :class:`RetryingPolicy`.
+    """
+
+    def __init__(self, attempts, delay, backoff, max_delay, errors):
+        self.attempts = _check_attempts(attempts)
+        self.delay = _check_delay(delay, 'delay')
+        self.backoff = _check_backoff(backoff)
+        self.max_delay = max_delay
+        if max_delay is not None:
+            _check_delay(max_delay, 'max_delay')
+            if max_delay < delay:
+                raise ValueError('max_delay (%s) must not be shorter than '
+                                 'delay (%s)' % (max_delay, delay))
+        self.errors = _check_errors(errors)
+        if self.attempts > 1 and self.delay_before(
+                self.attempts) > LONGEST_DELAY:
+            raise ValueError(
+                'the wait before attempt %d would be longer than %s: give '
+                'a max_delay, or fewer attempts or a smaller backoff'
+                % (self.attempts, LONGEST_DELAY))
+
+    def __call__(self, job):
+        return RetryingPolicy(job, self)
+
+    def delay_before(self, number):
+        """The wait before attempt ``number`` (2 or more)."""
+        try:
+            wait = self.delay * (self.backoff ** (number - 2))
+        except OverflowError:  # grown beyond any cap
+            wait = datetime.timedelta.max
+        if self.max_delay is not None:
+            wait = min(wait, self.max_delay)
+        return wait
+
+    def __repr__(self):
+        return ('zc.async.retry.retrying(attempts=%r, delay=%r, backoff=%r, '
+                'max_delay=%r, errors=(%s,))' % (
+                    self.attempts, self.delay, self.backoff, self.max_delay,
+                    ', '.join('%s.%s' % (error.__module__, error.__qualname__)
+                              for error in self.errors)))
+
+
+class RetryingPolicy(RetryCommonFourTimes):
+    """The policy of a :func:`retrying` factory (``settings``).
+
+    A listed error of the job's callable reschedules the job (a timedelta
+    answer) while attempts are left, and records the next attempt's number
+    in the job's :data:`ATTEMPT` annotation, in the commit of the answer.
+    """
+
+    def __init__(self, job, settings):
+        super().__init__(job)
+        self.settings = settings
+
+    def jobError(self, failure, data_cache):
+        """Retry common errors in place; reschedule listed ones."""
+        common = utils.with_disconnects(
+            [error for row in self.internal_exceptions for error in row[0]])
+        if failure.check(*common) is not None:
+            return super().jobError(failure, data_cache)
+        if failure.check(*self.settings.errors) is None:
+            return False
+        return self._next_attempt(failure)
+
+    def _next_attempt(self, failure):
+        """The wait before the next attempt, or False if none is left."""
+        job = self.parent
+        number, total = attempt(job), self.settings.attempts
+        error = '%s: %s' % (failure.type.__name__, failure.getErrorMessage())
+        if number >= total:
+            utils.tracelog.info(
+                'Retry policy for job %r is not retrying after attempt %d of '
+                '%d failed with %s', job, number, total, error)
+            return False
+        if not interfaces.IAgent.providedBy(job.parent):
+            utils.log.warning(
+                '%r failed with %s; its retrying policy cannot reschedule '
+                'it, as no agent holds it (a callback, or a job called '
+                'directly)', job, error)
+            return False
+        wait = self.settings.delay_before(number + 1)
+        job.annotations[ATTEMPT] = number + 1
+        utils.log.warning(
+            '%r: attempt %d of %d failed with %s; rescheduling it in %s',
+            job, number, total, error, wait)
+        return wait
+
+
+def _check_attempts(value):
+    if not isinstance(value, numbers.Integral) or isinstance(value, bool):
+        raise TypeError('attempts must be an integer, not %r' % (value,))
+    if value < 1:
+        raise ValueError('attempts must be at least 1, not %r' % (value,))
+    return int(value)
+
+
+def _check_delay(value, name):
+    if not isinstance(value, datetime.timedelta):
+        raise TypeError('%s must be a datetime.timedelta, not %r'
+                        % (name, value))
+    if value < datetime.timedelta(0):
+        raise ValueError('%s must not be negative, not %s' % (name, value))
+    return value
+
+
+def _check_backoff(value):
+    if not isinstance(value, numbers.Real) or isinstance(value, bool):
+        raise TypeError('backoff must be a number, not %r' % (value,))
+    if not (value >= 1 and math.isfinite(value)):  # NaN fails too
+        raise ValueError('backoff must be a finite number of at least 1 '
+                         '(the waits must not shrink), not %r' % (value,))
+    return float(value)
+
+
+def _check_errors(value):
+    """``value`` as a non-empty tuple of exception classes that pickle by
+    reference (a worker of another process must be able to load them)."""
+    errors = (value,) if isinstance(value, type) else value
+    if not isinstance(errors, (tuple, list)):
+        raise TypeError('errors must be an exception class or a tuple of '
+                        'them, not %r' % (value,))
+    if not errors:
+        raise ValueError('errors must name at least one exception class')
+    for error in errors:
+        if not (isinstance(error, type) and issubclass(error, BaseException)):
+            raise TypeError('errors must be exception classes, not %r'
+                            % (error,))
+        try:
+            loaded = pickle.loads(pickle.dumps(error))
+        except Exception as e:  # pickling fails in many ways
+            loaded = e
+        if loaded is not error:
+            raise TypeError(
+                'error class %r cannot be pickled by reference: define it '
+                'at the top level of an importable module' % (error,))
+    return tuple(errors)

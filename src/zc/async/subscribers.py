@@ -13,7 +13,9 @@ the policy ZCML files, or ``zope.component.provideHandler``) and fire
 * :class:`TwistedDispatcherInstaller` starts a dispatcher on the main Twisted
   reactor;
 * :class:`AgentInstaller` (a handler of ``IDispatcherActivated``) adds an
-  agent whenever a dispatcher activates in a queue.
+  agent whenever a dispatcher activates in a queue;
+* :class:`ScheduleInstaller` keeps a recurring job in a queue (the
+  ``async:schedule`` ZCML directive).
 
 Every installer instance names the event it handles in ``__component_adapts__``
 so that ``provideHandler(queue_installer)`` and ZCML's
@@ -33,6 +35,7 @@ from .agent import Agent
 from .dispatcher import Dispatcher
 from .queue import Queue
 from .queue import Queues
+from .schedule import Schedule, equivalent
 
 # {id(dispatcher): {signal number: (previous handler, installed handler)}}
 signal_handlers = {}
@@ -293,3 +296,56 @@ class AgentInstaller:
 
 
 agent_installer = AgentInstaller('main')
+
+
+class ScheduleInstaller:
+    """Keep the schedule ``name`` in queue ``queue`` (see
+    :mod:`zc.async.schedule`): ``Schedule(callable, *args, **settings)``.
+
+    On ``DatabaseOpened`` it adds the schedule if it is missing and
+    replaces one whose rule, options or job differ; an equivalent one is
+    kept, with its next and last runs, so restarts change nothing.  The
+    queues must exist already (register it after the queue installer).
+    The settings are checked when the installer is made.
+    """
+
+    __component_adapts__ = (interfaces.IDatabaseOpenedEvent,)
+
+    def __init__(self, name, callable, *args, queue='', **settings):
+        self.name = name
+        self.queue = queue
+        self.callable = callable
+        self.args = args
+        self.settings = settings
+        self.make()  # bad settings fail now, not when the database opens
+
+    def make(self):
+        """A new schedule with the installer's settings."""
+        return Schedule(self.callable, *self.args, **self.settings)
+
+    def __call__(self, ev):
+        tm = transaction.TransactionManager(explicit=True)
+        conn = ev.database.open(transaction_manager=tm)
+        try:
+            done = _in_transaction(tm, self._install, conn)
+        finally:
+            conn.close()
+        if done:
+            utils.log.info('schedule %r %s in queue %r', self.name, done,
+                           self.queue)
+
+    def _install(self, conn):
+        """Add or replace the schedule; what was done, or None."""
+        queues = conn.root().get(interfaces.KEY)
+        if queues is None or self.queue not in queues:
+            raise ValueError(
+                'schedule %r needs the zc.async queue %r, which the database'
+                ' does not have: install the queues first (a dispatcher'
+                ' policy does)' % (self.name, self.queue))
+        schedules = queues[self.queue].schedules
+        old = schedules.get(self.name)
+        new = self.make()
+        if old is not None and equivalent(old, new):
+            return None
+        schedules[self.name] = new
+        return 'added' if old is None else 'replaced'

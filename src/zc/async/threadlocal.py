@@ -6,7 +6,10 @@ A dispatcher's worker thread sets :attr:`Local.dispatcher` and
 therefore find its job, queue, dispatcher and reactor, and publish or read
 *live* annotations: values written to ``job.annotations`` in a separate
 connection and transaction, committed through the dispatcher's reactor, so
-other connections see them while the job is still running.
+other connections see them while the job is still running.  A replay or
+dry-run (:mod:`zc.async.sandbox`) sets :attr:`Local.sandbox` instead of a
+dispatcher: live annotations then go to the sandbox, and
+:meth:`Local.isSandbox` tells the job.
 
 This module is imported by ``zc.async`` itself, so it imports nothing heavy
 at module level (Twisted and the dispatcher are imported on use).
@@ -60,6 +63,7 @@ class Local(threading.local):
     job = None  # the job or callback running in this thread
     dispatcher = None  # the in-memory Dispatcher owning this worker thread
     name = None  # the name of the agent whose pool runs this thread
+    sandbox = None  # the zc.async.sandbox.Sandbox this thread runs a job in
 
     def getJob(self):
         """The job (or callback) currently running in this thread."""
@@ -83,6 +87,13 @@ class Local(threading.local):
         """The name of the agent whose worker pool runs this thread."""
         return self.name
 
+    def isSandbox(self):
+        """Whether the running job runs in a sandbox (a replay or a
+        dry-run, see :mod:`zc.async.sandbox`): its commits go nowhere, but
+        what it does outside the database happens for real, so a job skips
+        side effects such as sending mail when this is true."""
+        return self.sandbox is not None
+
     def _reactor_and_job(self, job):
         if self.job is None or self.dispatcher is None:
             raise ValueError('not initialized')
@@ -100,6 +111,10 @@ class Local(threading.local):
         immutable, non-persistent values.  ValueError('not initialized')
         outside a dispatcher-run job.
         """
+        if self.sandbox is not None:
+            self.sandbox.setLiveAnnotation(
+                self.job if job is None else job, name, value)
+            return
         reactor, job = self._reactor_and_job(job)
         from .twist import Partial
         partial = Partial(_set_annotation, job, name, value)
@@ -116,6 +131,9 @@ class Local(threading.local):
         calling thread for at most ``timeout + 2`` seconds.  ValueError('not
         initialized') outside a dispatcher-run job.
         """
+        if self.sandbox is not None:
+            return self.sandbox.getLiveAnnotation(
+                self.job if job is None else job, name, default)
         reactor, job = self._reactor_and_job(job)
         result = Result()
         me = threading.get_ident()

@@ -29,6 +29,7 @@ import ZODB.POSException
 import ZODB.utils
 
 from . import interfaces
+from . import legacy
 
 log = logging.getLogger('zc.async.events')
 tracelog = logging.getLogger('zc.async.trace')
@@ -97,8 +98,20 @@ def dt_to_long(dt):
     return (micros + delta.microseconds) << _TIE_BITS
 
 
+# The largest key of :func:`dt_to_long`; 1.5's keys (of the same times)
+# are larger.
+_MAX_KEY = ((_LATEST - datetime.datetime.min.replace(tzinfo=UTC))
+            // datetime.timedelta(microseconds=1)) << _TIE_BITS | 15
+
+
 def long_to_dt(key):
-    """Decode a :func:`dt_to_long` key (tie-break bits ignored); aware UTC."""
+    """Decode a :func:`dt_to_long` key (tie-break bits ignored); aware UTC.
+
+    A larger key is one of 1.5's, which ``zc-async upgrade`` converts (see
+    :func:`zc.async.legacy.long_to_dt15`).
+    """
+    if key > _MAX_KEY:
+        return legacy.long_to_dt15(key)
     return _LATEST - datetime.timedelta(microseconds=int(key) >> _TIE_BITS)
 
 
@@ -598,7 +611,16 @@ class Periodic(AbstractSet):
     ``period / (buckets - 1)`` has passed since the last rotation, adding
     an item first drops the oldest tree and starts a new one.  Ordinary
     adds touch only the newest tree and a length counter, not this object.
+
+    A 1.5 store (its jobs in a zope.bforest forest, ``_data``) has no
+    buckets until ``zc-async upgrade`` moves its jobs into them (see
+    :mod:`zc.async.upgrade`): until then it reads as empty, and its first
+    add starts its buckets.
     """
+
+    period = datetime.timedelta(days=7)
+    _buckets = ()
+    _len = _rotated = None
 
     def __init__(self, period=datetime.timedelta(days=7), buckets=7):
         if buckets < 2:
@@ -606,6 +628,9 @@ class Periodic(AbstractSet):
         if period <= datetime.timedelta(0):
             raise ValueError('period must be positive, not %r' % (period,))
         self.period = period
+        self._start(buckets)
+
+    def _start(self, buckets):
         self._buckets = tuple(BTrees.LOBTree.LOBTree() for _ in range(buckets))
         self._len = BTrees.Length.Length()
         self._rotated = now()
@@ -635,18 +660,21 @@ class Periodic(AbstractSet):
         self._rotated = now()
 
     def add(self, item, parent=None):
+        if not self._buckets:  # a 1.5 store, not upgraded yet
+            self._start(7)  # 1.5's number of buckets
         self._rotate()
         super().add(item, parent)
 
     def clear(self):
         super().clear()
-        self._len.set(0)
+        if self._len is not None:
+            self._len.set(0)
 
     def __len__(self):
-        return self._len()
+        return 0 if self._len is None else self._len()
 
     def __bool__(self):
-        return self._len() > 0
+        return len(self) > 0
 
     __nonzero__ = __bool__
 

@@ -10,7 +10,8 @@ and the monitor agree on states, filters, order and job summaries.
 Bad input raises :class:`RequestError` with the HTTP status to answer
 (400 for a malformed request, 404 for something that does not exist).
 The two actions, :func:`retry` and :func:`cancel`, change the database;
-the caller commits.
+the caller commits.  :func:`replay` and :func:`dry_run` run a job in a
+sandbox (:mod:`zc.async.sandbox`) and change nothing.
 """
 import itertools
 
@@ -21,6 +22,8 @@ from . import interfaces
 from . import monitor
 from . import monitordb
 from . import monitorquery
+from . import sandbox
+from . import schedule
 from . import utils
 from .dispatcher import getId
 from .job import Job, isFailure
@@ -96,12 +99,14 @@ def glob_escape(name):
                    for char in name)
 
 
-def overview(conn, dispatcher_status=None, actions=False):
-    """Queues (pending, job counts, quotas, dispatchers and agents).
+def overview(conn, dispatcher_status=None, actions=False, replay=False):
+    """Queues (pending, job counts, quotas, dispatchers and agents, and
+    schedules: see :func:`zc.async.schedule.describe`).
 
     ``dispatcher_status`` is the status of the dashboard's own dispatcher
     (:meth:`~zc.async.dispatcher.Dispatcher.getStatusInfo`), if any;
-    ``actions`` tells whether the dashboard's actions are enabled.
+    ``actions`` tells whether the dashboard's actions are enabled,
+    ``replay`` whether replay and dry-run are.
     Dispatchers are listed whether activated or not, with ``dead`` (no
     ping within the ping death interval), ``last ping`` and ``uptime``
     (null when not activated).
@@ -117,10 +122,11 @@ def overview(conn, dispatcher_status=None, actions=False):
         counts.update(_recent_counts(conn, queue.name))
         found[queue.name] = {
             'counts': counts, 'quotas': _quotas(queue),
-            'dispatchers': _dispatchers(queue, now)}
+            'dispatchers': _dispatchers(queue, now),
+            'schedules': schedule.report(queue)}
     return {'now': now, 'database': conn.db().database_name,
             'queues': found, 'this dispatcher': dispatcher_status,
-            'actions': actions}
+            'actions': actions, 'replay': replay}
 
 
 # ------------------------------------------------------------ job lists
@@ -308,3 +314,38 @@ def retry(conn, oid_text, database=None):
     queue.put(copy)
     return {'retried': getId(job),
             'new job': getId(copy)}
+
+
+# -------------------------------------------------------------- sandbox
+
+
+def replay(conn, oid_text, database=None):
+    """The report of the failed job ``oid_text`` called again in a sandbox
+    at the snapshot it saw (:func:`zc.async.sandbox.replay`, as
+    ``ISandboxReport.as_dict``).  Nothing is written.  Jobs that did not
+    fail, or whose snapshot is gone: RequestError (409).
+    """
+    job = get_job(conn, oid_text, database)
+    if job.status != interfaces.COMPLETED or not isFailure(job.result):
+        raise RequestError('only failed jobs can be replayed; job %s is %s'
+                           % (oid_text, monitorquery.status_word(job)), 409)
+    return _in_sandbox(sandbox.replay, job._p_jar.db(), job._p_oid)
+
+
+def dry_run(conn, oid_text, database=None):
+    """The report of the pending job ``oid_text`` run against the current
+    data in a sandbox (:func:`zc.async.sandbox.dry_run`).  Nothing is
+    written; the job stays pending.  Other jobs: RequestError (409).
+    """
+    job = get_job(conn, oid_text, database)
+    if job.status != interfaces.PENDING:
+        raise RequestError('only pending jobs can be dry-run; job %s is %s'
+                           % (oid_text, monitorquery.status_word(job)), 409)
+    return _in_sandbox(sandbox.dry_run, conn.db(), job)
+
+
+def _in_sandbox(run, *args):
+    try:
+        return run(*args).as_dict()
+    except (interfaces.AsyncError, ValueError) as e:
+        raise RequestError(str(e), 409) from None

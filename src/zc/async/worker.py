@@ -439,6 +439,11 @@ def add_dashboard_arguments(parser):
              'requests with the header "Authorization: Bearer TOKEN" (at '
              'least 8 characters; default: $%s, else read-only)'
              % (ACTIONS_TOKEN_VARIABLE,))
+    parser.add_argument(
+        '--allow-replay', action='store_true',
+        help='let the dashboard replay failed jobs and dry-run pending ones '
+             'in a sandbox that writes nothing (runs job code in this '
+             'process)')
 
 
 def start_dashboard(db, reactor, dispatcher, options):
@@ -450,7 +455,7 @@ def start_dashboard(db, reactor, dispatcher, options):
     try:
         return web.start_dashboard(
             db, reactor, port, options.dashboard_host, dispatcher,
-            options.actions_token)
+            options.actions_token, getattr(options, 'allow_replay', False))
     except Exception as e:  # a busy port, a bad address or token
         raise WorkerError('cannot start the dashboard on %s:%s: %s' % (
             options.dashboard_host, port, e))

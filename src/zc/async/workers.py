@@ -25,6 +25,7 @@ from transaction._transaction import Status
 from . import interfaces
 from . import utils
 from . import claims
+from . import coroutines
 from .threadlocal import local
 from .threadlocal import waiting_for_reactor
 
@@ -179,6 +180,7 @@ class AgentThreadPool:
             utils.abort(transaction.manager, 'ending worker thread',
                         wait=False)
             conn.close()
+            coroutines.close_loop()  # of the thread's async def jobs
             self._report(self._threadEnded, me, stopped)
 
     def _perform(self, conn, claimer, oid, dbname, info, started):

@@ -33,8 +33,18 @@ serves the ``async`` and ``asyncdb`` monitor commands, and the
 ``IMonitorPlugin`` utilities, on that port once the dispatcher exists (see
 :mod:`zc.async.monitorserver`).  One per site; its installer runs after
 every dispatcher installer, wherever the directive appears.
+
+``<async:schedule name="nightly" callable="myapp.jobs.cleanup"
+cron="0 3 * * *" timezone="Europe/Berlin" />`` keeps a recurring job in a
+queue (``queue=""``, the default queue, unless told otherwise; ``every``
+is a number of seconds instead of ``cron``; ``catch_up`` and ``overlap``
+as for :class:`zc.async.schedule.Schedule`).  Its settings are checked
+when the configuration is processed; its installer runs after the queue
+installer, and adds the schedule, or replaces it if its definition
+changed.
 """
 import atexit
+import datetime
 import threading
 import weakref
 
@@ -42,6 +52,7 @@ import persistent.interfaces
 import zope.component
 import zope.component.zcml
 import zope.configuration.exceptions
+import zope.configuration.fields
 import zope.interface
 import zope.schema
 import ZODB.interfaces
@@ -189,6 +200,75 @@ def monitor(_context, port, host='127.0.0.1'):
         args=('registerHandler', installer, installer.__component_adapts__,
               '', _context.info),
         order=MONITOR_ORDER)
+
+
+# ---------------------------------------------------------- schedules
+
+# Action order of schedule installers: after the queue installer of any
+# policy (order 0).
+SCHEDULE_ORDER = 1
+
+
+class IScheduleDirective(zope.interface.Interface):
+    """Keep a recurring job in a queue (see zc.async.schedule)."""
+
+    name = zope.schema.TextLine(
+        title='Name', description='The name in ``queue.schedules``.')
+
+    callable = zope.configuration.fields.GlobalObject(
+        title='Callable',
+        description='The dotted name of the function each tick\'s job'
+                    ' calls (without arguments).')
+
+    cron = zope.schema.TextLine(
+        title='Cron rule',
+        description='A cron expression, read in ``timezone`` (give it or'
+                    ' ``every``).', required=False)
+
+    every = zope.schema.Float(
+        title='Interval',
+        description='Seconds between ticks (give it or ``cron``).',
+        required=False)
+
+    timezone = zope.schema.TextLine(
+        title='Time zone',
+        description='The IANA time zone of a cron rule (default: UTC).',
+        required=False)
+
+    catch_up = zope.schema.Choice(
+        title='Catch up',
+        description='What due ticks put after a downtime: "once", "all"'
+                    ' or "skip".',
+        values=('once', 'all', 'skip'), required=False, default='once')
+
+    overlap = zope.schema.Bool(
+        title='Overlap',
+        description='False: no job while the last one is not finished.',
+        required=False, default=True)
+
+    queue = zope.schema.TextLine(
+        title='Queue', description='The queue\'s name (default: "").',
+        required=False, default='')
+
+
+def schedule(_context, name, callable, cron=None, every=None, timezone=None,
+             catch_up='once', overlap=True, queue=''):
+    """Handle ``<async:schedule>``: see :class:`IScheduleDirective`."""
+    if every is not None:
+        every = datetime.timedelta(seconds=every)
+    try:
+        installer = subscribers.ScheduleInstaller(
+            name, callable, queue=queue, cron=cron, every=every,
+            timezone=timezone or None, catch_up=catch_up, overlap=overlap)
+    except (TypeError, ValueError) as e:
+        raise zope.configuration.exceptions.ConfigurationError(
+            'schedule %r: %s' % (name, e))
+    _context.action(
+        discriminator=('zc.async', 'schedule', queue, name),
+        callable=zope.component.zcml.handler,
+        args=('registerHandler', installer, installer.__component_adapts__,
+              '', _context.info),
+        order=SCHEDULE_ORDER)
 
 
 # ------------------------------------------------------- shutdown at exit

@@ -13,7 +13,9 @@ was committed exactly once, however often it was started.
 
 Run as a program, it is a producer process::
 
-    python -m zc.async.tests.jobs_for_processes URI DIRECTORY NAME COUNT
+    python -m zc.async.tests.jobs_for_processes URI DIRECTORY NAME COUNT [KEY]
+
+(with a KEY, every put is ``put(..., unique_key=KEY)``).
 """
 import json
 import os
@@ -106,11 +108,11 @@ def refuse_after(path, job):
     return not os.path.exists(path)
 
 
-def produce(uri, directory, name, count):
+def produce(uri, directory, name, count, unique_key=None):
     """Put ``count`` :func:`double` jobs in queue ``''`` of the database at
     ``uri``, one commit each, as soon as the ``go`` file exists; return the
-    job oids and the numbers of ConflictErrors that reached this producer:
-    lock deadlocks of RelStorage apart."""
+    job oids (the oids ``put`` returned) and the numbers of ConflictErrors
+    that reached this producer: lock deadlocks of RelStorage apart."""
     os.environ['ZC_ASYNC_UUID'] = os.path.join(directory, name + '-uuid.txt')
     import BTrees.Length
     import transaction
@@ -130,7 +132,8 @@ def produce(uri, directory, name, count):
             try:
                 tm.begin()
                 queue = conn.root()[interfaces.KEY]['']
-                put = queue.put(job.Job(double, BTrees.Length.Length(), n))
+                put = queue.put(job.Job(double, BTrees.Length.Length(), n),
+                                unique_key=unique_key)
                 tm.commit()
                 break
             except ZODB.POSException.ConflictError as e:
@@ -149,6 +152,6 @@ def produce(uri, directory, name, count):
 if __name__ == '__main__':
     # Use the importable module, so that job pickles name it, not __main__.
     from zc.asynchronous.tests import jobs_for_processes
-    uri, directory, name, count = sys.argv[1:]
+    uri, directory, name, count, *key = sys.argv[1:]
     print(json.dumps(jobs_for_processes.produce(
-        uri, directory, name, int(count))))
+        uri, directory, name, int(count), *key)))

@@ -49,11 +49,12 @@ def subprocess_env(**extra):
     return env
 
 
-def start_process(argv, log_path, **env):
-    """Start ``argv`` with stdout and stderr appended to ``log_path``."""
+def start_process(argv, log_path, cwd=None, **env):
+    """Start ``argv`` (in directory ``cwd``) with stdout and stderr
+    appended to ``log_path``."""
     with open(log_path, 'ab') as log:
         process = subprocess.Popen(
-            argv, stdout=log, stderr=subprocess.STDOUT,
+            argv, stdout=log, stderr=subprocess.STDOUT, cwd=cwd,
             stdin=subprocess.DEVNULL, env=subprocess_env(**env))
     _started.append(process)
     return process

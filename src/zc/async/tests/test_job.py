@@ -37,6 +37,7 @@ from zc.asynchronous import utils
 from zc.asynchronous.agent import Agent
 from zc.asynchronous.job import Job
 from zc.asynchronous.queue import Queue
+from zc.asynchronous.tests.reactorcase import ReactorTestCase
 
 UTC = datetime.timezone.utc
 START = datetime.datetime(2006, 8, 10, 15, 44, 22, 211, tzinfo=UTC)
@@ -1732,45 +1733,8 @@ def total(*jobs):
     return sum(job.result for job in jobs)
 
 
-class DispatcherTests(unittest.TestCase):
+class DispatcherTests(ReactorTestCase):
     """Jobs run by a real dispatcher's worker threads (test reactor)."""
-
-    def setUp(self):
-        from zc.asynchronous import configure, testing
-        from zc.asynchronous.dispatcher import Dispatcher
-        from zc.asynchronous.queue import Queues
-        import zc.asynchronous.agent
-        self.testing = testing
-        configure.base()
-        zope.component.provideHandler(
-            zc.asynchronous.agent.addMainAgentActivationHandler)
-        self.db = testing.db()
-        self.conn = self.db.open()
-        root = self.conn.root()
-        root[interfaces.KEY] = Queues()
-        self.queue = root[interfaces.KEY][''] = Queue()
-        transaction.commit()
-        self.reactor = testing.Reactor()
-        self.reactor.start()
-        self.dispatcher = Dispatcher(self.db, self.reactor, uuid=UUID,
-                                     poll_interval=1)
-        self.dispatcher.activate()
-        self.reactor.time_flies(1)
-
-    def tearDown(self):
-        self.testing.tear_down_dispatcher(self.dispatcher)
-        transaction.abort()
-        self.conn.close()
-        self.db.close()
-        zope.testing.cleanup.cleanUp()
-
-    def run_until_completed(self, *jobs):
-        for _ in range(20):
-            self.reactor.time_flies(1)
-            transaction.begin()
-            if all(job.status == interfaces.COMPLETED for job in jobs):
-                return
-        self.fail('jobs did not complete: %r' % (jobs,))
 
     def test_deferred_result_and_composite_jobs(self):
         waiting = self.queue.put(deferred_from_the_reactor)

@@ -136,6 +136,23 @@ class Scenario:
             '\n--- %s exited; its log ends:\n%s' % (w.name, w.log[-3000:])
             for w in stopped))
 
+    def produce(self, producers, count, *key):
+        """Run ``producers`` producer processes putting ``count`` jobs each
+        (with the unique key, if given), all at once; their reports."""
+        running = [subprocess.Popen(
+            [sys.executable, '-m', jobs.__name__, self.uri, self.directory,
+             'p%d' % i, str(count), *key],
+            stdout=subprocess.PIPE, env=processes.subprocess_env())
+            for i in range(producers)]
+        processes.wait_for(
+            lambda: jobs.count_lines(self.path('ready.log')) == producers,
+            message='%d producers ready' % producers)
+        open(self.path('go'), 'w').close()  # all put at once
+        reports = [json.loads(p.communicate(timeout=processes.TIMEOUT)[0])
+                   for p in running]
+        self.assertEqual([p.returncode for p in running], [0] * producers)
+        return reports
+
     def interruptions(self, oid):
         self.tm.begin()
         return self.conn.get(oid).getRetryPolicy().data.get('interruptions')
@@ -154,18 +171,7 @@ class DrainTest:
 
     def test_two_workers_drain_four_producers(self):
         workers = [self.worker('a'), self.worker('b')]
-        producers = [subprocess.Popen(
-            [sys.executable, '-m', jobs.__name__, self.uri, self.directory,
-             'p%d' % i, '50'],
-            stdout=subprocess.PIPE, env=processes.subprocess_env())
-            for i in range(4)]
-        processes.wait_for(
-            lambda: jobs.count_lines(self.path('ready.log')) == 4,
-            message='four producers ready')
-        open(self.path('go'), 'w').close()  # all four put at once
-        reports = [json.loads(p.communicate(timeout=processes.TIMEOUT)[0])
-                   for p in producers]
-        self.assertEqual([p.returncode for p in producers], [0] * 4)
+        reports = self.produce(4, 50)
         self.assertEqual([r['conflicts'] for r in reports], [0] * 4)
         self.assertLessEqual(sum(r['deadlocks'] for r in reports),
                              self.deadlocks_allowed)

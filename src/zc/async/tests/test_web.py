@@ -559,6 +559,22 @@ class BrowserTests(DashboardTestCase):
         wait_until(lambda: len(self.get_json(
             '/api/jobs?state=failed')['jobs']) == 2)
 
+    def test_job_page_shows_unique_key_and_attempt(self):
+        from zc.asynchronous.retry import retrying
+        job = self.put(fresh_job, unique_key='invoice-42',
+                       retry_policy_factory=retrying(attempts=5),
+                       begin_after=utils.now() + datetime.timedelta(hours=1))
+        plain = self.later(fresh_job)
+        self.open('/jobs/%d' % (self.oid(job),))
+        fields = self.text('#job-fields')
+        self.assertIn('unique key\ninvoice-42', fields)
+        self.assertIn('attempt\n1 of 5', fields)
+        self.open('/jobs/%d' % (self.oid(plain),))
+        fields = self.text('#job-fields')
+        self.assertNotIn('unique key', fields)
+        self.assertNotIn('attempt', fields)
+        self.assertEqual(self.browser.errors(), [])
+
 
 def test_suite():
     suite = unittest.TestSuite()
