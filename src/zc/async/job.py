@@ -872,9 +872,11 @@ class Job(_CallbackAdder, JobParts, utils.Base):
                              self, caller)
         self._abort()
 
-    def _abort(self):
-        """Give up an interrupted job: AbortedError, then the callbacks."""
-        failure = twist.Failure(interfaces.AbortedError())
+    def _abort(self, error=None):
+        """Give up an interrupted job: ``error`` (by default an
+        AbortedError), then the callbacks."""
+        failure = twist.Failure(
+            interfaces.AbortedError() if error is None else error)
         self._complete(failure)
         self._log_completion(failure)
         self.resumeCallbacks()
@@ -894,6 +896,23 @@ class Job(_CallbackAdder, JobParts, utils.Base):
         self._complete(failure)
         self._log_completion(failure)
         self.resumeCallbacks()
+
+    def _replica(self):
+        """A new job, to run this one again: the same callable, arguments,
+        keyword arguments, quota names, retry policy factory and failure
+        log level; not the callbacks.
+
+        The callable is copied as stored, so a job whose callable cannot
+        be imported here is copied all the same.
+        """
+        res = Job.__new__(Job)
+        res._init_parts(tuple(self.args), dict(self.kwargs))
+        res._callable_root = self._callable_root
+        res._callable_name = self._callable_name
+        res.retry_policy_factory = self.retry_policy_factory
+        res.failure_log_level = self.failure_log_level
+        res.quota_names = self.quota_names
+        return res
 
     # -------------------------------------------------------------- hooks
 

@@ -13,6 +13,7 @@ import heapq
 import itertools
 import logging
 import sys
+import threading
 import time
 import types
 
@@ -259,12 +260,34 @@ def _sleep(seconds):
     time.sleep(seconds)
 
 
+class _Additions(threading.local):
+    added = False  # see added_to_commit
+
+
+_additions = _Additions()
+
+
+def added_to_commit(added):
+    """Say that a synchronizer added work of its own to the commit under
+    way in this thread (``added`` true), or that the commit ended (false).
+
+    While it is said, an error of that commit counts as a conflict: the
+    commit is tried again at once, and the synchronizer, told in its
+    ``afterCompletion`` that the commit failed, must see that its work
+    does not spoil it again.  (Worker threads claim the next job in the
+    commit that completes a job: see ``zc.async.workers``.)
+    """
+    _additions.added = bool(added)
+
+
 def _error_kind(error):
-    """'system', 'conflict' (a transient transaction error) or 'other'."""
+    """'system', 'conflict' (a transient transaction error, or any error
+    of a commit that a synchronizer added to) or 'other'."""
     # Disconnects are also transient: test system errors first.
     if isinstance(error, SYSTEM_ERRORS) or is_disconnect(error):
         return 'system'
-    if isinstance(error, transaction.interfaces.TransientError):
+    if (isinstance(error, transaction.interfaces.TransientError)
+            or _additions.added):
         return 'conflict'
     return 'other'
 

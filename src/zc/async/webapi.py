@@ -23,7 +23,7 @@ from . import monitordb
 from . import monitorquery
 from . import utils
 from .dispatcher import getId
-from .job import Job, isFailure
+from .job import isFailure
 
 #: Compact JSON with the monitor's encodings (times, durations, job ids).
 encoder = monitor.Encoder(sort_keys=True)
@@ -300,10 +300,7 @@ def retry(conn, oid_text, database=None):
     if queue is None:
         raise RequestError('job %s has no queue to retry it in'
                            % (oid_text,), 409)
-    copy = Job(job.callable, *job.args, **dict(job.kwargs))
-    copy.retry_policy_factory = job.retry_policy_factory
-    copy.failure_log_level = job.failure_log_level
-    copy.quota_names = job.quota_names
+    copy = job._replica()
     queue._p_jar.add(copy)  # gives the new job its oid now
     queue.put(copy)
     return {'retried': getId(job),
