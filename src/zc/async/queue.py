@@ -327,13 +327,12 @@ class Queue(utils.Base):
         out by the failing job).
         """
         for job, remove in pairs:
-            entry = None if bad is None else bad.check(job)
-            begin_after = job.begin_after if entry is None else (
-                entry.begin_after)
-            if begin_after is not None and begin_after > due_by:
+            begin_after = unloadable.due_time(job)
+            if begin_after > due_by:
                 if waiting is not None and begin_after <= now:
                     waiting.append(begin_after)
                 break
+            entry = None if bad is None else bad.check(job)
             if entry is not None:
                 candidate = bad.failing_job(job, entry)
                 if candidate is not None and (
@@ -552,7 +551,7 @@ class _BadJobs:
         """
         if not self.may_fail:
             return None
-        res = self.registry.failing_job(job, entry, self.queue, self.now)
+        res = self.registry.failing_job(job, entry, self.queue)
         return None if res is None else _stamped(res, self.now)
 
 

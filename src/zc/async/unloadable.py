@@ -128,8 +128,8 @@ def check(job):
 
 
 def due_time(job):
-    """``job.begin_after``; the earliest time for a job whose record
-    cannot be loaded here (claims then meet it first, and pass over it).
+    """``job.begin_after``; the earliest time for a job whose record (or
+    class) cannot be loaded here: claims meet it first, and pass over it.
     """
     if job_key(job) in _unreadable:
         return _EARLIEST
@@ -239,13 +239,12 @@ class Entry:
 
     failing_since = None  # when a job failing it was last claimed
 
-    def __init__(self, key, queue_name, error, callable_name, begin_after,
-                 first_seen, broken):
+    def __init__(self, key, queue_name, error, callable_name, first_seen,
+                 broken):
         self.key = key
         self.queue_name = queue_name
         self.error = error
         self.callable_name = callable_name
-        self.begin_after = begin_after  # None when unknown
         self.first_seen = first_seen
         self.broken = broken  # its class is missing: it cannot be failed
 
@@ -306,8 +305,7 @@ class Registry:
         error = check(job)
         if error is None:
             return None
-        new = Entry(key, queue.name, error, callable_name(job),
-                    _begin_after(job), utils.now(),
+        new = Entry(key, queue.name, error, callable_name(job), utils.now(),
                     isinstance(job, ZODB.broken.Broken))
         return self._add(new, queue)
 
@@ -315,7 +313,7 @@ class Registry:
         """Note ``job``, taken by a claim whose commit failed because of
         ``error`` (a text: see :func:`unstorable`); return its entry."""
         entry = Entry(job_key(job), queue.name, error, callable_name(job),
-                      _begin_after(job), utils.now(), False)
+                      utils.now(), False)
         return self._add(entry, queue)
 
     def _add(self, entry, queue):
@@ -329,7 +327,7 @@ class Registry:
                 self.report(entry)
         return found
 
-    def failing_job(self, job, entry, queue, now):
+    def failing_job(self, job, entry, queue):
         """A new job that fails ``job`` (of ``entry``) with
         UnloadableJobError, when that is due; else None.
 
@@ -337,6 +335,7 @@ class Registry:
         found it, and every other live dispatcher of the queue with agents
         recorded it as unloadable too (see the module docstring).
         """
+        now = utils.now()
         if entry.broken or (entry.failing_since is not None
                             and now - entry.failing_since < FAIL_RETRY):
             return None
@@ -397,18 +396,6 @@ def process_registry():
 
 def _timeout(queue):
     return getattr(queue, 'unloadable_timeout', DEFAULT_TIMEOUT)
-
-
-def _begin_after(job):
-    """The job's ``begin_after``, read tolerantly; None if unknown."""
-    try:
-        return job.begin_after
-    except Exception:
-        try:
-            state = tolerant.record_state(job._p_jar, job._p_oid)
-        except Exception:
-            return None
-        return state.get('_begin_after') if isinstance(state, dict) else None
 
 
 def _still_pending(queue, key):

@@ -260,34 +260,35 @@ def _sleep(seconds):
     time.sleep(seconds)
 
 
-class _Additions(threading.local):
-    added = False  # see added_to_commit
+class _Spoiled(threading.local):
+    spoiled = False  # see spoiled_commit
 
 
-_additions = _Additions()
+_spoiled = _Spoiled()
 
 
-def added_to_commit(added):
-    """Say that a synchronizer added work of its own to the commit under
-    way in this thread (``added`` true), or that the commit ended (false).
+def spoiled_commit(spoiled):
+    """Say that the commit that just failed in this thread carried work a
+    synchronizer added to it (``spoiled`` true: its error counts as a
+    conflict, so the commit is tried again at once), or that a new
+    transaction began (false).
 
-    While it is said, an error of that commit counts as a conflict: the
-    commit is tried again at once, and the synchronizer, told in its
-    ``afterCompletion`` that the commit failed, must see that its work
-    does not spoil it again.  (Worker threads claim the next job in the
-    commit that completes a job: see ``zc.async.workers``.)
+    The synchronizer, told in its ``afterCompletion`` that the commit
+    failed, must see that its work does not spoil the next try.  (Worker
+    threads claim the next job in the commit that completes a job: see
+    ``zc.async.workers``.)
     """
-    _additions.added = bool(added)
+    _spoiled.spoiled = bool(spoiled)
 
 
 def _error_kind(error):
     """'system', 'conflict' (a transient transaction error, or any error
-    of a commit that a synchronizer added to) or 'other'."""
+    of a commit that a synchronizer spoiled) or 'other'."""
     # Disconnects are also transient: test system errors first.
     if isinstance(error, SYSTEM_ERRORS) or is_disconnect(error):
         return 'system'
     if (isinstance(error, transaction.interfaces.TransientError)
-            or _additions.added):
+            or _spoiled.spoiled):
         return 'conflict'
     return 'other'
 

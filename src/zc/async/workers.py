@@ -362,7 +362,7 @@ class _NextClaimer:
 
     A claim never costs the completed job its outcome: any error of a
     commit with a claim is retried at once (see
-    ``zc.async.utils.added_to_commit``); the retry first blames the job
+    ``zc.async.utils.spoiled_commit``); the retry first blames the job
     claimed last if it cannot be stored (so the claims pass over it), and
     after :data:`CLAIM_TRIES` failed commits the job's commits claim no
     more (the poll does).
@@ -400,7 +400,7 @@ class _NextClaimer:
         return claimed, waiting
 
     def newTransaction(self, txn):
-        pass
+        utils.spoiled_commit(False)
 
     def beforeCompletion(self, txn):
         job, agent = self.job, self.agent
@@ -420,7 +420,6 @@ class _NextClaimer:
             claimed = claims.claim(dispatcher, agent, self.waiting)
             if claimed is not None:
                 self.pending = (claimed, claims.start_claimed(claimed))
-                utils.added_to_commit(True)
                 # A commit that only claims brings no new work: it need not
                 # wake this process's dispatcher (see dispatcher._invalidated).
                 _commit.claim_only = quiet
@@ -435,7 +434,6 @@ class _NextClaimer:
 
     def afterCompletion(self, txn):
         _commit.claim_only = False
-        utils.added_to_commit(False)
         if self.pending is not None:
             if txn.status is Status.COMMITTED:
                 self.claimed = self.pending
@@ -443,6 +441,7 @@ class _NextClaimer:
                 claims.landed(self.pool.dispatcher, self.claimed[0])
             else:  # still queued: let the next claim have it
                 claims.forget(self.pool.dispatcher, self.pending[0])
+                utils.spoiled_commit(True)
                 self.suspect = self.pending[0]
                 self.failures += 1
                 if self.failures >= self.CLAIM_TRIES:
