@@ -82,6 +82,8 @@ def build_parser():
     add_worker_parser(commands)
     from .clidb import add_db_parsers
     add_db_parsers(commands)
+    from .clijobs import add_job_action_parsers
+    add_job_action_parsers(commands)
     return parser
 
 

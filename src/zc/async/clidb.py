@@ -16,9 +16,11 @@ import datetime
 import sys
 
 import transaction
+import ZODB.POSException
 
 from . import monitor
 from . import monitordb
+from . import tolerant
 from . import worker
 
 EXIT_OK = 0
@@ -29,6 +31,9 @@ DEFAULT_STATES = ('pending', 'assigned', 'active', 'callbacks', 'completed')
 
 #: URI schemes whose storages can be opened read only (by a URI option).
 _READ_ONLY_SCHEMES = ('file', 'zeo')
+
+#: How often a command that changes the database tries on conflicts.
+CONFLICT_ATTEMPTS = 5
 
 #: The filter options of ``zc-async jobs``: option -> asyncdb filter name.
 JOB_FILTERS = {
@@ -119,20 +124,25 @@ def _add_common(parser):
         help='seconds to wait for a database server (default: %(default)s)')
 
 
-def _runner(name, command):
+def _runner(name, command, writes=False):
     """The runner of subcommand ``name``: open the database, print the
     text of ``command(options, conn)`` or one error line; return the exit
-    status."""
+    status.
+
+    With ``writes``, the database is opened for writing and the command
+    runs in a tolerant connection (see :func:`_change`).
+    """
     name = 'zc-async ' + name
 
     def run(options):
         try:
             worker.import_modules(options.imports)
-            db = open_database(options.uri, options.connect_timeout)
+            db = open_database(options.uri, options.connect_timeout,
+                               read_only=not writes)
         except worker.WorkerError as e:
             return _fail(name, e)
         try:
-            answer = _answer(db, command, options)
+            answer = (_change if writes else _answer)(db, command, options)
         except ValueError as e:  # bad states, filters, oids ...
             return _fail(name, e)
         finally:
@@ -152,15 +162,36 @@ def _answer(db, command, options):
         conn.close()
 
 
+def _change(db, command, options):
+    """``command(options, conn)``, committed, in a tolerant connection to
+    ``db`` (jobs whose code this process lacks load too: see
+    :mod:`zc.async.tolerant`); tried again on conflicts (a worker may
+    change the queue meanwhile).  Nothing is committed on an error."""
+    with tolerant.connection(db) as conn:
+        tm = conn.transaction_manager
+        for attempt in range(CONFLICT_ATTEMPTS):
+            try:
+                answer = command(options, conn)
+                tm.commit()
+                return answer
+            except ZODB.POSException.ConflictError:
+                tm.abort()
+                if attempt == CONFLICT_ATTEMPTS - 1:
+                    raise
+
+
 def _fail(name, error):
     print('%s: error: %s' % (name, error), file=sys.stderr)
     return EXIT_ERROR
 
 
-def open_database(uri, connect_timeout=worker.DEFAULT_CONNECT_TIMEOUT):
-    """Open the database, read only when the URI scheme allows it."""
+def open_database(uri, connect_timeout=worker.DEFAULT_CONNECT_TIMEOUT,
+                  read_only=True):
+    """Open the database, read only when the URI scheme allows it (unless
+    ``read_only`` is false)."""
     scheme = uri.split('://', 1)[0] if '://' in uri else None
-    if scheme in _READ_ONLY_SCHEMES and 'read_only=' not in uri:
+    if (read_only and scheme in _READ_ONLY_SCHEMES
+            and 'read_only=' not in uri):
         uri += ('&' if '?' in uri else '?') + 'read_only=1'
     return worker.open_database(uri, connect_timeout)
 

@@ -19,12 +19,24 @@ import ZODB.utils
 
 from . import interfaces
 from .job import isFailure
+from .monitordb import get_object
 from .monitorquery import status_word
 from .unloadable import callable_name
+from .utils import custom_repr
 
 
 class Refused(ValueError):
     """The action does not apply to the job (nothing was changed)."""
+
+
+def get_job(conn, oid, database=None):
+    """The job ``oid`` (an integer or its text) of ``database`` (default:
+    ``conn``'s), even if its class is missing here; else ValueError."""
+    res = get_object(conn, oid, database)
+    if interfaces.IJob.providedBy(res) or _broken(res) and (
+            '_callable_root' in (res.__getstate__() or {})):
+        return res
+    raise ValueError('oid %s is not a job: %s' % (oid, custom_repr(res)))
 
 
 def describe(job):
@@ -138,7 +150,8 @@ def retry(job, queue=None):
     if queue is None:
         queue = job.queue
         if queue is None:
-            raise Refused('cannot retry %s: it is in no queue (name one)'
+            raise Refused('cannot retry %s: it is in no queue (name one '
+                          'with --queue)'
                           % (describe(job),))
     copy = job._replica()
     queue._p_jar.add(copy)  # gives the new job its oid now

@@ -83,8 +83,9 @@ def _displayer(display):
     return {'default': getId, 'repr': repr, 'details': jobsummary}[display]
 
 
-def _get_job(context, oid, database):
-    """The job ``oid`` (an integer or its text) of database ``database``."""
+def get_object(context, oid, database=None):
+    """The object ``oid`` (an integer or its text) of database
+    ``database`` (default: ``context``'s), or ValueError."""
     oid = parse_int(oid, 'oid')
     try:
         conn = context if database is None else context.get_connection(
@@ -92,10 +93,15 @@ def _get_job(context, oid, database):
     except KeyError:
         raise ValueError('unknown database %r' % (database,)) from None
     try:
-        res = conn.get(ZODB.utils.p64(oid))
+        return conn.get(ZODB.utils.p64(oid))
     except ZODB.POSException.POSKeyError:
         raise ValueError('no object with oid %d in database %r' % (
             oid, conn.db().database_name)) from None
+
+
+def _get_job(context, oid, database):
+    """The job ``oid`` (an integer or its text) of database ``database``."""
+    res = get_object(context, oid, database)
     if not interfaces.IJob.providedBy(res):
         raise ValueError('oid %d is not a job: %s'
                          % (oid, utils.custom_repr(res)))

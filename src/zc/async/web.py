@@ -28,6 +28,7 @@ plain text (pages), with status 400, 401, 403, 404, 405 or 409; an
 unexpected error is logged and answered with 500 and a one-line message,
 never a traceback.
 """
+import contextlib
 import hmac
 import ipaddress
 import json
@@ -43,6 +44,7 @@ import twisted.web.server
 import ZODB.POSException
 
 from . import monitor
+from . import tolerant
 from . import utils
 from . import webapi
 
@@ -254,24 +256,23 @@ class Dashboard(twisted.web.resource.Resource):
         dispatcher may have changed the queue meanwhile).
         """
         tm = transaction.TransactionManager()
-        conn = self.db.open(transaction_manager=tm)
-        try:
-            with monitor.using_dispatcher(self.dispatcher):
-                for attempt in range(1, CONFLICT_ATTEMPTS + 1):
-                    try:
-                        body = webapi.encoder.encode(func(conn, *args))
-                        if commit:
-                            tm.commit()
-                        return 200, body.encode('utf-8')
-                    except webapi.RequestError as e:
-                        return e.status, _error_json(str(e))
-                    except ZODB.POSException.ConflictError:
-                        tm.abort()
-                        if attempt == CONFLICT_ATTEMPTS:
-                            raise
-        finally:
-            tm.abort()
-            conn.close()
+        # Actions load the job tolerantly: they work on jobs whose code is
+        # missing in this process too.
+        opened = (tolerant.connection(self.db, tm) if commit
+                  else _connection(self.db, tm))
+        with opened as conn, monitor.using_dispatcher(self.dispatcher):
+            for attempt in range(1, CONFLICT_ATTEMPTS + 1):
+                try:
+                    body = webapi.encoder.encode(func(conn, *args))
+                    if commit:
+                        tm.commit()
+                    return 200, body.encode('utf-8')
+                except webapi.RequestError as e:
+                    return e.status, _error_json(str(e))
+                except ZODB.POSException.ConflictError:
+                    tm.abort()
+                    if attempt == CONFLICT_ATTEMPTS:
+                        raise
 
     @staticmethod
     def _answer(answer, request, gone):
@@ -303,6 +304,17 @@ class Dashboard(twisted.web.resource.Resource):
             return _error_json(message)
         request.setHeader(b'Content-Type', b'text/plain; charset=utf-8')
         return ('%d %s\n' % (status, message)).encode('utf-8')
+
+
+@contextlib.contextmanager
+def _connection(db, tm):
+    """A connection to ``db`` with ``tm``, aborted and closed at the end."""
+    conn = db.open(transaction_manager=tm)
+    try:
+        yield conn
+    finally:
+        tm.abort()
+        conn.close()
 
 
 def _error_json(message):

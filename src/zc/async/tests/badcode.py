@@ -23,6 +23,12 @@ def double(n):
     return 2 * n
 
 
+def tallied(tally, n):
+    """Counts its committed run (see zc.async.tests.jobs_for_processes)."""
+    tally.change(1)
+    return 2 * n
+
+
 def record(result):
     """A failure callback: returns what the failure says."""
     return 'called back with %s' % (result.value,)
