@@ -310,7 +310,8 @@ def format_status(res):
         for uuid, found in sorted(queue['dispatchers'].items()):
             lines.append('  dispatcher %s: %s, last ping %s (%s ago), ping '
                          'interval %s, death interval %s' % (
-                             uuid, 'DEAD' if found['dead'] else 'alive',
+                             uuid, 'DEAD' if found['dead'] else
+                             'DEGRADED' if found.get('degraded') else 'alive',
                              text(found['last ping']),
                              text(found['since ping']),
                              text(found['ping interval']),
@@ -320,4 +321,13 @@ def format_status(res):
                     agent, info['len'], info['size'],
                     'chooser' if 'chooser' in info else 'filter',
                     text(info.get('chooser', info.get('filter')))))
+                if 'claims fail' in info:
+                    lines.append('      its claims fail: %s'
+                                 % (info['claims fail'],))
+            unloadable = found.get('unloadable jobs')
+            if unloadable:
+                lines.append('    cannot load %d pending job(s): %s (see '
+                             'zc-async job, remove, fail)' % (
+                                 len(unloadable), ', '.join(
+                                     str(oid) for oid, _ in unloadable)))
     return '\n'.join(lines)

@@ -305,17 +305,31 @@ def status(uuid=None):
     The answer has these keys:
 
     - "status": STARTING (activated, no poll yet), RUNNING (polling on
-      time), STUCK (the last poll, or the first, is overdue) or STOPPED
+      time), DEGRADED (polling on time, but the last poll's claims
+      failed), STUCK (the last poll, or the first, is overdue) or STOPPED
       (not activated);
     - "poll interval": the time between polls;
     - "time since last poll": how long ago the last poll was (null before
       the first);
     - "uptime": time since activation (null when stopped);
-    - "uuid": the dispatcher's UUID.
+    - "uuid": the dispatcher's UUID;
+    - "unloadable jobs", only when this process found pending jobs that
+      it cannot load: their ids (see "asyncdb job").
 
     The uuid modifier chooses another dispatcher of this process.
     """
-    return get_dispatcher(uuid).getStatusInfo()
+    return dispatcher_status(get_dispatcher(uuid))
+
+
+def dispatcher_status(dispatcher):
+    """``dispatcher.getStatusInfo()``, with the ids of the "unloadable
+    jobs" it found, if any."""
+    res = dispatcher.getStatusInfo()
+    found = dispatcher.unloadable.entries()
+    if found:
+        res['unloadable jobs'] = [[entry.oid, entry.database]
+                                  for entry in found]
+    return res
 
 
 def jobs(queue=None, agent=None, uuid=None):

@@ -101,6 +101,7 @@ def get_object(context, oid, database=None):
 
 def _get_job(context, oid, database):
     """The job ``oid`` (an integer or its text) of database ``database``."""
+    oid = parse_int(oid, 'oid')
     res = get_object(context, oid, database)
     if not interfaces.IJob.providedBy(res):
         raise ValueError('oid %d is not a job: %s'
@@ -352,12 +353,31 @@ def _agent_status(agent):
     else:
         found = getattr(agent, 'filter', None)
         res['filter'] = None if found is None else utils.custom_repr(found)
+    failure = claim_failure(agent)
+    if failure is not None:
+        res['claims fail'] = failure
     return res
 
 
+def claim_failure(agent):
+    """What the last claim of ``agent`` failed with (a line), or None when
+    it succeeded."""
+    failure = getattr(agent, 'failure', None)
+    if failure is None:
+        return None
+    try:
+        return '%s: %s' % (getattr(failure.type, '__name__', failure.type),
+                           failure.getErrorMessage())
+    except Exception:  # a failure stored by another version: still say so
+        return utils.custom_repr(failure)
+
+
 def _dispatcher_status(agents, agent_names, now):
+    """The status of a dispatcher's record ``agents``; with "unloadable
+    jobs" (job ids) when it found jobs it cannot load, and "degraded"
+    when an agent's claims fail."""
     last = agents.last_ping.value
-    return {
+    res = {
         'last ping': last,
         'since ping': None if last is None else now - last,
         'dead': agents.dead,
@@ -365,6 +385,18 @@ def _dispatcher_status(agents, agent_names, now):
         'ping death interval': agents.ping_death_interval,
         'agents': {name: _agent_status(agent)
                    for name, agent in agents.items() if agent_names(name)}}
+    if agents.unloadable:
+        res['unloadable jobs'] = unloadable_ids(agents)
+    if any(claim_failure(agent) for agent in agents.values()):
+        res['degraded'] = True
+    return res
+
+
+def unloadable_ids(agents):
+    """``[oid, database name]`` of the pending jobs that the dispatcher
+    of the record ``agents`` found it cannot load."""
+    return [[ZODB.utils.u64(oid), database]
+            for database, oid in (agents.unloadable or ())]
 
 
 def status(context, queue=None, agent=None, uuid=None):
@@ -378,7 +410,10 @@ def status(context, queue=None, agent=None, uuid=None):
     and "dispatchers", by UUID (only the given one, if any; THIS means this
     process's): "last ping", "since ping", "dead", "ping interval", "ping
     death interval" and "agents", by name (matching the glob, if given):
-    "size", "len" (jobs held) and "filter" (or "chooser").
+    "size", "len" (jobs held) and "filter" (or "chooser").  Only when
+    there is trouble: a dispatcher's "unloadable jobs" (ids of the pending
+    jobs it cannot load) and "degraded" (true: claims fail), and an
+    agent's "claims fail" (the error of its last claim).
     """
     uuid = None if uuid is None else parse_uuid(uuid)
     agent_names = glob_test(agent)

@@ -536,8 +536,8 @@ class _BadJobs:
 
     def __init__(self, queue, registry, may_fail, now):
         self.queue = queue
-        self.registry = (unloadable.process_registry() if registry is None
-                         else registry)
+        self.registry = (unloadable.process_registry(queue._p_jar.db())
+                         if registry is None else registry)
         self.may_fail = may_fail
         self.now = now
 

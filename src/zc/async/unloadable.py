@@ -57,6 +57,7 @@ import logging
 import sys
 import threading
 import types
+import weakref
 
 import BTrees.OOBTree
 import ZODB.broken
@@ -83,9 +84,9 @@ FAIL_RETRY = datetime.timedelta(minutes=1)
 
 _EARLIEST = datetime.datetime.min.replace(tzinfo=datetime.timezone.utc)
 
-# {(database name, oid): why} of the job records this process failed to
-# load: not loaded again (ZODB logs each failed load at ERROR).
-_unreadable = {}
+# {database: {oid: why}} of the job records this process failed to load:
+# not loaded again (ZODB logs each failed load at ERROR).
+_unreadable = weakref.WeakKeyDictionary()
 
 
 # ------------------------------------------------------------- checking
@@ -101,15 +102,15 @@ def check(job):
     Loads the job.  Errors of the database (conflicts, disconnects)
     propagate.
     """
-    key = job_key(job)
-    if key in _unreadable:
-        return _unreadable[key]
+    unreadable = _unreadable.setdefault(job._p_jar.db(), {})
+    if job._p_oid in unreadable:
+        return unreadable[job._p_oid]
     try:
         job._p_activate()
     except Exception as e:
         if tolerant.is_transient(e):
             raise
-        why = _unreadable[key] = 'its record cannot be loaded: %s' % (
+        why = unreadable[job._p_oid] = 'its record cannot be loaded: %s' % (
             _error_text(e),)
         return why
     if isinstance(job, ZODB.broken.Broken):
@@ -131,7 +132,7 @@ def due_time(job):
     """``job.begin_after``; the earliest time for a job whose record (or
     class) cannot be loaded here: claims meet it first, and pass over it.
     """
-    if job_key(job) in _unreadable:
+    if job._p_oid in _unreadable.get(job._p_jar.db(), ()):
         return _EARLIEST
     try:
         return job.begin_after
@@ -383,15 +384,18 @@ class Registry:
                 tree[key] = entry.first_seen
 
 
-_process_registry = Registry()
+_registries = weakref.WeakKeyDictionary()  # {database: Registry}
 
 
-def process_registry():
+def process_registry(db):
     """The registry of this process's dispatcher (that of the instance
-    UUID), or one for claims made without a dispatcher."""
+    UUID) if it serves the database ``db``, else one for the claims made
+    in ``db`` without a dispatcher."""
     from . import dispatcher  # it imports the claims, which import queue
     found = dispatcher.get()
-    return _process_registry if found is None else found.unloadable
+    if found is not None and db in found.db.databases.values():
+        return found.unloadable
+    return _registries.setdefault(db, Registry())
 
 
 def _timeout(queue):

@@ -233,7 +233,7 @@ class Dashboard(twisted.web.resource.Resource):
         """The own dispatcher's status (read here, in the reactor thread)."""
         if self.dispatcher is None:
             return None
-        return self.dispatcher.getStatusInfo()
+        return monitor.dispatcher_status(self.dispatcher)
 
     # ------------------------------------------------------- answers
 

@@ -23,13 +23,19 @@ import zc.asynchronous.job
 import zc.asynchronous.queue
 import zc.asynchronous.testing as testing
 import zc.asynchronous.utils
+from zc.asynchronous import clidb
 from zc.asynchronous import jobactions
+from zc.asynchronous import metrics
+from zc.asynchronous import monitor
+from zc.asynchronous import monitordb
 from zc.asynchronous import tolerant
 from zc.asynchronous import unloadable
+from zc.asynchronous import webapi
 from zc.asynchronous.dispatcher import getId
 from zc.asynchronous.job import Job
 from zc.asynchronous.tests import badcode
-from zc.asynchronous.tests.live import DispatcherTestCase
+from zc.asynchronous.tests import test_metrics
+from zc.asynchronous.tests.live import DispatcherTestCase, wait_until
 
 UTC = datetime.timezone.utc
 gate = threading.Event()
@@ -363,7 +369,7 @@ def called_back(result):
     return 'called back with %s' % (type(result.value).__name__,)
 
 
-class LiveTests(DispatcherTestCase):
+class LiveTestCase(DispatcherTestCase):
     """A dispatcher on a real reactor, with worker threads, in the process
     that lacks the code (FileStorage: one process)."""
 
@@ -391,6 +397,17 @@ class LiveTests(DispatcherTestCase):
         return [message for message in self.messages('ERROR')
                 if text in message]
 
+    def one_at_a_time(self):
+        """This dispatcher's agent runs one job at a time."""
+        transaction.begin()
+        self.queue.dispatchers.register(self.uuid)
+        self.queue.dispatchers[self.uuid]['main'] = (
+            zc.asynchronous.agent.Agent(size=1))
+        transaction.commit()
+
+
+class LiveTests(LiveTestCase):
+
     def test_bad_jobs_between_good_ones_delay_none(self):
         good = [self.put(operator.mul, n, 2) for n in range(3)]
         bad = [self.put(self.gone.double, 3), self.put(len, badcode.Fussy(4))]
@@ -414,14 +431,6 @@ class LiveTests(DispatcherTestCase):
             sorted((self.db.database_name, job._p_oid) for job in bad))
         self.assertEqual(live.call(live.dispatcher.getStatusInfo)['status'],
                          'RUNNING')
-
-    def one_at_a_time(self):
-        """This dispatcher's agent runs one job at a time."""
-        transaction.begin()
-        self.queue.dispatchers.register(self.uuid)
-        self.queue.dispatchers[self.uuid]['main'] = (
-            zc.asynchronous.agent.Agent(size=1))
-        transaction.commit()
 
     def test_a_claim_never_costs_a_finished_job_its_outcome(self):
         # The commit that completes a job claims the next one: one that
@@ -505,4 +514,109 @@ class LiveTests(DispatcherTestCase):
                          1)  # until its next poll
         live.call(live.dispatcher.directPoll)
         self.assertEqual(live.call(lambda: len(live.dispatcher.unloadable)),
+                         0)
+
+
+class Refusing:
+    on = False
+
+
+def refusing_chooser(agent):
+    """An agent's chooser that fails while ``Refusing.on``."""
+    if Refusing.on:
+        raise RuntimeError('the chooser fails')
+    return agent.queue.claim()
+
+
+class ReportingTests(LiveTestCase):
+    """What operators see: status, metrics, the dashboard's overview."""
+
+    def setUp(self):
+        super().setUp()
+        self.addCleanup(setattr, Refusing, 'on', False)
+        if metrics.prometheus_client is None:
+            self.skipTest('prometheus_client is not installed')
+        self.registry = metrics.prometheus_client.CollectorRegistry()
+        server = metrics.start_metrics_server(0, registry=self.registry)
+        self.addCleanup(server.server_close)
+        self.addCleanup(server.shutdown)
+        self.port = server.server_port
+
+    def start(self, poll_interval=0.2):
+        live = super().start(poll_interval)
+        installed = metrics.install_metrics(live.dispatcher, self.registry)
+        self.addCleanup(installed.uninstall)
+        return live
+
+    def sample(self, name, **labels):
+        return test_metrics.value(test_metrics.scrape(self.port), name,
+                                  **labels)
+
+    def db_status(self):
+        transaction.begin()
+        return monitordb.status(self.conn)['']['dispatchers'][str(self.uuid)]
+
+    def test_unloadable_jobs(self):
+        bad = self.put(self.gone.double, 1)
+        self.vanish()
+        live = self.start()
+        jobid = [ZODB.utils.u64(bad._p_oid), self.db.database_name]
+        wait_until(lambda: self.sample(
+            'zc_async_unloadable_jobs', database='unnamed', queue='') == 1,
+            message='the gauge of unloadable jobs at 1')
+        self.assertEqual(self.sample('zc_async_claim_errors_total',
+                                     queue='', reason='unloadable'), 1)
+        self.assertEqual(live.call(monitor.dispatcher_status,
+                                   live.dispatcher)['unloadable jobs'],
+                         [jobid])
+        found = self.db_status()
+        self.assertEqual(found['unloadable jobs'], [jobid])
+        self.assertNotIn('degraded', found)
+        self.assertIn('    cannot load 1 pending job(s): %d (see zc-async '
+                      'job, remove, fail)' % jobid[0], clidb.format_status(
+                          monitordb.status(self.conn)))
+        overview = webapi.overview(self.conn)
+        self.assertEqual(overview['queues']['']['dispatchers'][str(
+            self.uuid)]['unloadable jobs'], [jobid])
+        with tolerant.connection(self.db) as conn:
+            jobactions.remove(conn.get(bad._p_oid))
+            conn.transaction_manager.commit()
+        wait_until(lambda: self.sample(
+            'zc_async_unloadable_jobs', database='unnamed', queue='') == 0,
+            message='the gauge of unloadable jobs at 0')
+        self.assertNotIn('unloadable jobs', live.call(
+            monitor.dispatcher_status, live.dispatcher))
+        self.assertNotIn('unloadable jobs', self.db_status())
+
+    def test_a_dispatcher_whose_claims_fail_is_degraded(self):
+        transaction.begin()
+        self.queue.dispatchers.register(self.uuid)
+        self.queue.dispatchers[self.uuid]['main'] = (
+            zc.asynchronous.agent.Agent(chooser=refusing_chooser))
+        transaction.commit()
+        Refusing.on = True
+        job = self.put(operator.mul, 6, 7)
+        live = self.start()
+
+        def status():
+            return live.call(live.dispatcher.getStatusInfo)['status']
+        wait_until(lambda: status() == 'DEGRADED', message='DEGRADED')
+        found = self.db_status()
+        self.assertIs(found['degraded'], True)
+        self.assertEqual(found['agents']['main']['claims fail'],
+                         'RuntimeError: the chooser fails')
+        self.assertIn('DEGRADED', clidb.format_status(
+            monitordb.status(self.conn)))
+        self.assertEqual(self.sample('zc_async_dispatcher_degraded',
+                                     database='unnamed', uuid=str(self.uuid)),
+                         1)
+        self.assertGreaterEqual(self.sample(
+            'zc_async_claim_errors_total', queue='', reason='error'), 1)
+        Refusing.on = False
+        self.assertEqual(testing.wait_for_result(job), 42)
+        wait_until(lambda: status() == 'RUNNING', message='RUNNING')
+        wait_until(lambda: 'degraded' not in self.db_status(),
+                   message='the failure forgotten')
+        self.assertEqual(self.sample('zc_async_dispatcher_degraded',
+                                     database='unnamed', uuid=str(self.uuid)),
                          0)
