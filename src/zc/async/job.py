@@ -151,11 +151,11 @@ class Job(_CallbackAdder, JobParts, utils.Base):
 
     def __repr__(self):
         try:
-            call = utils.custom_repr(self._callable_root)
+            call = utils.bounded_repr(self._callable_root)
             if self._callable_name is not None:
                 call += ' :' + self._callable_name
-            arguments = [utils.custom_repr(arg) for arg in self._args]
-            arguments.extend('%s=%s' % (key, utils.custom_repr(value))
+            arguments = [utils.bounded_repr(arg) for arg in self._args]
+            arguments.extend('%s=%s' % (key, utils.bounded_repr(value))
                              for key, value in self._kwargs.items())
             return '<%s ``%s(%s)``>' % (
                 utils.custom_repr(self), call, ', '.join(arguments))
@@ -743,7 +743,8 @@ class Job(_CallbackAdder, JobParts, utils.Base):
                           res.getTraceback(elideFrameworkCode=True,
                                            detail='verbose'))
         else:
-            utils.tracelog.info('%r succeeded with result:\n%r', self, res)
+            utils.tracelog.info('%r succeeded with result:\n%r', self,
+                                utils.BoundedRepr(res))
 
     def _log_lost_outcome(self, res):
         """The result's commit failed: say what the callable had done."""
@@ -756,7 +757,8 @@ class Job(_CallbackAdder, JobParts, utils.Base):
         else:
             utils.log.info(
                 'Commit failed for %r (see subsequent traceback).  Prior to '
-                'this, job succeeded with result: %r', self, res)
+                'this, job succeeded with result: %r', self,
+                utils.BoundedRepr(res))
 
     # ---------------------------------------------------------- callbacks
 

@@ -120,8 +120,10 @@ def fail_pending(job, error, agent=None):
     was pending.
 
     With ``agent``, the job is held by that agent while it fails, and ends
-    in its completed jobs.  A job found performing callbacks (an earlier
-    try stored its failure) gets its callbacks resumed.
+    in its completed jobs; without, it keeps its queue as ``parent`` (it
+    can be retried there), out of the queue's pending jobs.  A job found
+    performing callbacks (an earlier try stored its failure) gets its
+    callbacks resumed.
     """
     status = status_word(job)
     if status == 'callbacks':
@@ -129,8 +131,11 @@ def fail_pending(job, error, agent=None):
         return True
     if status != 'pending':
         return False
-    job.queue.remove(job)
-    if agent is not None:
+    queue = job.queue
+    queue.remove(job)
+    if agent is None:
+        job.parent = queue
+    else:
         # Held as a claim holds it: the agent completes it.
         job.parent = agent
         agent._data.put(job)

@@ -50,11 +50,11 @@ def jobsummary(job):
     if isFailure(result):
         result = result.getTraceback(elideFrameworkCode=True, detail='brief')
     else:
-        result = utils.custom_repr(result)
+        result = utils.bounded_repr(result)
     return {
         'repr': repr(job),
-        'args': [utils.custom_repr(arg) for arg in job.args],
-        'kwargs': {key: utils.custom_repr(value)
+        'args': [utils.bounded_repr(arg) for arg in job.args],
+        'kwargs': {key: utils.bounded_repr(value)
                    for key, value in job.kwargs.items()},
         'begin after': job.begin_after,
         'active start': job.active_start,

@@ -208,6 +208,8 @@ class Unpickler(zodbpickle.pickle_3._Unpickler):
     def _build(self, call, args):
         if isinstance(call, Missing):
             return Unbuilt(call, args, error=call.__Missing_error__)
+        # What a tolerant connection stored: resolve it tolerantly again.
+        call = _TOLERANT_CALLS.get(call, call)
         try:
             res = call(*args)
         except Exception as e:
@@ -254,6 +256,16 @@ class Unpickler(zodbpickle.pickle_3._Unpickler):
                 copyreg.__newobj__, (type(inst),)))
             self.stack[-1] = Unbuilt(call, args, state, _failed(e))
     dispatch[zodbpickle.pickle_3.BUILD[0]] = load_build
+
+
+def _rebuild(module, name, *args):
+    cls = find_global(module, name)
+    return cls.__new__(cls, *args)
+
+
+# The reductions that stand-ins store, and their tolerant counterparts.
+_TOLERANT_CALLS = {ZODB.broken.find_global: find_global,
+                   ZODB.broken.rebuild: _rebuild}
 
 
 class Reader(ZODB.serialize.ObjectReader):

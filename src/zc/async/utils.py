@@ -124,6 +124,35 @@ def custom_repr(obj):
     return repr(obj)
 
 
+#: Characters of a value's repr that :func:`bounded_repr` keeps.
+REPR_LIMIT = 200
+
+
+def bounded_repr(obj, limit=REPR_LIMIT):
+    """:func:`custom_repr` of ``obj``, cut to ``limit`` characters (then
+    ``...`` and the full length follow): for the arguments and results in
+    job reprs, logs and reports, which a large value must not swamp."""
+    text = custom_repr(obj)
+    if len(text) <= limit:
+        return text
+    return '%s...(%d characters)' % (text[:limit], len(text))
+
+
+class BoundedRepr:
+    """Stands for ``obj`` in a log call: its repr is
+    :func:`bounded_repr`, computed only if the message is written."""
+
+    __slots__ = ('obj',)
+
+    def __init__(self, obj):
+        self.obj = obj
+
+    def __repr__(self):
+        return bounded_repr(self.obj)
+
+    __str__ = __repr__
+
+
 # ---------------------------------------------------------- iteration
 
 def sortedmerge(sources, key=None):

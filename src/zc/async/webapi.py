@@ -256,7 +256,7 @@ def job_detail(conn, oid_text, database=None):
     res.update({
         'id': getId(job),
         'callable': _callable_name(job),
-        'annotations': {str(key): utils.custom_repr(value)
+        'annotations': {str(key): utils.bounded_repr(value)
                         for key, value in job.annotations.items()},
         'retry': _retry_data(job),
         'traceback': (result.getTraceback() if isFailure(result)

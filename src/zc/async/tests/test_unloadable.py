@@ -35,6 +35,7 @@ from zc.asynchronous.dispatcher import getId
 from zc.asynchronous.job import Job
 from zc.asynchronous.tests import badcode
 from zc.asynchronous.tests import test_metrics
+from zc.asynchronous.tests import test_web
 from zc.asynchronous.tests.live import DispatcherTestCase, wait_until
 
 UTC = datetime.timezone.utc
@@ -620,3 +621,63 @@ class ReportingTests(LiveTestCase):
         self.assertEqual(self.sample('zc_async_dispatcher_degraded',
                                      database='unnamed', uuid=str(self.uuid)),
                          0)
+
+
+class MainWarningTests(DatabaseTestCase):
+    """Other processes cannot import ``__main__``'s callables: ``put`` says
+    so, once per callable."""
+
+    def main_function(self, name):
+        main = sys.modules['__main__']
+
+        def func(n):
+            return n
+        func.__module__, func.__name__, func.__qualname__ = (
+            '__main__', name, name)
+        setattr(main, name, func)
+        self.addCleanup(delattr, main, name)
+        return func
+
+    def test_warned_once_per_callable(self):
+        log = self.enterContext(_log())
+        first = self.main_function('zc_async_test_first')
+        second = self.main_function('zc_async_test_second')
+        for func in (first, first, second, operator.mul, first):
+            self.queue.put(Job(func, 1))
+        self.tm.commit()
+        warnings = log.messages('WARNING')
+        self.assertEqual(len(warnings), 2, warnings)
+        self.assertIn('``__main__.zc_async_test_first(1)``> is defined in '
+                      '__main__: only dispatchers of this process can run '
+                      'it', warnings[0])
+        self.assertIn('__main__.zc_async_test_second', warnings[1])
+
+
+class DashboardActionTests(test_web.DashboardTestCase):
+    """The dashboard's cancel and retry, on jobs this process cannot load.
+    """
+
+    actions_token = test_web.TOKEN
+    post = test_web.ActionTests.post
+
+    def test_cancel_and_retry(self):
+        gone = badcode.GoneModule()
+        self.addCleanup(gone.clean_up)
+        later = zc.asynchronous.utils.now() + datetime.timedelta(hours=1)
+        cancelled = self.put(gone.double, 1, begin_after=later)
+        failed = self.put(gone.double, 2, begin_after=later)
+        gone.vanish()
+        self.assertEqual(self.post(cancelled, 'cancel'),
+                         {'cancelled': [self.oid(cancelled), 'unnamed']})
+        with tolerant.connection(self.db) as conn:
+            jobactions.fail(conn.get(failed._p_oid), 'gone')
+            conn.transaction_manager.commit()
+        detail = self.get_json('/api/jobs/%d' % self.oid(failed))
+        self.assertEqual(detail['callable'], gone.name + '.double')
+        self.assertIn('failed by an operator: gone', detail['traceback'])
+        answer = self.post(failed, 'retry')
+        transaction.begin()
+        self.assertEqual(cancelled.status, interfaces.NEW)
+        copy = self.conn.get(ZODB.utils.p64(answer['new job'][0]))
+        self.assertEqual(copy.status, interfaces.PENDING)
+        self.assertEqual(list(self.queue), [copy])
