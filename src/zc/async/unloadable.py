@@ -425,12 +425,13 @@ def _log_found(entry, uuid, queue):
                 % (_timeout(queue),))
     utils.log.error(
         'job %d (database %r, callable %s) in queue %r cannot be run by '
-        'dispatcher %s, which passes over it: %s.  To run it, install the '
-        'code it needs in the worker processes, or route it with an agent '
-        'filter to the processes that have that code; else remove it: '
-        'zc-async remove DATABASE %d.  %s', entry.oid, entry.database,
-        entry.callable_name or '?', queue.name, uuid, entry.error,
-        entry.oid, fate)
+        '%s, which passes over it: %s.  To run it, install the code it '
+        'needs in the worker processes, or route it with an agent filter '
+        'to the processes that have that code; else remove it: zc-async '
+        'remove DATABASE %d.  %s', entry.oid, entry.database,
+        entry.callable_name or '?', queue.name,
+        'this process' if uuid is None else 'dispatcher %s' % (uuid,),
+        entry.error, entry.oid, fate)
 
 
 # -------------------------------------------------------------- failing
