@@ -21,7 +21,7 @@ from . import interfaces
 from .job import isFailure
 from .monitordb import get_object
 from .monitorquery import status_word
-from .unloadable import callable_name
+from .unloadable import callable_name, unstorable
 from .utils import custom_repr
 
 
@@ -49,18 +49,26 @@ def _oid(job):
 
 
 def _broken(job):
-    """Whether ``job``'s class is missing here: it cannot be changed."""
+    """Whether ``job``'s class is missing here."""
     return isinstance(job, ZODB.broken.Broken)
 
 
-def _status(job, action):
-    """The status word of ``job``; Refused for a job whose class is
-    missing here (only ``remove`` can act on it)."""
+def unchangeable(job):
+    """Why ``job`` cannot be changed here (a text), or None: its class is
+    missing, or it cannot be stored (even by a tolerant connection)."""
     if _broken(job):
-        raise Refused('cannot %s %s: its class %s.%s cannot be imported '
-                      'here (such a job can only be removed from its '
-                      'queue)' % (action, describe(job),
-                                  type(job).__module__, type(job).__name__))
+        return 'its class %s.%s cannot be imported here' % (
+            type(job).__module__, type(job).__name__)
+    return unstorable(job)
+
+
+def _status(job, action):
+    """The status word of ``job``; Refused for a job that cannot be
+    changed here (only ``remove`` can act on it)."""
+    why = unchangeable(job)
+    if why is not None:
+        raise Refused('cannot %s %s: %s (such a job can only be removed '
+                      'from its queue)' % (action, describe(job), why))
     return status_word(job)
 
 
@@ -68,18 +76,18 @@ def _status(job, action):
 
 def remove(job):
     """Take the pending ``job`` out of its queue (as ``queue.remove``); it
-    is never run.  A job whose class is missing here is taken out and
-    left as it is."""
-    if _broken(job):
+    is never run.  A job that cannot be changed here is taken out of the
+    queue and its record left as it is."""
+    why = unchangeable(job)
+    if why is not None:
         queue = job.__getstate__().get('parent')
         if not interfaces.IQueue.providedBy(queue) or not queue._discard(
                 job):
             raise Refused('cannot remove %s: it is in no queue'
                           % (describe(job),))
         return ('removed %s from queue %r (its record is left as it is: '
-                'its class cannot be imported here)'
-                % (describe(job), queue.name))
-    status = _status(job, 'remove')
+                '%s)' % (describe(job), queue.name, why))
+    status = status_word(job)
     if status != 'pending':
         raise Refused('cannot remove %s: only pending jobs can be removed '
                       'from their queue, and it is %s'
@@ -125,7 +133,7 @@ def fail_pending(job, error, agent=None):
     performing callbacks (an earlier try stored its failure) gets its
     callbacks resumed.
     """
-    status = status_word(job)
+    status = _status(job, 'fail')
     if status == 'callbacks':
         job.fail()  # resumes the callbacks
         return True

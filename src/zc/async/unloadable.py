@@ -46,14 +46,16 @@ What is noticed, and what is not
 cannot work here: a failed load; a job whose class is missing; a
 callable, or an argument (searched into plain lists, tuples, sets and
 dicts, :data:`SCAN_LIMIT` items at most), that ZODB could only load as a
-``Broken`` stand-in.  Anything deeper that makes the claim's commit fail
+``Broken`` stand-in.  Arguments too large to be kept in the job's own
+record are in a record of their own, which the check loads (the worker
+would load it anyway); other persistent objects are not loaded, only
+their classes looked at.  Anything deeper that makes the claim's commit fail
 is found after the failure: see :func:`unstorable`, which the claims use
 to pick out the job to blame.  A job whose own class is missing cannot
 be failed (nothing can store it): it is passed over, and ``zc-async
 remove`` takes it out of its queue.
 """
 import datetime
-import logging
 import sys
 import threading
 import types
@@ -67,6 +69,7 @@ import ZODB.utils
 
 from . import interfaces
 from . import tolerant
+from . import twist
 from . import utils
 from .threadlocal import local
 
@@ -247,7 +250,8 @@ class Entry:
         self.error = error
         self.callable_name = callable_name
         self.first_seen = first_seen
-        self.broken = broken  # its class is missing: it cannot be failed
+        # It cannot be failed here: its class is missing, or a try failed.
+        self.broken = broken
 
     @property
     def oid(self):
@@ -288,6 +292,10 @@ class Registry:
 
     def __len__(self):
         return len(self._entries)
+
+    def get(self, key):
+        """The entry of the job ``key`` (database name, oid), or None."""
+        return self._entries.get(key)
 
     def entries(self, queue_name=None):
         """The entries (of queue ``queue_name``), oldest first."""
@@ -418,7 +426,7 @@ def _still_pending(queue, key):
 
 def _log_found(entry, uuid, queue):
     if entry.broken:
-        fate = 'It cannot be failed (its class is missing here).'
+        fate = 'It cannot be failed: its class is missing here.'
     else:
         fate = ('Unless a live dispatcher of the queue can load it, it is '
                 'failed with UnloadableJobError after %s.'
@@ -453,9 +461,15 @@ def fail_unloadable(job, error):
         def unit():
             held = None if agent is None else conn.get(agent._p_oid)
             return jobactions.fail_pending(conn.get(oid), error, held)
-        return utils.never_fail(
+        res = utils.wait_for_system_recovery(
             unit, 'failing unloadable job %d' % ZODB.utils.u64(oid),
             conn.transaction_manager)
+    if isinstance(res, twist.Failure) and local.dispatcher is not None:
+        # It cannot be changed even so (logged): only remove can help.
+        entry = local.dispatcher.unloadable.get(job_key(job))
+        if entry is not None:
+            entry.broken = True
+    return res
 
 
 # ------------------------------------------------------- early warning

@@ -49,6 +49,7 @@ class JobCommandTests(unittest.TestCase):
         queues = root[interfaces.KEY] = zc.asynchronous.queue.Queues()
         queue = queues[''] = zc.asynchronous.queue.Queue()
         queues['other'] = zc.asynchronous.queue.Queue()
+        third = queues['third'] = zc.asynchronous.queue.Queue()
         transaction.commit()
         for each in (LIVE, DEAD):
             queue.dispatchers.register(each)
@@ -72,11 +73,15 @@ class JobCommandTests(unittest.TestCase):
         })
         self.oids['callback'] = self.oids['bad'].addCallback(
             Job(operator.truth))
+        self.oids['unstorable'] = third.put(
+            Job(len, [badcode.Unstorable(1)]))
         transaction.commit()
         self.oids = {name: job._p_oid for name, job in self.oids.items()}
         conn.close()
         db.close()
         self.gone.vanish()
+        badcode.Unstorable.refuse = True
+        self.addCleanup(setattr, badcode.Unstorable, 'refuse', False)
 
     def run_command(self, *words):
         """``zc-async WORDS`` on the database: (status, stdout, stderr)."""
@@ -128,8 +133,9 @@ class JobCommandTests(unittest.TestCase):
         status, out, err = self.run_command('remove', self.oid('broken'))
         self.assertEqual((status, err), (0, ''))
         self.assertEqual(out, "removed job %s (builtins.len) from queue '' "
-                         '(its record is left as it is: its class cannot be '
-                         'imported here)\n' % self.oid('broken'))
+                         '(its record is left as it is: its class %s.'
+                         'SpecialJob cannot be imported here)\n'
+                         % (self.oid('broken'), self.gone.name))
         status, out, err = self.run_command('fail', self.oid('broken'))
         self.assertEqual(status, 2)
         self.assertIn("its class %s.SpecialJob cannot be imported here"
@@ -137,6 +143,19 @@ class JobCommandTests(unittest.TestCase):
         with self.opened() as conn:
             self.assertEqual(self.pending(conn),
                              [self.oids['bad'], self.oids['good']])
+
+    def test_remove_a_job_that_cannot_be_stored_here(self):
+        status, out, err = self.run_command('fail', self.oid('unstorable'))
+        self.assertEqual(status, 2)
+        self.assertIn('it cannot be stored here: TypeError: Unstorable '
+                      'refuses to be stored (such a job can only be removed '
+                      'from its queue)', err)
+        status, out, err = self.run_command('remove', self.oid('unstorable'))
+        self.assertEqual((status, err), (0, ''))
+        self.assertIn("from queue 'third' (its record is left as it is: it "
+                      'cannot be stored here', out)
+        with self.opened() as conn:
+            self.assertEqual(self.pending(conn, 'third'), [])
 
     def test_fail_runs_the_callbacks_and_retry_copies(self):
         status, out, err = self.run_command(

@@ -2,7 +2,6 @@
 in the repr itself, the logs, the CLI and monitor summaries and the
 dashboard's API."""
 import json
-import operator
 
 import transaction
 

@@ -7,19 +7,15 @@ ones on real reactors (:mod:`zc.async.tests.live`) where they run.
 import datetime
 import operator
 import sys
-import threading
 import unittest
 import uuid
 
-import persistent.list
 import transaction
-import ZODB.broken
 import ZODB.Connection
 import ZODB.utils
 
 import zc.asynchronous.agent
 import zc.asynchronous.interfaces as interfaces
-import zc.asynchronous.job
 import zc.asynchronous.queue
 import zc.asynchronous.testing as testing
 import zc.asynchronous.utils
@@ -37,15 +33,6 @@ from zc.asynchronous.tests import badcode
 from zc.asynchronous.tests import test_metrics
 from zc.asynchronous.tests import test_web
 from zc.asynchronous.tests.live import DispatcherTestCase, wait_until
-
-UTC = datetime.timezone.utc
-gate = threading.Event()
-
-
-def gated(n):
-    """A job that finishes when the test opens the gate."""
-    assert gate.wait(30), 'the gate never opened'
-    return 2 * n
 
 
 class DatabaseTestCase(unittest.TestCase):
@@ -318,7 +305,7 @@ class ClaimTests(DatabaseTestCase):
         self.tm.commit()
         self.vanish()
         self.assertIsNone(self.claim(fail_unloadable=True))
-        self.assertIn('It cannot be failed (its class is missing here).',
+        self.assertIn('It cannot be failed: its class is missing here.',
                       self.log.messages('ERROR')[0])
 
     def test_the_dispatchers_record(self):
@@ -376,8 +363,6 @@ class LiveTestCase(DispatcherTestCase):
 
     def setUp(self):
         super().setUp()
-        gate.clear()
-        self.addCleanup(gate.set)
         self.gone = badcode.GoneModule()
         self.addCleanup(self.gone.clean_up)
         for cls in (badcode.Fussy, badcode.Unstorable):
@@ -388,11 +373,6 @@ class LiveTestCase(DispatcherTestCase):
         (for the objects loaded from now on)."""
         self.gone.vanish()
         badcode.Fussy.refuse = badcode.Unstorable.refuse = True
-
-    def set_agent_size(self, size):
-        transaction.begin()
-        self.queue.dispatchers[self.uuid]['main'].size = size
-        transaction.commit()
 
     def errors(self, text):
         return [message for message in self.messages('ERROR')
@@ -516,6 +496,34 @@ class LiveTests(LiveTestCase):
         live.call(live.dispatcher.directPoll)
         self.assertEqual(live.call(lambda: len(live.dispatcher.unloadable)),
                          0)
+
+
+class UnfailableTests(LiveTestCase):
+
+    def test_a_job_that_cannot_be_stored_is_left_for_removal(self):
+        transaction.begin()
+        self.queue.unloadable_timeout = datetime.timedelta(0)
+        transaction.commit()
+        bad = self.put(len, [badcode.Unstorable(1)])
+        good = self.put(operator.mul, 3, 2)
+        self.vanish()
+        live = self.start(poll_interval=30)
+        self.assertEqual(testing.wait_for_result(good), 6)
+        wait_until(lambda: self.errors('Error while failing unloadable'),
+                   message='the failing job giving up')
+        entry, = live.call(live.dispatcher.unloadable.entries)
+        wait_until(lambda: entry.broken, message='the job left alone')
+        live.call(live.dispatcher.directPoll)
+        transaction.begin()
+        self.assertEqual(list(self.queue), [bad])
+        self.assertEqual(len(self.errors('cannot be run')), 1)
+        with tolerant.connection(self.db) as conn:
+            self.assertIn('its record is left as it is: it cannot be '
+                          'stored here: TypeError: Unstorable refuses',
+                          jobactions.remove(conn.get(bad._p_oid)))
+            conn.transaction_manager.commit()
+        transaction.begin()
+        self.assertEqual(list(self.queue), [])
 
 
 class Refusing:

@@ -14,7 +14,6 @@ import sys
 import unittest
 
 import BTrees.Length
-import transaction
 import ZODB.utils
 
 from zc.asynchronous import interfaces
