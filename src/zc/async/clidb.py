@@ -15,7 +15,6 @@ on stderr and exits with status 2.
 import datetime
 import sys
 
-import transaction
 import ZODB.POSException
 
 from . import monitor
@@ -153,13 +152,11 @@ def _runner(name, command, writes=False):
 
 
 def _answer(db, command, options):
-    """``command(options, conn)`` with a private connection to ``db``."""
-    conn = db.open(transaction_manager=transaction.TransactionManager())
-    try:
+    """``command(options, conn)`` with a private tolerant connection to
+    ``db`` (the commands only read; jobs whose code this process lacks
+    load too: see :mod:`zc.async.tolerant`)."""
+    with tolerant.connection(db) as conn:
         return command(options, conn)
-    finally:
-        conn.transaction_manager.abort()  # these commands only read
-        conn.close()
 
 
 def _change(db, command, options):

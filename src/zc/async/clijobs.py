@@ -16,6 +16,7 @@ parser.
 from . import interfaces
 from . import jobactions
 from . import monitor
+from . import monitordb
 from .clidb import _add_common, _runner
 from .dispatcher import getId
 
@@ -63,7 +64,7 @@ def add_job_action_parsers(commands):
 
 def _command(name):
     def command(options, conn):
-        job = jobactions.get_job(conn, options.oid, options.database)
+        job = monitordb.get_job(conn, options.oid, options.database)
         new = None
         if name == 'fail':
             done = jobactions.fail(job, options.reason)

@@ -19,24 +19,12 @@ import ZODB.utils
 
 from . import interfaces
 from .job import isFailure
-from .monitordb import get_object
 from .monitorquery import status_word
 from .unloadable import callable_name, unstorable
-from .utils import custom_repr
 
 
 class Refused(ValueError):
     """The action does not apply to the job (nothing was changed)."""
-
-
-def get_job(conn, oid, database=None):
-    """The job ``oid`` (an integer or its text) of ``database`` (default:
-    ``conn``'s), even if its class is missing here; else ValueError."""
-    res = get_object(conn, oid, database)
-    if interfaces.IJob.providedBy(res) or _broken(res) and (
-            '_callable_root' in (res.__getstate__() or {})):
-        return res
-    raise ValueError('oid %s is not a job: %s' % (oid, custom_repr(res)))
 
 
 def describe(job):

@@ -8,10 +8,12 @@ JSON encoding are those of :mod:`zc.async.monitor`.
 """
 import inspect
 
+import ZODB.broken
 import ZODB.POSException
 import ZODB.utils
 
 from . import interfaces
+from . import tolerant
 from . import utils
 from .dispatcher import getId
 from .job import isFailure
@@ -43,6 +45,8 @@ def _job_id(obj):
 
 def jobsummary(job):
     """A mapping describing ``job`` (the "details" display)."""
+    if isinstance(job, ZODB.broken.Broken):
+        return _recorded_summary(job)
     now = utils.now()
     agent = job.agent
     queue = job.queue
@@ -73,6 +77,33 @@ def jobsummary(job):
     }
 
 
+def _recorded_summary(job):
+    """The summary of a job whose class is missing here: what its record
+    says of its status, queue and times."""
+    state = job.__getstate__() or {}
+    parent = state.get('parent')
+    res = dict.fromkeys(SUMMARY_KEYS)
+    res.update({
+        'repr': '<%s (oid %d): its class cannot be imported here>' % (
+            tolerant.dotted_name(type(job)), ZODB.utils.u64(job._p_oid)),
+        'args': [], 'kwargs': {}, 'quota names': [], 'callbacks': [],
+        'status': status_word(job), 'failed': False,
+        'queue': parent.name if interfaces.IQueue.providedBy(parent)
+        else None})
+    for key, name in (('begin after', '_begin_after'),
+                      ('active start', '_active_start'),
+                      ('active end', '_active_end')):
+        res[key] = state.get(name)
+    return res
+
+
+#: The keys of a job summary (see :func:`jobsummary`).
+SUMMARY_KEYS = (
+    'repr', 'args', 'kwargs', 'begin after', 'active start', 'active end',
+    'initial callbacks end', 'wait', 'active', 'status', 'failed', 'result',
+    'quota names', 'agent', 'dispatcher', 'queue', 'callbacks')
+
+
 def _displayer(display):
     """How ``display`` shows a job: its id, its repr or its summary."""
     if display == 'detail':  # the 1.5 docstring's spelling (A15)
@@ -99,11 +130,18 @@ def get_object(context, oid, database=None):
             oid, conn.db().database_name)) from None
 
 
-def _get_job(context, oid, database):
+def is_job(obj):
+    """Whether ``obj`` is a job, maybe one whose class is missing here."""
+    return interfaces.IJob.providedBy(obj) or (
+        isinstance(obj, ZODB.broken.Broken)
+        and '_callable_root' in (obj.__getstate__() or {}))
+
+
+def get_job(context, oid, database=None):
     """The job ``oid`` (an integer or its text) of database ``database``."""
     oid = parse_int(oid, 'oid')
     res = get_object(context, oid, database)
-    if not interfaces.IJob.providedBy(res):
+    if not is_job(res):
         raise ValueError('oid %d is not a job: %s'
                          % (oid, utils.custom_repr(res)))
     return res
@@ -275,7 +313,7 @@ def job(context, oid, database=None):
     failure), "quota names", "agent", "dispatcher" (the agent's dispatcher
     UUID), "queue" and "callbacks" (ids).
     """
-    return jobsummary(_get_job(context, oid, database))
+    return jobsummary(get_job(context, oid, database))
 
 
 def traceback(context, oid, database=None, detail='default'):
@@ -292,7 +330,7 @@ def traceback(context, oid, database=None, detail='default'):
     if detail not in _TRACEBACK_DETAILS:
         raise ValueError('detail must be one of %s, not %r'
                          % (', '.join(_TRACEBACK_DETAILS), detail))
-    result = _get_job(context, oid, database).result
+    result = get_job(context, oid, database).result
     if not isFailure(result):
         return None
     return result.getTraceback(detail=detail)

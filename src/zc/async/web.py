@@ -28,7 +28,6 @@ plain text (pages), with status 400, 401, 403, 404, 405 or 409; an
 unexpected error is logged and answered with 500 and a one-line message,
 never a traceback.
 """
-import contextlib
 import hmac
 import ipaddress
 import json
@@ -255,12 +254,11 @@ class Dashboard(twisted.web.resource.Resource):
         ``commit``: commit the changes, retrying conflict errors (a
         dispatcher may have changed the queue meanwhile).
         """
+        # A tolerant connection: jobs whose code is missing in this process
+        # are shown, cancelled and retried too.
         tm = transaction.TransactionManager()
-        # Actions load the job tolerantly: they work on jobs whose code is
-        # missing in this process too.
-        opened = (tolerant.connection(self.db, tm) if commit
-                  else _connection(self.db, tm))
-        with opened as conn, monitor.using_dispatcher(self.dispatcher):
+        with tolerant.connection(self.db, tm) as conn, \
+                monitor.using_dispatcher(self.dispatcher):
             for attempt in range(1, CONFLICT_ATTEMPTS + 1):
                 try:
                     body = webapi.encoder.encode(func(conn, *args))
@@ -304,17 +302,6 @@ class Dashboard(twisted.web.resource.Resource):
             return _error_json(message)
         request.setHeader(b'Content-Type', b'text/plain; charset=utf-8')
         return ('%d %s\n' % (status, message)).encode('utf-8')
-
-
-@contextlib.contextmanager
-def _connection(db, tm):
-    """A connection to ``db`` with ``tm``, aborted and closed at the end."""
-    conn = db.open(transaction_manager=tm)
-    try:
-        yield conn
-    finally:
-        tm.abort()
-        conn.close()
 
 
 def _error_json(message):

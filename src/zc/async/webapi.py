@@ -14,16 +14,18 @@ the caller commits.
 """
 import itertools
 
+import ZODB.broken
 import ZODB.POSException
 import ZODB.utils
 
-from . import interfaces
+from . import jobactions
 from . import monitor
 from . import monitordb
 from . import monitorquery
 from . import utils
 from .dispatcher import getId
 from .job import isFailure
+from .unloadable import callable_name
 
 #: Compact JSON with the monitor's encodings (times, durations, job ids).
 encoder = monitor.Encoder(sort_keys=True)
@@ -135,6 +137,13 @@ def _callable_name(job):
 
 def job_row(job):
     """The short description of ``job`` in a job list."""
+    if isinstance(job, ZODB.broken.Broken):  # its class is missing here
+        summary = monitordb.jobsummary(job)
+        row = {key: summary[key] for key in (
+            'status', 'failed', 'queue', 'agent', 'dispatcher',
+            'begin after', 'active start', 'active end')}
+        row.update(id=getId(job), callable=callable_name(job))
+        return row
     agent = job.agent
     queue = job.queue
     return {
@@ -225,7 +234,7 @@ def get_job(conn, oid_text, database=None):
     except ZODB.POSException.POSKeyError:
         raise RequestError('no job with oid %d in database %r' % (
             oid, other.db().database_name), 404) from None
-    if not interfaces.IJob.providedBy(res):
+    if not monitordb.is_job(res):
         raise RequestError('oid %d is not a job' % (oid,), 404)
     return res
 
@@ -252,6 +261,10 @@ def job_detail(conn, oid_text, database=None):
     """
     job = get_job(conn, oid_text, database)
     res = monitordb.jobsummary(job)
+    if isinstance(job, ZODB.broken.Broken):  # its class is missing here
+        res.update({'id': getId(job), 'callable': callable_name(job),
+                    'annotations': {}, 'retry': None, 'traceback': None})
+        return res
     result = job.result
     res.update({
         'id': getId(job),
@@ -275,11 +288,11 @@ def cancel(conn, oid_text, database=None):
     commits.  Other jobs: RequestError (409).
     """
     job = get_job(conn, oid_text, database)
-    if job.status != interfaces.PENDING:
+    status = monitorquery.status_word(job)
+    if status != 'pending':
         raise RequestError('only pending jobs can be cancelled; job %s is '
-                           '%s' % (oid_text, monitorquery.status_word(job)),
-                           409)
-    job.queue.remove(job)
+                           '%s' % (oid_text, status), 409)
+    jobactions.remove(job)  # also a job that cannot be changed here
     return {'cancelled': getId(job)}
 
 
@@ -293,7 +306,8 @@ def retry(conn, oid_text, database=None):
     RequestError (409).
     """
     job = get_job(conn, oid_text, database)
-    if job.status != interfaces.COMPLETED or not isFailure(job.result):
+    if monitorquery.status_word(job) != 'completed' or not isFailure(
+            getattr(job, 'result', None)):
         raise RequestError('only failed jobs can be retried; job %s is %s'
                            % (oid_text, monitorquery.status_word(job)), 409)
     queue = job.queue

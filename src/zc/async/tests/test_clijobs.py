@@ -247,6 +247,24 @@ class JobCommandTests(unittest.TestCase):
             agent = conn.root()[interfaces.KEY][''].dispatchers[DEAD]['main']
             self.assertEqual(list(agent.completed), [job])
 
+    def test_listing_jobs_this_process_cannot_load(self):
+        status, out, err = self.run_command('jobs', 'pending')
+        self.assertEqual((status, err), (0, ''))
+        lines = out.splitlines()
+        self.assertEqual(len(lines), 5)  # the header, 4 jobs
+        broken = [line for line in lines if line.startswith(
+            self.oid('broken') + ' ')]
+        self.assertIn('<%s.SpecialJob (oid %s): its class cannot be '
+                      'imported here>' % (self.gone.name, self.oid('broken')),
+                      broken[0])
+        bad = [line for line in lines if line.startswith(
+            self.oid('bad') + ' ')]
+        self.assertIn("``<class '%s.double'>(1)``" % self.gone.name, bad[0])
+        status, out, err = self.run_command('job', self.oid('broken'))
+        self.assertEqual((status, err), (0, ''))
+        self.assertIn('status:                pending', out)
+        self.assertIn("queue:                 ''", out)
+
     def test_bad_input(self):
         for words, message in (
                 (('remove', 'x'), "oid must be an integer, not 'x'"),

@@ -668,6 +668,33 @@ class DashboardActionTests(test_web.DashboardTestCase):
     actions_token = test_web.TOKEN
     post = test_web.ActionTests.post
 
+    def test_jobs_listed_and_shown(self):
+        gone = badcode.GoneModule()
+        self.addCleanup(gone.clean_up)
+        later = zc.asynchronous.utils.now() + datetime.timedelta(hours=1)
+        transaction.begin()
+        broken = self.queue.put(gone.SpecialJob(len, [1]), begin_after=later)
+        transaction.commit()
+        fussy = self.put(len, badcode.Fussy(2), begin_after=later)
+        self.addCleanup(setattr, badcode.Fussy, 'refuse', False)
+        gone.vanish()
+        badcode.Fussy.refuse = True
+        rows = self.get_json('/api/jobs?state=pending')['jobs']
+        self.assertEqual([row['id'][0] for row in rows],
+                         [self.oid(broken), self.oid(fussy)])
+        self.assertEqual([row['status'] for row in rows], ['pending'] * 2)
+        self.assertEqual(rows[0]['callable'], 'builtins.len')
+        detail = self.get_json('/api/jobs/%d' % self.oid(broken))
+        self.assertEqual(detail['repr'], '<%s.SpecialJob (oid %d): its '
+                         'class cannot be imported here>' % (
+                             gone.name, self.oid(broken)))
+        detail = self.get_json('/api/jobs/%d' % self.oid(fussy))
+        self.assertIn('Fussy refuses to load', detail['args'][0])
+        self.assertEqual(self.post(broken, 'cancel'),
+                         {'cancelled': [self.oid(broken), 'unnamed']})
+        transaction.begin()
+        self.assertEqual(list(self.queue), [fussy])
+
     def test_cancel_and_retry(self):
         gone = badcode.GoneModule()
         self.addCleanup(gone.clean_up)
