@@ -26,11 +26,11 @@ import json
 import re
 import uuid as uuid_module
 
-import transaction
 import zope.component
 
 from . import dispatcher as dispatcher_module
 from . import interfaces
+from . import tolerant
 from . import utils
 
 # ------------------------------------------------------------- encoding
@@ -261,14 +261,11 @@ def _call(name, func, args, kwargs):
 
 def _call_with_connection(name, func, args, kwargs):
     """Call (and encode, while the objects are readable) with a private
-    connection to the default dispatcher's database."""
-    db = get_dispatcher().db
-    conn = db.open(transaction_manager=transaction.TransactionManager())
-    try:
+    tolerant connection to the default dispatcher's database (jobs whose
+    code this process lacks are shown too: see :mod:`zc.async.tolerant`);
+    a monitor never changes data."""
+    with tolerant.connection(get_dispatcher().db) as conn:
         return _encode(_call(name, func, [conn] + args, kwargs))
-    finally:
-        conn.transaction_manager.abort()  # a monitor never changes data
-        conn.close()
 
 
 def _encode(res):
