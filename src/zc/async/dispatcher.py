@@ -43,6 +43,7 @@ import ZODB.utils
 
 from . import interfaces
 from . import schedule
+from . import unloadable
 from . import utils
 from .twist import Failure
 from .workers import AgentThreadPool, _handoff, _utcnow  # noqa: F401
@@ -53,6 +54,7 @@ STOPPED = 'STOPPED'
 RUNNING = 'RUNNING'
 STUCK = 'STUCK'
 STARTING = 'STARTING'
+DEGRADED = 'DEGRADED'  # polling, but the last poll's claims failed
 
 # ------------------------------------------------------------- registry
 
@@ -265,6 +267,8 @@ class Dispatcher:
         # {queue name: (rank, count)}: this process is number ``rank`` of
         # the ``count`` live dispatchers of the queue, as the last poll saw.
         self.shares = {}
+        # The jobs this process found it cannot load (zc.async.unloadable).
+        self.unloadable = unloadable.Registry(uuid, self._reportUnloadable)
         _dispatchers[uuid] = self
 
     @property
@@ -467,9 +471,14 @@ class Dispatcher:
         work.watch(getattr(queue, '_length', None))
         work.shares[queue.name] = _share(queue, self.UUID)
         self._fireSchedules(queue, tm, work)
-        agents = list(queue.dispatchers[self.UUID].items())
-        return {name: self._pollAgent(queue, name, agent, tm, work)
-                for name, agent in agents}
+        da = queue.dispatchers[self.UUID]
+        res = {name: self._pollAgent(queue, name, agent, tm, work)
+               for name, agent in list(da.items())}
+        if self.unloadable.needs_sync(queue, da):
+            self._attempt(tm, 'recording the jobs UUID %s cannot load in '
+                          'queue %r' % (self.UUID, queue.name),
+                          lambda: self.unloadable.sync(queue, da))
+        return res
 
     def _activateIfNeeded(self, queue, tm):
         """Register and activate this UUID in ``queue`` once per activation.
@@ -541,6 +550,9 @@ class Dispatcher:
                 name, ZODB.utils.u64(agent._p_oid)),
                 lambda: setattr(agent, 'failure', claimed))
             return info
+        if getattr(agent, 'failure', None) is not None:  # it recovered
+            self._attempt(tm, 'clearing failure on agent %r' % (name,),
+                          lambda: setattr(agent, 'failure', None))
         jobs, saturated = claimed
         for job, started in jobs:
             work.claim(queue.name, name, job, started, info)
@@ -566,16 +578,32 @@ class Dispatcher:
                 jobs.append((job, claims.start_claimed(job)))
                 job = batch.claim()
             return jobs, len(agent) >= agent.size and len(queue) > 0
-        claimed = self._attempt(
-            tm, 'getting job for UUID %s from agent %s (oid %d) in queue %s '
+        description = (
+            'getting job for UUID %s from agent %s (oid %d) in queue %s '
             '(oid %d)' % (self.UUID, agent.name, ZODB.utils.u64(agent._p_oid),
-                          queue.name, ZODB.utils.u64(queue._p_oid)),
-            claim_all)
+                          queue.name, ZODB.utils.u64(queue._p_oid)))
+        claimed = self._attempt(tm, description, claim_all)
+        if isinstance(claimed, twisted.python.failure.Failure) and (
+                self._blame(batch, queue, tm)):
+            # The claims pass over the job to blame now: claim the others.
+            claimed = self._attempt(tm, description, claim_all)
         if isinstance(claimed, twisted.python.failure.Failure):
             batch.failed()
         else:
             batch.landed()
         return claimed
+
+    def _blame(self, batch, queue, tm):
+        """Whether a job that the failed claims of ``batch`` took cannot be
+        stored (noted: see ``claims.blame``)."""
+        try:
+            return batch.blame(queue)
+        except Exception:  # the database is away, say: the next poll
+            utils.log.exception('cannot look for the job to blame for a '
+                                'failed claim')
+            return False
+        finally:
+            tm.abort()
 
     def _attempt(self, tm, description, call):
         """Run ``call`` and commit as one unit, trying up to five times."""
@@ -603,6 +631,11 @@ class Dispatcher:
             self._watch(work.watched)
         self._recordPoll(work.info, [item[2] for _, _, item in work.claimed])
         self.notify('poll', {'duration': work.duration, 'poll': work.info})
+        for queue_name, agents in work.info.items():
+            for name, info in (agents or {}).items():
+                if info['error'] is not None:
+                    self._claimError({'queue': queue_name, 'agent': name,
+                                      'reason': 'error'})
 
     def _resizePool(self, queue_name, name, size):
         pools = self.queues.setdefault(queue_name, {})
@@ -649,6 +682,17 @@ class Dispatcher:
             if info['agent'] in agents:
                 agents[info['agent']]['new jobs'].append(jobid)
 
+    def _reportUnloadable(self, entry):
+        """In a claiming thread: a job was found unloadable (see
+        ``zc.async.unloadable``)."""
+        self.reactor.callFromThread(self._claimError, {
+            'queue': entry.queue_name, 'agent': None,
+            'reason': 'unloadable'})
+
+    @_handoff
+    def _claimError(self, info):
+        self.notify('claim error', info)
+
     def notify(self, event, info):
         """Call each of :attr:`listeners` as ``listener(event, info)``.
 
@@ -656,7 +700,11 @@ class Dispatcher:
         (info: ``'duration'``, the seconds its database half took, and
         ``'poll'``, its :class:`PollInfo`); ``'job started'`` and ``'job
         finished'`` for each job attempt a worker thread runs (info: the
-        job's record, see :meth:`getJobInfo`; listeners must not change it).
+        job's record, see :meth:`getJobInfo`; listeners must not change
+        it); ``'claim error'`` for each claim that failed, and each job
+        found unloadable (info: ``'queue'``, ``'agent'`` (None for an
+        unloadable job) and ``'reason'``, ``'error'`` or
+        ``'unloadable'``).
         """
         for listener in list(self.listeners):
             try:
@@ -775,7 +823,11 @@ class Dispatcher:
         yield from self.dead_pools
 
     def getStatusInfo(self):
-        """Status, poll interval, time since last poll, uptime and UUID."""
+        """Status, poll interval, time since last poll, uptime and UUID.
+
+        The status is STOPPED, STARTING, RUNNING, STUCK (no poll for a poll
+        interval) or DEGRADED (the last poll's claims failed).
+        """
         interval = datetime.timedelta(seconds=self.poll_interval)
         res = {'poll interval': interval, 'time since last poll': None,
                'uptime': None, 'uuid': self.UUID, 'status': STOPPED}
@@ -789,7 +841,9 @@ class Dispatcher:
             res['status'] = STUCK if stuck else STARTING
         else:
             since = res['time since last poll'] = now - last.utc_timestamp
-            res['status'] = STUCK if since > interval else RUNNING
+            res['status'] = (STUCK if since > interval
+                             else DEGRADED if _claims_failed(last)
+                             else RUNNING)
         return res
 
     def getJobInfo(self, oid, database_name=None):
@@ -870,6 +924,13 @@ class Dispatcher:
         for poll in self.iterPolls(at=at, before=before, since=since):
             stats.addPoll(poll, queue, agent)
         return stats.result()
+
+
+def _claims_failed(poll):
+    """Whether a claim of the poll ``poll`` (a PollInfo) failed."""
+    return any(info['error'] is not None
+               for agents in poll.values() if agents
+               for info in agents.values())
 
 
 def _share(queue, uuid):

@@ -33,6 +33,9 @@ class DispatcherAgents(utils.Dict):
     UUID = activated = None
     ping_interval = datetime.timedelta(seconds=30)
     ping_death_interval = datetime.timedelta(seconds=60)
+    # {(db name, oid): first seen} of the jobs this dispatcher cannot load,
+    # made when it finds the first (see zc.async.unloadable).
+    unloadable = None
 
     def __init__(self, uuid):
         super().__init__()

@@ -161,11 +161,11 @@ class Job(_CallbackAdder, JobParts, utils.Base):
 
     def __repr__(self):
         try:
-            call = utils.custom_repr(self._callable_root)
+            call = utils.bounded_repr(self._callable_root)
             if self._callable_name is not None:
                 call += ' :' + self._callable_name
-            arguments = [utils.custom_repr(arg) for arg in self._args]
-            arguments.extend('%s=%s' % (key, utils.custom_repr(value))
+            arguments = [utils.bounded_repr(arg) for arg in self._args]
+            arguments.extend('%s=%s' % (key, utils.bounded_repr(value))
                              for key, value in self._kwargs.items())
             return '<%s ``%s(%s)``>' % (
                 utils.custom_repr(self), call, ', '.join(arguments))
@@ -766,7 +766,8 @@ class Job(_CallbackAdder, JobParts, utils.Base):
                           res.getTraceback(elideFrameworkCode=True,
                                            detail='verbose'))
         else:
-            utils.tracelog.info('%r succeeded with result:\n%r', self, res)
+            utils.tracelog.info('%r succeeded with result:\n%r', self,
+                                utils.BoundedRepr(res))
 
     def _log_lost_outcome(self, res):
         """The result's commit failed: say what the callable had done."""
@@ -779,7 +780,8 @@ class Job(_CallbackAdder, JobParts, utils.Base):
         else:
             utils.log.info(
                 'Commit failed for %r (see subsequent traceback).  Prior to '
-                'this, job succeeded with result: %r', self, res)
+                'this, job succeeded with result: %r', self,
+                utils.BoundedRepr(res))
 
     # ---------------------------------------------------------- callbacks
 
@@ -896,9 +898,11 @@ class Job(_CallbackAdder, JobParts, utils.Base):
                              self, caller)
         self._abort()
 
-    def _abort(self):
-        """Give up an interrupted job: AbortedError, then the callbacks."""
-        failure = twist.Failure(interfaces.AbortedError())
+    def _abort(self, error=None):
+        """Give up an interrupted job: ``error`` (by default an
+        AbortedError), then the callbacks."""
+        failure = twist.Failure(
+            interfaces.AbortedError() if error is None else error)
         self._complete(failure)
         self._log_completion(failure)
         self.resumeCallbacks()
@@ -918,6 +922,23 @@ class Job(_CallbackAdder, JobParts, utils.Base):
         self._complete(failure)
         self._log_completion(failure)
         self.resumeCallbacks()
+
+    def _replica(self):
+        """A new job, to run this one again: the same callable, arguments,
+        keyword arguments, quota names, retry policy factory and failure
+        log level; not the callbacks.
+
+        The callable is copied as stored, so a job whose callable cannot
+        be imported here is copied all the same.
+        """
+        res = Job.__new__(Job)
+        res._init_parts(tuple(self.args), dict(self.kwargs))
+        res._callable_root = self._callable_root
+        res._callable_name = self._callable_name
+        res.retry_policy_factory = self.retry_policy_factory
+        res.failure_log_level = self.failure_log_level
+        res.quota_names = self.quota_names
+        return res
 
     # -------------------------------------------------------------- hooks
 

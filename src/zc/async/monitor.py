@@ -26,11 +26,11 @@ import json
 import re
 import uuid as uuid_module
 
-import transaction
 import zope.component
 
 from . import dispatcher as dispatcher_module
 from . import interfaces
+from . import tolerant
 from . import utils
 
 # ------------------------------------------------------------- encoding
@@ -261,14 +261,11 @@ def _call(name, func, args, kwargs):
 
 def _call_with_connection(name, func, args, kwargs):
     """Call (and encode, while the objects are readable) with a private
-    connection to the default dispatcher's database."""
-    db = get_dispatcher().db
-    conn = db.open(transaction_manager=transaction.TransactionManager())
-    try:
+    tolerant connection to the default dispatcher's database (jobs whose
+    code this process lacks are shown too: see :mod:`zc.async.tolerant`);
+    a monitor never changes data."""
+    with tolerant.connection(get_dispatcher().db) as conn:
         return _encode(_call(name, func, [conn] + args, kwargs))
-    finally:
-        conn.transaction_manager.abort()  # a monitor never changes data
-        conn.close()
 
 
 def _encode(res):
@@ -305,17 +302,31 @@ def status(uuid=None):
     The answer has these keys:
 
     - "status": STARTING (activated, no poll yet), RUNNING (polling on
-      time), STUCK (the last poll, or the first, is overdue) or STOPPED
+      time), DEGRADED (polling on time, but the last poll's claims
+      failed), STUCK (the last poll, or the first, is overdue) or STOPPED
       (not activated);
     - "poll interval": the time between polls;
     - "time since last poll": how long ago the last poll was (null before
       the first);
     - "uptime": time since activation (null when stopped);
-    - "uuid": the dispatcher's UUID.
+    - "uuid": the dispatcher's UUID;
+    - "unloadable jobs", only when this process found pending jobs that
+      it cannot load: their ids (see "asyncdb job").
 
     The uuid modifier chooses another dispatcher of this process.
     """
-    return get_dispatcher(uuid).getStatusInfo()
+    return dispatcher_status(get_dispatcher(uuid))
+
+
+def dispatcher_status(dispatcher):
+    """``dispatcher.getStatusInfo()``, with the ids of the "unloadable
+    jobs" it found, if any."""
+    res = dispatcher.getStatusInfo()
+    found = dispatcher.unloadable.entries()
+    if found:
+        res['unloadable jobs'] = [[entry.oid, entry.database]
+                                  for entry in found]
+    return res
 
 
 def jobs(queue=None, agent=None, uuid=None):

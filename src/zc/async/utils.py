@@ -13,6 +13,7 @@ import heapq
 import itertools
 import logging
 import sys
+import threading
 import time
 import types
 
@@ -134,6 +135,35 @@ def custom_repr(obj):
     if isinstance(obj, (types.FunctionType, types.BuiltinFunctionType)):
         return '%s.%s' % (obj.__module__, obj.__name__)
     return repr(obj)
+
+
+#: Characters of a value's repr that :func:`bounded_repr` keeps.
+REPR_LIMIT = 200
+
+
+def bounded_repr(obj, limit=REPR_LIMIT):
+    """:func:`custom_repr` of ``obj``, cut to ``limit`` characters (then
+    ``...`` and the full length follow): for the arguments and results in
+    job reprs, logs and reports, which a large value must not swamp."""
+    text = custom_repr(obj)
+    if len(text) <= limit:
+        return text
+    return '%s...(%d characters)' % (text[:limit], len(text))
+
+
+class BoundedRepr:
+    """Stands for ``obj`` in a log call: its repr is
+    :func:`bounded_repr`, computed only if the message is written."""
+
+    __slots__ = ('obj',)
+
+    def __init__(self, obj):
+        self.obj = obj
+
+    def __repr__(self):
+        return bounded_repr(self.obj)
+
+    __str__ = __repr__
 
 
 # ---------------------------------------------------------- iteration
@@ -272,12 +302,35 @@ def _sleep(seconds):
     time.sleep(seconds)
 
 
+class _Spoiled(threading.local):
+    spoiled = False  # see spoiled_commit
+
+
+_spoiled = _Spoiled()
+
+
+def spoiled_commit(spoiled):
+    """Say that the commit that just failed in this thread carried work a
+    synchronizer added to it (``spoiled`` true: its error counts as a
+    conflict, so the commit is tried again at once), or that a new
+    transaction began (false).
+
+    The synchronizer, told in its ``afterCompletion`` that the commit
+    failed, must see that its work does not spoil the next try.  (Worker
+    threads claim the next job in the commit that completes a job: see
+    ``zc.async.workers``.)
+    """
+    _spoiled.spoiled = bool(spoiled)
+
+
 def _error_kind(error):
-    """'system', 'conflict' (a transient transaction error) or 'other'."""
+    """'system', 'conflict' (a transient transaction error, or any error
+    of a commit that a synchronizer spoiled) or 'other'."""
     # Disconnects are also transient: test system errors first.
     if isinstance(error, SYSTEM_ERRORS) or is_disconnect(error):
         return 'system'
-    if isinstance(error, transaction.interfaces.TransientError):
+    if (isinstance(error, transaction.interfaces.TransientError)
+            or _spoiled.spoiled):
         return 'conflict'
     return 'other'
 

@@ -181,8 +181,8 @@ class DrainTest:
         self.assertWorkersRunning(workers)
 
 
-class ReliabilityTests(DrainTest, Scenario, unittest.TestCase):
-    """The catastrophes, with a real ZEO server."""
+class ZEOScenario(Scenario):
+    """A scenario on the real ZEO server of :class:`processes.ZEOLayer`."""
 
     layer = processes.ZEOLayer
 
@@ -196,6 +196,10 @@ class ReliabilityTests(DrainTest, Scenario, unittest.TestCase):
 
     def open_db(self):
         return self.server.open_db()
+
+
+class ReliabilityTests(DrainTest, ZEOScenario, unittest.TestCase):
+    """The catastrophes, with a real ZEO server."""
 
     def test_kill_9_sibling_recovers_the_job(self):  # C7
         a = self.worker('a')

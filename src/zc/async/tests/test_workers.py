@@ -22,6 +22,7 @@ import zc.asynchronous.dispatcher
 import zc.asynchronous.interfaces as interfaces
 import zc.asynchronous.job
 import zc.asynchronous.queue
+import zc.asynchronous.unloadable
 import zc.asynchronous.testing as testing
 import zc.asynchronous.utils
 from zc.asynchronous.dispatcher import getId
@@ -273,7 +274,8 @@ class RecentClaimsTests(unittest.TestCase):
         conn.transaction_manager.commit()
         self.dispatcher = types.SimpleNamespace(
             recent_claims=collections.OrderedDict(), shares={},
-            claim_lock=threading.Lock())
+            claim_lock=threading.Lock(),
+            unloadable=zc.asynchronous.unloadable.Registry(self.uuid))
 
     def open(self):
         tm = transaction.TransactionManager()
