@@ -90,8 +90,8 @@ def build_parser():
     add_upgrade_parsers(commands)
     from .sandboxcli import add_sandbox_parsers
     add_sandbox_parsers(commands)
-    from .cliabort import add_abort_parser
-    add_abort_parser(commands)
+    from .clijobs import add_job_action_parsers
+    add_job_action_parsers(commands)
     return parser
 
 

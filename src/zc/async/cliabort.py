@@ -29,7 +29,7 @@ def add_abort_parser(subparsers):
     parser.add_argument('--database', metavar='NAME',
                         help='the name of the database holding the job, in '
                              'a multi-database set-up')
-    parser.set_defaults(run=clidb._runner('abort', run_abort, write=True))
+    parser.set_defaults(run=clidb._runner("abort", run_abort, writes=True))
 
 
 def run_abort(options, conn):

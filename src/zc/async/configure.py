@@ -9,6 +9,9 @@ queue, a dispatcher and a ``'main'`` agent, and :func:`stop` at the end::
     ...
     zc.asynchronous.configure.stop()
 
+A client-only process (it puts jobs; other processes run them) calls
+:func:`client` instead of :func:`start`.
+
 Each function registers into ``registry``, by default the global site
 manager.  Adapter lookups such as ``IJob(func)`` and the events that run the
 installers go through the *current* site manager, so a registry other than
@@ -88,13 +91,28 @@ def base(registry=None):
         ZODB.interfaces.IConnection)
 
 
+def client(registry=None):
+    """Register the default-queue adapters: ``IQueue(persistent_obj)`` and
+    ``IQueue(conn)`` give queue ``''``.
+
+    What a client-only process needs, after :func:`base` (or
+    :func:`minimal`), to put jobs that other processes run; :func:`start`
+    registers it too.
+    """
+    registry = _registry(registry)
+    for required in (persistent.interfaces.IPersistent,
+                     ZODB.interfaces.IConnection):
+        registry.registerAdapter(getDefaultQueue, (required,),
+                                 interfaces.IQueue)
+
+
 def start(db, poll_interval=5, db_name=None, agent_chooser=None,
           agent_size=3, twisted=False, registry=None, monitor_port=None,
           monitor_host='127.0.0.1'):
     """Install queue ``''``, a dispatcher and agent ``'main'`` for ``db``.
 
-    Registers the default-queue adapters (``IQueue(persistent_obj)`` and
-    ``IQueue(conn)`` give queue ``''``), a :class:`QueueInstaller` (queues
+    Registers the default-queue adapters (see :func:`client`), a
+    :class:`QueueInstaller` (queues
     in database ``db_name`` if given), a threaded dispatcher installer (or,
     with ``twisted=True``, one for the main Twisted reactor, which the
     caller then runs) polling every ``poll_interval`` seconds, and an
@@ -113,10 +131,7 @@ def start(db, poll_interval=5, db_name=None, agent_chooser=None,
         monitor_installer = monitorserver.MonitorInstaller(
             monitor_port, monitor_host)
     registry = _registry(registry)
-    for required in (persistent.interfaces.IPersistent,
-                     ZODB.interfaces.IConnection):
-        registry.registerAdapter(getDefaultQueue, (required,),
-                                 interfaces.IQueue)
+    client(registry)
     if twisted:
         dispatcher_installer = subscribers.TwistedDispatcherInstaller(
             poll_interval=poll_interval)

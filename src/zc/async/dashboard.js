@@ -90,23 +90,32 @@ function renderOverview(data) {
                      c.callbacks, c.completed, c['succeeded last hour'],
                      c['failed last hour'], quotas]));
     for (const [uuid, d] of Object.entries(queue.dispatchers)) {
-      const word = !d.activated ? 'deactivated' : d.dead ? 'dead' : 'alive';
+      const word = !d.activated ? 'deactivated' : d.dead ? 'dead' :
+        d.degraded ? 'degraded' : 'alive';
       const agents = Object.entries(d.agents).map(
-        ([a, info]) => a + ' ' + info.len + '/' + info.size).join(', ');
+        ([a, info]) => a + ' ' + info.len + '/' + info.size +
+          (info['claims fail'] ? ' (claims fail: ' + info['claims fail'] +
+           ')' : '')).join(', ');
+      const unloadable = el('span');
+      for (const id of d['unloadable jobs'] || []) {
+        unloadable.append(jobLink(id), ' ');
+      }
       dispatchers.push(row([JSON.stringify(name), uuid,
                             el('span', word, word), time(d['last ping']),
                             duration(d['since ping']), duration(d.uptime),
-                            agents]));
+                            agents, unloadable]));
     }
   }
   fill($('#queues tbody'), queues);
   fill($('#dispatchers tbody'), dispatchers);
   fill($('#schedules tbody'), scheduleRows(data.queues));
   const own = data['this dispatcher'];
+  const unloadable = own && own['unloadable jobs'] ?
+    ', cannot load ' + own['unloadable jobs'].length + ' pending job(s)' : '';
   $('#this-dispatcher').textContent = own ?
     'This process: dispatcher ' + own.uuid + ' is ' + own.status +
     ', uptime ' + duration(own.uptime) + ', last poll ' +
-    duration(own['time since last poll']) + ' ago' : '';
+    duration(own['time since last poll']) + ' ago' + unloadable : '';
 }
 
 function scheduleRows(queues) {

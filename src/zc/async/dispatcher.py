@@ -46,6 +46,7 @@ from . import instanceuuid
 from . import interfaces
 from . import schedule
 from . import shutdown
+from . import unloadable
 from . import utils
 from . import watchdog
 from .dispatcheragents import describe_handed_back
@@ -58,6 +59,7 @@ STOPPED = 'STOPPED'
 RUNNING = 'RUNNING'
 STUCK = 'STUCK'
 STARTING = 'STARTING'
+DEGRADED = 'DEGRADED'  # polling, but the last poll's claims failed
 
 # ------------------------------------------------------------- registry
 
@@ -287,6 +289,8 @@ class Dispatcher:
         # {queue name: (rank, count)}: this process is number ``rank`` of
         # the ``count`` live dispatchers of the queue, as the last poll saw.
         self.shares = {}
+        # The jobs this process found it cannot load (zc.async.unloadable).
+        self.unloadable = unloadable.Registry(uuid, self._reportUnloadable)
         # Time limits and abort requests of running jobs.
         self.watchdog = watchdog.Watchdog(self)
         _dispatchers[uuid] = self
@@ -316,8 +320,6 @@ class Dispatcher:
         self.jobs.clear()
         self._threaded = threaded
         self._growPool(self.db, 1)  # the poll connection
-        if not threaded:
-            self.conn = self._openPollConnection()
         self.reactor.callWhenRunning(self._startPolling)
         self.reactor.addSystemEventTrigger(
             'before', 'shutdown', self._deactivateOnShutdown)
@@ -414,12 +416,14 @@ class Dispatcher:
             db.setPoolSize(db.getPoolSize() + delta)
             self._pool_growth[db] = self._pool_growth.get(db, 0) + delta
 
-    def _openPollConnection(self):
-        """A connection (and its sub-connections) with a private manager.
+    def _openPollConnection(self, tm=None):
+        """A connection (and its sub-connections), with a private
+        transaction manager unless ``tm`` is given.
 
         Commits of these connections never wake this dispatcher.
         """
-        conn = self.db.open(transaction_manager=transaction.TransactionManager())
+        conn = self.db.open(
+            transaction_manager=tm or transaction.TransactionManager())
         for name in self.db.databases:
             conn.get_connection(name)
         self._own_storages = frozenset(
@@ -436,6 +440,12 @@ class Dispatcher:
         length, then claim until it has no more room; finally resize,
         prune and feed the thread pools and record a :class:`PollInfo`.
         """
+        if self.conn is None:
+            # Kept for the polls to come, with the transaction manager of
+            # the polling thread, as in 1.5: a test running a
+            # zc.async.testing.Reactor in its own thread sees what the
+            # poll committed, as its own connections share that manager.
+            self.conn = self._openPollConnection(transaction.manager.manager)
         self._applyPoll(self._pollDatabase(self.conn))
 
     def directPoll(self):
@@ -512,15 +522,20 @@ class Dispatcher:
         """Activate, ping and claim in one queue; the queue's poll info."""
         if not self._activateIfNeeded(queue, tm):
             return None
-        self._attempt(tm, 'pinging UUID %s in queue %r' % (
+        self._attempt(tm, 'committing ping for UUID %s in queue %r' % (
             self.UUID, queue.name), lambda: queue.dispatchers.ping(self.UUID))
         # Every put, claim and removal changes the queue's length counter.
         work.watch(getattr(queue, '_length', None))
         work.shares[queue.name] = _share(queue, self.UUID)
         self._fireSchedules(queue, tm, work)
-        agents = list(queue.dispatchers[self.UUID].items())
-        return {name: self._pollAgent(queue, name, agent, tm, work)
-                for name, agent in agents}
+        da = queue.dispatchers[self.UUID]
+        res = {name: self._pollAgent(queue, name, agent, tm, work)
+               for name, agent in list(da.items())}
+        if self.unloadable.needs_sync(queue, da):
+            self._attempt(tm, 'recording the jobs UUID %s cannot load in '
+                          'queue %r' % (self.UUID, queue.name),
+                          lambda: self.unloadable.sync(queue, da))
+        return res
 
     def _activateIfNeeded(self, queue, tm):
         """Register and activate this UUID in ``queue`` once per activation.
@@ -531,7 +546,8 @@ class Dispatcher:
         if queue_id in self._activated_queues:
             return True
         activated = self._attempt(
-            tm, 'activating UUID %s in queue %r' % (self.UUID, queue.name),
+            tm, 'activating dispatcher UUID %s in queue %s (oid %d)' % (
+                self.UUID, queue.name, queue_id[0]),
             lambda: self._activateRecord(queue))
         if activated is True:
             self._activated_queues.add(queue_id)
@@ -549,8 +565,8 @@ class Dispatcher:
                     'UUID %s already activated in queue %s (oid %d): another '
                     'process?  (To stop poll attempts in this process, set '
                     '``zc.asynchronous.dispatcher.get().activated = False``.  '
-                    'To stop polls permanently, do not start a dispatcher '
-                    'in this process.)', self.UUID, queue.name,
+                    "To stop polls permanently, don't start a "
+                    'zc.async.dispatcher!)', self.UUID, queue.name,
                     ZODB.utils.u64(queue._p_oid))
                 return False
             # An earlier life of this UUID, dead or ended: clean it.
@@ -581,8 +597,9 @@ class Dispatcher:
 
     def _pollAgent(self, queue, name, agent, tm, work):
         """Note an agent's size and length and claim for it; its info."""
-        info = {'size': None, 'len': None, 'error': None,
-                'new jobs': [], 'active jobs': []}
+        # In the order 1.5's poll log showed the keys.
+        info = {'active jobs': [], 'error': None, 'new jobs': [],
+                'len': None, 'size': None}
         try:
             info['size'] = agent.size
             info['len'] = len(agent)
@@ -599,9 +616,13 @@ class Dispatcher:
         claimed = self._claim(queue, agent, tm, work.waiting)
         if isinstance(claimed, twisted.python.failure.Failure):
             info['error'] = claimed
-            self._attempt(tm, 'stashing failure on agent %r' % (name,),
-                          lambda: setattr(agent, 'failure', claimed))
+            self._attempt(tm, 'stashing failure on agent %s (oid %d)' % (
+                name, ZODB.utils.u64(agent._p_oid)),
+                lambda: setattr(agent, 'failure', claimed))
             return info
+        if getattr(agent, 'failure', None) is not None:  # it recovered
+            self._attempt(tm, 'clearing failure on agent %r' % (name,),
+                          lambda: setattr(agent, 'failure', None))
         jobs, saturated = claimed
         for job, started in jobs:
             work.claim(queue.name, name, job, started, info)
@@ -627,14 +648,32 @@ class Dispatcher:
                 jobs.append((job, claims.start_claimed(job)))
                 job = batch.claim()
             return jobs, len(agent) >= agent.size and len(queue) > 0
-        claimed = self._attempt(
-            tm, 'getting jobs for UUID %s from agent %r in queue %r'
-            % (self.UUID, agent.name, queue.name), claim_all)
+        description = (
+            'getting job for UUID %s from agent %s (oid %d) in queue %s '
+            '(oid %d)' % (self.UUID, agent.name, ZODB.utils.u64(agent._p_oid),
+                          queue.name, ZODB.utils.u64(queue._p_oid)))
+        claimed = self._attempt(tm, description, claim_all)
+        if isinstance(claimed, twisted.python.failure.Failure) and (
+                self._blame(batch, queue, tm)):
+            # The claims pass over the job to blame now: claim the others.
+            claimed = self._attempt(tm, description, claim_all)
         if isinstance(claimed, twisted.python.failure.Failure):
             batch.failed()
         else:
             batch.landed()
         return claimed
+
+    def _blame(self, batch, queue, tm):
+        """Whether a job that the failed claims of ``batch`` took cannot be
+        stored (noted: see ``claims.blame``)."""
+        try:
+            return batch.blame(queue)
+        except Exception:  # the database is away, say: the next poll
+            utils.log.exception('cannot look for the job to blame for a '
+                                'failed claim')
+            return False
+        finally:
+            tm.abort()
 
     def _attempt(self, tm, description, call):
         """Run ``call`` and commit as one unit, trying up to five times."""
@@ -662,6 +701,11 @@ class Dispatcher:
             self._watch(work.watched)
         self._recordPoll(work.info, [item[2] for _, _, item in work.claimed])
         self.notify('poll', {'duration': work.duration, 'poll': work.info})
+        for queue_name, agents in work.info.items():
+            for name, info in (agents or {}).items():
+                if info['error'] is not None:
+                    self._claimError({'queue': queue_name, 'agent': name,
+                                      'reason': 'error'})
 
     def _resizePool(self, queue_name, name, size):
         pools = self.queues.setdefault(queue_name, {})
@@ -708,6 +752,17 @@ class Dispatcher:
             if info['agent'] in agents:
                 agents[info['agent']]['new jobs'].append(jobid)
 
+    def _reportUnloadable(self, entry):
+        """In a claiming thread: a job was found unloadable (see
+        ``zc.async.unloadable``)."""
+        self.reactor.callFromThread(self._claimError, {
+            'queue': entry.queue_name, 'agent': None,
+            'reason': 'unloadable'})
+
+    @_handoff
+    def _claimError(self, info):
+        self.notify('claim error', info)
+
     def notify(self, event, info):
         """Call each of :attr:`listeners` as ``listener(event, info)``.
 
@@ -715,7 +770,11 @@ class Dispatcher:
         (info: ``'duration'``, the seconds its database half took, and
         ``'poll'``, its :class:`PollInfo`); ``'job started'`` and ``'job
         finished'`` for each job attempt a worker thread runs (info: the
-        job's record, see :meth:`getJobInfo`; listeners must not change it).
+        job's record, see :meth:`getJobInfo`; listeners must not change
+        it); ``'claim error'`` for each claim that failed, and each job
+        found unloadable (info: ``'queue'``, ``'agent'`` (None for an
+        unloadable job) and ``'reason'``, ``'error'`` or
+        ``'unloadable'``).
         """
         for listener in list(self.listeners):
             try:
@@ -835,7 +894,11 @@ class Dispatcher:
         yield from self.dead_pools
 
     def getStatusInfo(self):
-        """Status, poll interval, time since last poll, uptime and UUID."""
+        """Status, poll interval, time since last poll, uptime and UUID.
+
+        The status is STOPPED, STARTING, RUNNING, STUCK (no poll for a poll
+        interval) or DEGRADED (the last poll's claims failed).
+        """
         interval = datetime.timedelta(seconds=self.poll_interval)
         res = {'poll interval': interval, 'time since last poll': None,
                'uptime': None, 'uuid': self.UUID, 'status': STOPPED}
@@ -849,7 +912,9 @@ class Dispatcher:
             res['status'] = STUCK if stuck else STARTING
         else:
             since = res['time since last poll'] = now - last.utc_timestamp
-            res['status'] = STUCK if since > interval else RUNNING
+            res['status'] = (STUCK if since > interval
+                             else DEGRADED if _claims_failed(last)
+                             else RUNNING)
         return res
 
     def getJobInfo(self, oid, database_name=None):
@@ -930,6 +995,13 @@ class Dispatcher:
         for poll in self.iterPolls(at=at, before=before, since=since):
             stats.addPoll(poll, queue, agent)
         return stats.result()
+
+
+def _claims_failed(poll):
+    """Whether a claim of the poll ``poll`` (a PollInfo) failed."""
+    return any(info['error'] is not None
+               for agents in poll.values() if agents
+               for info in agents.values())
 
 
 def _share(queue, uuid):

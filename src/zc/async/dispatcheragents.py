@@ -34,6 +34,9 @@ class DispatcherAgents(utils.Dict):
     instance_lock = None  # see IDispatcherAgents
     ping_interval = datetime.timedelta(seconds=30)
     ping_death_interval = datetime.timedelta(seconds=60)
+    # {(db name, oid): first seen} of the jobs this dispatcher cannot load,
+    # made when it finds the first (see zc.async.unloadable).
+    unloadable = None
 
     def __init__(self, uuid):
         super().__init__()
@@ -185,11 +188,16 @@ class Dispatchers(Mapping):
         """Record that dispatcher ``uuid`` is alive; check on a sibling."""
         agents = self[uuid]
         if not agents.activated:
+            # 1.5's words (which alerts match), then what else we know.
             utils.log.critical(
-                'Dispatcher %s in queue %r was deactivated but pinged: '
-                'reactivating it.  Its ping_death_interval may be too short, '
-                'its commits may take too long, or the clocks of the '
-                'machines may be out of sync.', uuid, self.__parent__.name)
+                "Dispatcher %r not activated prior to ping. This can indicate "
+                "that the dispatcher's ping_death_interval is set too short, "
+                "or that some transactions in the system are taking too long "
+                "to commit. Activating, to correct the current problem, but "
+                "if the dispatcher was inappropriately viewed as ``dead`` and "
+                "deactivated, you should investigate the cause.  (Queue %r; "
+                "the clocks of the machines may also be out of sync.)",
+                uuid, self.__parent__.name)
             agents.reactivate()
         now = utils.now()
         last = agents.last_ping.value

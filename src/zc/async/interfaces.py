@@ -103,6 +103,31 @@ class SnapshotUnavailableError(AsyncError):
     def __init__(self, message, oldest=None):
         super().__init__(message)
         self.oldest = oldest
+class UnloadableJobError(AsyncError):
+    """No live dispatcher of the job's queue could load the job.
+
+    A job whose record, callable or arguments cannot be loaded (its module
+    is missing, say) is passed over by the claims of the dispatchers that
+    cannot load it; once every live dispatcher of its queue has found it
+    unloadable for the queue's ``unloadable_timeout``, one of them fails
+    it with this error (see :mod:`zc.async.unloadable`).
+
+    ``UnloadableJobError(oid, callable_name, error)``: the job's oid (an
+    integer), the dotted name of its callable (None when even that could
+    not be read) and what went wrong (a text).
+    """
+
+    def __init__(self, oid, callable_name, error):
+        super().__init__(oid, callable_name, error)
+
+    oid = property(lambda self: self.args[0])
+    callable_name = property(lambda self: self.args[1])
+    error = property(lambda self: self.args[2])
+
+    def __str__(self):
+        return 'job %d (callable %s) could not be loaded by any live ' \
+            'dispatcher of its queue: %s' % (
+                self.oid, self.callable_name or '?', self.error)
 
 
 # -------------------------------------------------------------------- events
@@ -473,6 +498,10 @@ class IQueue(zc.queue.interfaces.IQueue):
     schedules = zope.interface.Attribute(
         'The ISchedules mapping of the queue\'s recurring jobs, by name '
         '(made on first use).')
+    unloadable_timeout = zope.interface.Attribute(
+        'A timedelta (10 minutes unless set): how long a pending job that '
+        'no live dispatcher of the queue can load waits before it is '
+        'failed with UnloadableJobError (zero: at once).')
 
     def put(item, begin_after=None, begin_by=None, failure_log_level=None,
             retry_policy_factory=None, unique_key=None,
@@ -528,6 +557,11 @@ class IDispatcherAgents(zope.interface.common.mapping.IMapping):
         'activated the record while it held the lock on its instance UUID '
         'file, else None.  A later process that takes that lock knows the '
         'record\'s process has ended (see zc.async.instanceuuid).')
+
+    unloadable = zope.interface.Attribute(
+        'None, or an OOBTree {(database name, oid): first seen} of the '
+        'pending jobs of the queue that this dispatcher found it cannot '
+        'load (kept by the dispatcher\'s polls).')
 
     def activate():
         """Clean the agents, mark activated and fire DispatcherActivated."""

@@ -90,6 +90,11 @@ class _Lazy:
                 utils.custom_repr(arg) for arg in self.args)
 
 
+_REASSIGNED = (  # 1.5's words, which log alerts match
+    '%r was reassigned.  Likely cause was that polling was unable to occur '
+    'as regularly as expected, perhaps because of long commit times in the '
+    'application.')
+
 # Names defined in zc.async.composite that 1.5 defined here (see __getattr__).
 _COMPOSITE_NAMES = frozenset([
     'serial', 'parallel', '_transparent', '_queue_next', '_schedule_serial',
@@ -162,11 +167,11 @@ class Job(_CallbackAdder, JobParts, utils.Base):
 
     def __repr__(self):
         try:
-            call = utils.custom_repr(self._callable_root)
+            call = utils.bounded_repr(self._callable_root)
             if self._callable_name is not None:
                 call += ' :' + self._callable_name
-            arguments = [utils.custom_repr(arg) for arg in self._args]
-            arguments.extend('%s=%s' % (key, utils.custom_repr(value))
+            arguments = [utils.bounded_repr(arg) for arg in self._args]
+            arguments.extend('%s=%s' % (key, utils.bounded_repr(value))
                              for key, value in self._kwargs.items())
             return '<%s ``%s(%s)``>' % (
                 utils.custom_repr(self), call, ', '.join(arguments))
@@ -183,12 +188,10 @@ class Job(_CallbackAdder, JobParts, utils.Base):
         return _STATUSES[self._status_id]
 
     def _require_status(self, statuses, message):
-        """Raise BadStatusError(message + the facts) unless the status is
-        one of ``statuses``."""
-        status = self.status
-        if status not in statuses:
-            raise interfaces.BadStatusError('%s (%r has %s status)' % (
-                message, self, _STATUS_NAMES.get(status, status)))
+        """Raise BadStatusError(message) unless the status is one of
+        ``statuses`` (the messages are 1.5's, which tests match)."""
+        if self.status not in statuses:
+            raise interfaces.BadStatusError(message)
 
     def _call_statuses(self):
         """The statuses in which the job may be called."""
@@ -284,7 +287,8 @@ class Job(_CallbackAdder, JobParts, utils.Base):
     @callable.setter
     def callable(self, value):
         self._require_status(
-            (NEW,), 'can only set callable when a job has NEW status')
+            (NEW,), 'can only set callable when a job has NEW, PENDING, or '
+            'ASSIGNED status')  # 1.5's text; only NEW is allowed (A8)
         if not callable(value):
             raise TypeError('a job needs a callable, not %r' % (value,))
         owner = _bound_owner(value)
@@ -440,12 +444,13 @@ class Job(_CallbackAdder, JobParts, utils.Base):
             tm)
         call = getattr(policy, call_name, None)
         if call is None:
-            utils.log.error('retry policy %r for %r has no %s method',
-                            policy, self, call_name)
+            utils.log.error(
+                'retry policy %r for %r does not have required %s method',
+                policy, self, call_name)
             return None
         answer = utils.never_fail(
             lambda: call(*args),
-            _Lazy('getting %s retry answer for %r', call_name, self), tm)
+            _Lazy('getting result for %s retry for %r', call_name, self), tm)
         self._check_reassigned((ACTIVE,))
         return answer
 
@@ -461,11 +466,11 @@ class Job(_CallbackAdder, JobParts, utils.Base):
                     and self.queue is not None):
                 return utils.never_fail(
                     lambda: self._reschedule(answer, data_cache),
-                    _Lazy('rescheduling %r for its retry policy', self), tm)
+                    _Lazy('rescheduling %r as requested by associated '
+                          'IRetryPolicy %r', self, self._retry_policy), tm)
             utils.log.critical(
-                'retry policy of %r asked to reschedule it, but only a job '
-                'held by an agent can be rescheduled; keeping the failure',
-                self)
+                'error for IRetryPolicy %r on %r: can only reschedule a job '
+                'directly in an agent', self._retry_policy, self)
             return None
         return _RETRY if answer else None
 
@@ -507,10 +512,7 @@ class Job(_CallbackAdder, JobParts, utils.Base):
             utils.tracelog.info('dropping this attempt of %r: %s', self,
                                 reason)
         else:
-            utils.log.error(
-                '%r was reassigned.  Likely cause was that polling was unable '
-                'to occur as regularly as expected, perhaps because of long '
-                'commit times in the application.', self)
+            utils.log.error(_REASSIGNED, self)
         raise interfaces.ReassignedError('%r was reassigned: %s'
                                          % (self, reason))
 
@@ -563,7 +565,7 @@ class Job(_CallbackAdder, JobParts, utils.Base):
         """
         self._check_reassigned((ACTIVE,))
         if self._active_start != started:
-            utils.log.error('%r was reassigned: it was started again.', self)
+            utils.log.error(_REASSIGNED + '  (It was started again.)', self)
             raise interfaces.ReassignedError(
                 '%r was reassigned: started at %s, not %s'
                 % (self, self._active_start, started))
@@ -597,7 +599,7 @@ class Job(_CallbackAdder, JobParts, utils.Base):
             self._log_lost_outcome(res)
             utils.never_fail(
                 lambda: self._complete_if_still_ours(failure, data_cache),
-                _Lazy('storing commit failure of %r', self), tm)
+                _Lazy('storing failure at commit of %r', self), tm)
         elif waiting:
             if isinstance(res, twisted.internet.defer.Deferred):
                 self._wait_for_deferred(res)
@@ -641,7 +643,8 @@ class Job(_CallbackAdder, JobParts, utils.Base):
         try:
             self.tearDown(setup_info)
         except Exception:
-            utils.log.critical('tearDown of %r failed', self, exc_info=True)
+            utils.log.critical('Error while tearDown for %r', self,
+                               exc_info=True)
 
     def _store_and_commit(self, res, tm, data_cache, teardown, snapshot):
         """Record the callable's outcome, and the ``snapshot`` it ran in
@@ -721,11 +724,13 @@ class Job(_CallbackAdder, JobParts, utils.Base):
         """
         # Equal times alone do not prove it (frozen or coarse clocks): a
         # dispatcher that took the job over may have completed it since.
+        # Only a read: no commit (the sequence of commits stays 1.5's).
         return utils.never_fail(
             lambda: (self._status_id != _ACTIVE
                      and self._active_end == stored_end
                      and self._foreign_agent() is None),
-            _Lazy('checking the stored result of %r', self), tm)
+            _Lazy('checking the stored result of %r', self), tm,
+            commit=False)
 
     def _store_result(self, res, data_cache):
         """Record ``res``; return whether the job must wait for it."""
@@ -802,7 +807,8 @@ class Job(_CallbackAdder, JobParts, utils.Base):
                           res.getTraceback(elideFrameworkCode=True,
                                            detail='verbose'))
         else:
-            utils.tracelog.info('%r succeeded with result:\n%r', self, res)
+            utils.tracelog.info('%r succeeded with result:\n%r', self,
+                                utils.BoundedRepr(res))
 
     def _log_lost_outcome(self, res):
         """The result's commit failed: say what the callable had done."""
@@ -815,7 +821,8 @@ class Job(_CallbackAdder, JobParts, utils.Base):
         else:
             utils.log.info(
                 'Commit failed for %r (see subsequent traceback).  Prior to '
-                'this, job succeeded with result: %r', self, res)
+                'this, job succeeded with result: %r', self,
+                utils.BoundedRepr(res))
 
     # ---------------------------------------------------------- callbacks
 
@@ -911,17 +918,18 @@ class Job(_CallbackAdder, JobParts, utils.Base):
         the retry policy means "retry now" (and is logged as an error).
         """
         self._require_status(
-            (ACTIVE,), 'can only call handleCallbackInterrupt on a job with '
-            'ACTIVE status')
+            (ACTIVE,), 'can only handleCallbackInterrupt on a job with ACTIVE '
+            'status')
         caller._require_status(
-            (CALLBACKS,), 'the caller of handleCallbackInterrupt must have '
+            (CALLBACKS,), 'can only handleCallbackInterrupt with caller in '
             'CALLBACKS status')
         answer = self._ask_policy('interrupted',
                                   twist.transactionManager(self))
         if _is_time(answer):
             utils.log.error(
-                'retry policy of interrupted callback %r asked to reschedule '
-                'it, which callbacks cannot be; retrying it now', self)
+                'error for IRetryPolicy %r on %r: cannot reschedule a '
+                'callback, only retry.  We will retry now, for no clear '
+                '"right" action.', self._retry_policy, self)
         if answer or _is_time(answer):
             utils.tracelog.debug('retrying interrupted callback %r to %r',
                                  self, caller)
@@ -931,9 +939,11 @@ class Job(_CallbackAdder, JobParts, utils.Base):
                              self, caller)
         self._abort()
 
-    def _abort(self):
-        """Give up an interrupted job: AbortedError, then the callbacks."""
-        failure = twist.Failure(interfaces.AbortedError())
+    def _abort(self, error=None):
+        """Give up an interrupted job: ``error`` (by default an
+        AbortedError), then the callbacks."""
+        failure = twist.Failure(
+            interfaces.AbortedError() if error is None else error)
         self._complete(failure)
         self._log_completion(failure)
         self.resumeCallbacks()
@@ -977,6 +987,23 @@ class Job(_CallbackAdder, JobParts, utils.Base):
         self._complete(failure)
         self._log_completion(failure)
         self.resumeCallbacks()
+
+    def _replica(self):
+        """A new job, to run this one again: the same callable, arguments,
+        keyword arguments, quota names, retry policy factory and failure
+        log level; not the callbacks.
+
+        The callable is copied as stored, so a job whose callable cannot
+        be imported here is copied all the same.
+        """
+        res = Job.__new__(Job)
+        res._init_parts(tuple(self.args), dict(self.kwargs))
+        res._callable_root = self._callable_root
+        res._callable_name = self._callable_name
+        res.retry_policy_factory = self.retry_policy_factory
+        res.failure_log_level = self.failure_log_level
+        res.quota_names = self.quota_names
+        return res
 
     # -------------------------------------------------------------- hooks
 

@@ -88,7 +88,7 @@ class WarmStop:
 
     def _busy(self):
         d = self.dispatcher
-        return d._polling or any(pool.busy for pool in d._livePools())
+        return d._polling or any(pool.working for pool in d._livePools())
 
     def _names(self, jobids):
         return ', '.join(self.dispatcher.watchdog._name(jobid)

@@ -139,7 +139,9 @@ class ThreadedDispatcherInstaller:
     arrives in the main thread, SIGINT, SIGTERM (and SIGBREAK on Windows)
     handlers are installed that stop the dispatcher and its reactor first,
     letting running jobs finish (see :func:`install_signal_handlers`).
-    ``uuid`` lets tests run two dispatchers in one process.
+    ``uuid`` lets tests run two dispatchers in one process.  As every
+    installer, it returns None: ``zc.async.dispatcher.get(uuid)`` finds the
+    dispatcher.
     """
 
     __component_adapts__ = (interfaces.IDatabaseOpenedEvent,)
@@ -166,7 +168,6 @@ class ThreadedDispatcherInstaller:
         thread.start()
         if threading.current_thread() is threading.main_thread():
             install_signal_handlers(dispatcher)
-        return dispatcher
 
 
 threaded_dispatcher_installer = ThreadedDispatcherInstaller()
@@ -251,7 +252,6 @@ class TwistedDispatcherInstaller:
     def __call__(self, ev):
         dispatcher = Dispatcher(ev.database, poll_interval=self.poll_interval)
         dispatcher.activate(threaded=True)
-        return dispatcher
 
 
 twisted_dispatcher_installer = TwistedDispatcherInstaller()

@@ -259,7 +259,9 @@ class Reactor:
         """Advance the clock ``seconds``; return how many calls ran.
 
         Before the calls of each new timestamp, worker threads get up to
-        :attr:`wait_for_threads` real seconds to finish their jobs.
+        :attr:`wait_for_threads` real seconds to finish their jobs (not
+        those waiting for this reactor's answer, such as a job in
+        ``zc.async.local.getLiveAnnotation``: the clock moves on for them).
         """
         self._check_started()
         end = utils.now() + datetime.timedelta(seconds=seconds)
@@ -295,19 +297,22 @@ class Reactor:
     def wait_for(self, *jobs, poll_interval=5, attempts=10):
         """Let one poll interval pass, then give ``jobs`` up to
         ``attempts`` tenths of a real second to complete; print ``TIME
-        OUT`` if they do not."""
+        OUT`` if they do not.
+
+        Meanwhile the calls that come due without the clock moving (those
+        of ``callFromThread``, from any thread) run, as they arrive.
+        """
         self._check_started()
         if not _all_completed(jobs):
             self.time_flies(poll_interval)
-            for _ in range(attempts):
-                if _all_completed(jobs):
-                    break
-                self._let_threads_work(0.1)
-                self.time_passes()
-            else:
-                if not _all_completed(jobs):
+            deadline = time.monotonic() + attempts / 10
+            while not _all_completed(jobs):
+                if time.monotonic() >= deadline:
                     print('TIME OUT')
                     return
+                while self.time_passes():
+                    pass
+                time_sleep(0.01)
         self._settle(jobs)
 
     # internals

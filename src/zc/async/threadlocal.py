@@ -18,6 +18,11 @@ import threading
 
 _marker = object()
 
+# Idents of the threads blocked until their reactor answers them: a
+# virtual-time zc.async.testing.Reactor moves its clock without waiting
+# for them to finish their jobs.
+waiting_for_reactor = set()
+
 
 class Result:
     """A value handed from the reactor thread to a waiting thread."""
@@ -137,9 +142,16 @@ class Local(threading.local):
                 self.job if job is None else job, name, default)
         reactor, job = self._reactor_and_job(job)
         result = Result()
-        reactor.callFromThread(
-            self._get, reactor, job, name, default, timeout, poll, result)
-        if not result.ready.wait(timeout + 2):
+        me = threading.get_ident()
+        waiting_for_reactor.add(me)
+        try:
+            reactor.callFromThread(
+                self._get, reactor, job, name, default, timeout, poll,
+                result)
+            answered = result.ready.wait(timeout + 2)
+        finally:
+            waiting_for_reactor.discard(me)
+        if not answered:
             return default
         if result.failure is not None:
             result.failure.raiseException()

@@ -49,6 +49,7 @@ import twisted.web.server
 import ZODB.POSException
 
 from . import monitor
+from . import tolerant
 from . import utils
 from . import webapi
 
@@ -254,7 +255,7 @@ class Dashboard(twisted.web.resource.Resource):
         """The own dispatcher's status (read here, in the reactor thread)."""
         if self.dispatcher is None:
             return None
-        return self.dispatcher.getStatusInfo()
+        return monitor.dispatcher_status(self.dispatcher)
 
     # ------------------------------------------------------- answers
 
@@ -276,25 +277,23 @@ class Dashboard(twisted.web.resource.Resource):
         ``commit``: commit the changes, retrying conflict errors (a
         dispatcher may have changed the queue meanwhile).
         """
+        # A tolerant connection: jobs whose code is missing in this process
+        # are shown, cancelled and retried too.
         tm = transaction.TransactionManager()
-        conn = self.db.open(transaction_manager=tm)
-        try:
-            with monitor.using_dispatcher(self.dispatcher):
-                for attempt in range(1, CONFLICT_ATTEMPTS + 1):
-                    try:
-                        body = webapi.encoder.encode(func(conn, *args))
-                        if commit:
-                            tm.commit()
-                        return 200, body.encode('utf-8')
-                    except webapi.RequestError as e:
-                        return e.status, _error_json(str(e))
-                    except ZODB.POSException.ConflictError:
-                        tm.abort()
-                        if attempt == CONFLICT_ATTEMPTS:
-                            raise
-        finally:
-            tm.abort()
-            conn.close()
+        with tolerant.connection(self.db, tm) as conn, \
+                monitor.using_dispatcher(self.dispatcher):
+            for attempt in range(1, CONFLICT_ATTEMPTS + 1):
+                try:
+                    body = webapi.encoder.encode(func(conn, *args))
+                    if commit:
+                        tm.commit()
+                    return 200, body.encode('utf-8')
+                except webapi.RequestError as e:
+                    return e.status, _error_json(str(e))
+                except ZODB.POSException.ConflictError:
+                    tm.abort()
+                    if attempt == CONFLICT_ATTEMPTS:
+                        raise
 
     @staticmethod
     def _answer(answer, request, gone):

@@ -15,10 +15,11 @@ in a sandbox (:mod:`zc.async.sandbox`) and change nothing.
 """
 import itertools
 
+import ZODB.broken
 import ZODB.POSException
 import ZODB.utils
 
-from . import interfaces
+from . import jobactions
 from . import monitor
 from . import monitordb
 from . import monitorquery
@@ -26,7 +27,8 @@ from . import sandbox
 from . import schedule
 from . import utils
 from .dispatcher import getId
-from .job import Job, isFailure
+from .job import isFailure
+from .unloadable import callable_name
 
 #: Compact JSON with the monitor's encodings (times, durations, job ids).
 encoder = monitor.Encoder(sort_keys=True)
@@ -141,6 +143,13 @@ def _callable_name(job):
 
 def job_row(job):
     """The short description of ``job`` in a job list."""
+    if isinstance(job, ZODB.broken.Broken):  # its class is missing here
+        summary = monitordb.jobsummary(job)
+        row = {key: summary[key] for key in (
+            'status', 'failed', 'queue', 'agent', 'dispatcher',
+            'begin after', 'active start', 'active end')}
+        row.update(id=getId(job), callable=callable_name(job))
+        return row
     agent = job.agent
     queue = job.queue
     return {
@@ -231,7 +240,7 @@ def get_job(conn, oid_text, database=None):
     except ZODB.POSException.POSKeyError:
         raise RequestError('no job with oid %d in database %r' % (
             oid, other.db().database_name), 404) from None
-    if not interfaces.IJob.providedBy(res):
+    if not monitordb.is_job(res):
         raise RequestError('oid %d is not a job' % (oid,), 404)
     return res
 
@@ -258,11 +267,15 @@ def job_detail(conn, oid_text, database=None):
     """
     job = get_job(conn, oid_text, database)
     res = monitordb.jobsummary(job)
+    if isinstance(job, ZODB.broken.Broken):  # its class is missing here
+        res.update({'id': getId(job), 'callable': callable_name(job),
+                    'annotations': {}, 'retry': None, 'traceback': None})
+        return res
     result = job.result
     res.update({
         'id': getId(job),
         'callable': _callable_name(job),
-        'annotations': {str(key): utils.custom_repr(value)
+        'annotations': {str(key): utils.bounded_repr(value)
                         for key, value in job.annotations.items()},
         'retry': _retry_data(job),
         'traceback': (result.getTraceback() if isFailure(result)
@@ -281,11 +294,11 @@ def cancel(conn, oid_text, database=None):
     commits.  Other jobs: RequestError (409).
     """
     job = get_job(conn, oid_text, database)
-    if job.status != interfaces.PENDING:
+    status = monitorquery.status_word(job)
+    if status != 'pending':
         raise RequestError('only pending jobs can be cancelled; job %s is '
-                           '%s' % (oid_text, monitorquery.status_word(job)),
-                           409)
-    job.queue.remove(job)
+                           '%s' % (oid_text, status), 409)
+    jobactions.remove(job)  # also a job that cannot be changed here
     return {'cancelled': getId(job)}
 
 
@@ -316,17 +329,15 @@ def retry(conn, oid_text, database=None):
     RequestError (409).
     """
     job = get_job(conn, oid_text, database)
-    if job.status != interfaces.COMPLETED or not isFailure(job.result):
+    if monitorquery.status_word(job) != 'completed' or not isFailure(
+            getattr(job, 'result', None)):
         raise RequestError('only failed jobs can be retried; job %s is %s'
                            % (oid_text, monitorquery.status_word(job)), 409)
     queue = job.queue
     if queue is None:
         raise RequestError('job %s has no queue to retry it in'
                            % (oid_text,), 409)
-    copy = Job(job.callable, *job.args, **dict(job.kwargs))
-    copy.retry_policy_factory = job.retry_policy_factory
-    copy.failure_log_level = job.failure_log_level
-    copy.quota_names = job.quota_names
+    copy = job._replica()
     queue._p_jar.add(copy)  # gives the new job its oid now
     queue.put(copy)
     return {'retried': getId(job),

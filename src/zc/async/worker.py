@@ -66,8 +66,8 @@ def add_arguments(parser):
     parser.add_argument(
         'database',
         help='a ZODB URI (file://PATH, zeo://HOST:PORT, postgres://... with '
-             'RelStorage, zconfig://PATH) or the path of a ZConfig file '
-             'with a <zodb> section')
+             'RelStorage, zconfig://PATH), the path of a FileStorage file '
+             'or the path of a ZConfig file with a <zodb> section')
     parser.add_argument(
         '--uuid-file', metavar='PATH',
         help='file holding this instance\'s UUID; created if missing '
@@ -93,7 +93,8 @@ def add_arguments(parser):
     parser.add_argument(
         '--install', action='store_true',
         help='create the queues mapping and the --queue queues (default: '
-             "the '' queue) when they are missing")
+             "the '' queue) when they are missing, and a missing "
+             'FileStorage file')
     parser.add_argument(
         '--import', metavar='MODULE', dest='imports', action='append',
         default=[],
@@ -206,7 +207,8 @@ def run_worker(options):
     signal stops it.  Raises :class:`WorkerError` for start-up problems."""
     uuid = read_uuid(options.uuid_file)
     import_modules(options.imports)
-    opener = database_opener(options.database, options.connect_timeout)
+    opener = database_opener(options.database, options.connect_timeout,
+                             create=options.install)
     # Logging starts only now, so that bad input has no side effects, and
     # before opening, so that an operator sees the attempts to connect.
     configure_logging(options.log_level, options.log_file)
@@ -304,24 +306,38 @@ def import_modules(names):
 
 
 def open_database(uri_or_zconfig_path,
-                  connect_timeout=DEFAULT_CONNECT_TIMEOUT):
-    """Open a ZODB database from a URI or a ZConfig file path.
+                  connect_timeout=DEFAULT_CONNECT_TIMEOUT, create=False):
+    """Open a ZODB database from a URI, a FileStorage path or a ZConfig
+    file path.
 
     A ``zeo://`` URI without ``wait_timeout`` (a ``postgres://`` one
     without ``connect_timeout``) waits ``connect_timeout`` seconds for the
-    server.  Any failure raises :class:`WorkerError` naming
-    the database and the reason.
+    server.  A missing FileStorage is created only with ``create`` (or
+    ``create=true`` in the URI; see :mod:`zc.async.dburi`).  Any failure
+    raises :class:`WorkerError` naming the database and the reason.
     """
-    return _open(database_opener(uri_or_zconfig_path, connect_timeout),
-                 uri_or_zconfig_path)
+    return _open(database_opener(uri_or_zconfig_path, connect_timeout,
+                                 create), uri_or_zconfig_path)
+
+
+def database_argument(text, create=False):
+    """The URI or ZConfig path that the database argument ``text``
+    means (see :mod:`zc.async.dburi`); WorkerError if it is wrong."""
+    from . import dburi
+    try:
+        return dburi.checked(text, create)
+    except ValueError as e:
+        raise WorkerError(str(e))
 
 
 def database_opener(uri_or_zconfig_path,
-                    connect_timeout=DEFAULT_CONNECT_TIMEOUT):
+                    connect_timeout=DEFAULT_CONNECT_TIMEOUT, create=False):
     """Check the database argument; return a function that opens it.
 
-    Raises :class:`WorkerError` for an unknown scheme or a missing file.
+    Raises :class:`WorkerError` for an unknown scheme, a missing file or a
+    URI that names no server.
     """
+    uri_or_zconfig_path = database_argument(uri_or_zconfig_path, create)
     if '://' in uri_or_zconfig_path:
         return _opener_from_uri(
             _with_connect_timeout(uri_or_zconfig_path, connect_timeout))

@@ -122,6 +122,13 @@ def claim_at_barrier(directory, agent):
     return job
 
 
+def note_failure(tally, result):
+    """A callback: counts its committed run; returns the name of the
+    exception class of ``result`` (a Failure)."""
+    tally.change(1)
+    return type(result.value).__name__
+
+
 def refuse_after(path, job):
     """Agent filter: take jobs only until the file ``path`` exists."""
     return not os.path.exists(path)

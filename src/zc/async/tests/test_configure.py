@@ -11,6 +11,7 @@ import time
 import unittest
 import uuid
 
+import persistent.interfaces
 import persistent.mapping
 import transaction
 import transaction.interfaces
@@ -30,6 +31,7 @@ import zc.asynchronous.interfaces as interfaces
 import zc.asynchronous.job
 import zc.asynchronous.legacy
 import zc.asynchronous.monitorserver as monitorserver
+import zc.asynchronous.queue
 import zc.asynchronous.subscribers as subscribers
 from zc.asynchronous.tests.test_subscribers import DEADLINE
 from zc.asynchronous.tests.test_subscribers import Reader
@@ -127,6 +129,30 @@ class RegistrationTests(TempDirMixin, unittest.TestCase):
         self.assertIs(ZODB.interfaces.IConnection(obj), conn)
         self.assertIs(transaction.interfaces.ITransactionManager(conn),
                       conn.transaction_manager)
+
+    def test_client_registers_the_default_queue_adapters(self):
+        # A client-only process: base() alone cannot find the queue.
+        configure.base()
+        obj, conn = self.stored(self.db)
+        with self.assertRaises(TypeError):
+            interfaces.IQueue(conn)
+        conn.root()[interfaces.KEY] = zc.asynchronous.queue.Queues()
+        queue = conn.root()[interfaces.KEY][''] = zc.asynchronous.queue.Queue()
+        conn.transaction_manager.commit()
+        self.assertIsNone(configure.client())
+        self.assertIs(interfaces.IQueue(conn), queue)
+        self.assertIs(interfaces.IQueue(obj), queue)
+        job = interfaces.IQueue(conn).put(a_function)
+        self.assertEqual(job.status, interfaces.PENDING)
+
+    def test_client_takes_a_registry(self):
+        configure.client(self.registry)
+        obj, conn = self.stored(self.db)
+        self.assertIsNone(zope.component.queryAdapter(conn, interfaces.IQueue))
+        self.assertEqual(
+            [r.required[0] for r in self.registry.registeredAdapters()
+             if r.provided is interfaces.IQueue],
+            [persistent.interfaces.IPersistent, ZODB.interfaces.IConnection])
 
 
 class StartTests(TempDirMixin, unittest.TestCase):

@@ -2648,8 +2648,8 @@ class DispatcherBehaviourTests(ReactorTestCase):
         self.assertEqual(
             run(monitor.async_, 'help', 'nonesuch').strip(),
             'Unknown async tool')
-        self.assertEqual(json.loads(run(monitor.async_, 'utcnow')),
-                         '2006-08-10T15:44:43.000211Z')
+        self.assertEqual(run(monitor.async_, 'utcnow'),
+                         '2006-08-10T15:44:43.000211Z\n')
         with self.assertRaises(ValueError) as cm:
             monitor.async_(Connection(), 'polls', 'count:2', 'x')
         self.assertEqual(cm.exception.args[0],

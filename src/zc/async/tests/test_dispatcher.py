@@ -1017,7 +1017,7 @@ class CatastropheTests(DispatcherTestCase):
         self.shorten_death(self.uuid, 60)
         wait_until(lambda: original.dispatcher.getJobInfo(*jobid)[
             'reassigned'])
-        wait_until(lambda: any('reactivating' in message
+        wait_until(lambda: any('not activated prior to ping' in message
                                for message in self.messages('CRITICAL')))
         # when its attempt ends, the job refuses the stale result.
         event('C9').set()

@@ -183,7 +183,7 @@ class DrainTest:
 
 
 class ZEOScenario(Scenario):
-    """A scenario on the real ZEO server of the layer."""
+    """A scenario on the real ZEO server of :class:`processes.ZEOLayer`."""
 
     layer = processes.ZEOLayer
 
