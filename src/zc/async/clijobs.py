@@ -1,4 +1,5 @@
-"""The ``zc-async remove|fail|retry|requeue`` commands: act on one job.
+"""The ``zc-async remove|fail|retry|requeue|abort`` commands: act on one
+job.
 
 Each command opens a database from a ZODB URI or a ZConfig file (as
 ``zc-async job`` does, but for writing), loads the job in a tolerant
@@ -35,12 +36,16 @@ _ACTIONS = {
                 'Put a job that an agent of a dispatcher that is not live '
                 'holds (assigned or active) back in its queue, first in '
                 'line, to run again from the start.'),
+    'abort': ('ask for the abort of a pending or running job',
+              'Ask for the abort of a job: a pending one fails at once; '
+              'the dispatcher running one stops it.  Either way it fails '
+              'with AbortRequested.'),
 }
 
 
 def add_job_action_parsers(commands):
-    """Register the ``remove``, ``fail``, ``retry`` and ``requeue``
-    subcommands."""
+    """Register the ``remove``, ``fail``, ``retry``, ``requeue`` and
+    ``abort`` subcommands."""
     for name, (summary, description) in _ACTIONS.items():
         parser = commands.add_parser(
             name, help=summary, description=description + '  The job\'s '

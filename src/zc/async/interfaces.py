@@ -397,8 +397,8 @@ class IJob(IAbstractJob):
         """Ask for the job to be aborted, from any process.
 
         A job that has not started (NEW or PENDING) is taken out of its
-        queue and failed at once with AbortRequested, which commits (as
-        ``fail`` does).  For an ASSIGNED or ACTIVE job the request is
+        queue (it keeps the queue as its parent, for a retry) and failed at
+        once with AbortRequested, which commits (as ``fail`` does).  For an ASSIGNED or ACTIVE job the request is
         recorded; once it is committed, the dispatcher running the job
         raises AbortRequested in the job's thread (or before the job
         starts, if it has not yet), and code that checks

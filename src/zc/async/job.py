@@ -361,10 +361,13 @@ class Job(_CallbackAdder, JobParts, utils.Base):
         status = self.status
         self._annotation_tree()[_ABORT_KEY] = utils.now()
         if status in (NEW, PENDING):
+            error = interfaces.AbortRequested(
+                'its abort was requested before it started')
             if interfaces.IQueue.providedBy(self.parent):
-                self.parent.remove(self)
-            self.fail(interfaces.AbortRequested(
-                'its abort was requested before it started'))
+                from .jobactions import fail_pending  # it imports this
+                fail_pending(self, error)  # it keeps its queue
+            else:
+                self.fail(error)
 
     @property
     def quota_names(self):

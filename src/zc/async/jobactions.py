@@ -1,7 +1,7 @@
 """Acting on one job, whether or not this process can load its code.
 
-``zc-async remove|fail|retry|requeue`` (:mod:`zc.async.clijobs`), the
-dashboard's cancel and retry and the failing of unloadable jobs
+``zc-async remove|fail|retry|requeue|abort`` (:mod:`zc.async.clijobs`), the
+dashboard's cancel, retry and abort and the failing of unloadable jobs
 (:func:`zc.async.unloadable.fail_unloadable`) run these on a job loaded in
 a tolerant connection (:func:`zc.async.tolerant.connection`): a job whose
 callable or arguments cannot be imported here is handled like any other,
@@ -182,6 +182,25 @@ def requeue(job):
     queue.putBack(job)
     return 'put %s back in queue %r, first in line' % (
         describe(job), queue.name)
+
+
+# ------------------------------------------------------------------ abort
+
+def abort(job):
+    """Ask for the abort of the pending or running ``job``
+    (``job.requestAbort()``): a pending one fails at once with
+    AbortRequested (keeping its queue, as ``fail`` leaves it); the
+    dispatcher running one stops it (see :mod:`zc.async.watchdog`)."""
+    status = _status(job, 'abort')
+    if status not in ('pending', 'assigned', 'active'):
+        raise Refused('cannot abort %s: only pending or running jobs can be '
+                      'aborted, and it is %s' % (describe(job), status))
+    job.requestAbort()
+    if status == 'pending':
+        return 'failed %s with AbortRequested: it had not started' % (
+            describe(job),)
+    return 'asked for the abort of %s: the dispatcher running it stops it' % (
+        describe(job),)
 
 
 def _require_stranded(job, action):

@@ -227,12 +227,20 @@ def unstorable(job):
     The claims ask this of the jobs a failed claim commit took, to find
     the one to blame.
     """
+    writer = ZODB.serialize.ObjectWriter(job)
     try:
-        ZODB.serialize.ObjectWriter(job).serialize(job)
+        writer.serialize(job)
     except Exception as e:
         if tolerant.is_transient(e):
             raise
         return 'it cannot be stored here: %s' % (_error_text(e),)
+    finally:
+        # The writer gave the new persistent objects it met (a job's first
+        # annotation, say) an oid and the connection, as a commit does: the
+        # commit to come would take them for stored objects and skip them.
+        for obj in writer._stack:
+            if obj is not job:
+                obj._p_jar = obj._p_oid = None
     return None
 
 

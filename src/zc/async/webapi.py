@@ -315,7 +315,10 @@ def abort(conn, oid_text, database=None):
     if word not in ('pending', 'assigned', 'active'):
         raise RequestError('only pending or running jobs can be aborted; job '
                            '%s is %s' % (oid_text, word), 409)
-    job.requestAbort()
+    try:
+        jobactions.abort(job)
+    except jobactions.Refused as e:  # a job that cannot be changed here
+        raise RequestError(str(e), 409) from None
     return {'abort requested': getId(job)}
 
 

@@ -141,6 +141,16 @@ class CheckTests(DatabaseTestCase):
                          'refuses to be stored')
         self.assertIsNone(unloadable.unstorable(self.job(good)))
 
+    def test_the_check_leaves_new_objects_to_the_commit(self):
+        job = self.job(self.put(len, [1]))
+        job.annotations['first'] = 1  # a new OOBTree in the job's state
+        self.assertIsNone(unloadable.unstorable(job))
+        self.tm.commit()
+        other = self.db.open(transaction.TransactionManager())
+        self.addCleanup(other.close)
+        self.assertEqual(dict(other.get(job._p_oid).annotations),
+                         {'first': 1})
+
 
 class TolerantTests(DatabaseTestCase):
     """A tolerant connection loads, changes and stores what this process
