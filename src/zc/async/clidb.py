@@ -13,7 +13,6 @@ on stderr and exits with status 2.
 :func:`add_db_parsers` plugs the commands into the ``zc-async`` parser.
 """
 import datetime
-import os
 import sys
 
 import ZODB.POSException
@@ -190,10 +189,6 @@ def open_database(uri, connect_timeout=worker.DEFAULT_CONNECT_TIMEOUT,
     ``read_only`` is false)."""
     uri = worker.database_argument(uri)  # a FileStorage path: file://
     scheme = uri.split('://', 1)[0] if '://' in uri else None
-    if scheme == 'file':
-        path = uri.split('://', 1)[1].split('?', 1)[0]
-        if not os.path.exists(path):
-            raise worker.WorkerError('no such FileStorage file %r' % (path,))
     if (read_only and scheme in _READ_ONLY_SCHEMES
             and 'read_only=' not in uri):
         uri += ('&' if '?' in uri else '?') + 'read_only=1'
