@@ -84,7 +84,7 @@ from . import interfaces
 from . import snapshot
 from . import utils
 from .job import Job
-from .monitordb import _get_job
+from .monitordb import get_job
 from .monitorquery import status_word
 from .sandboxreport import Report, changes, cut
 from .threadlocal import local
@@ -314,7 +314,7 @@ def _recorded_snapshot(db, oid):
     tm = transaction.TransactionManager()
     conn = db.open(transaction_manager=tm)
     try:
-        return _get_job(conn, ZODB.utils.u64(oid), None).active_snapshot
+        return get_job(conn, ZODB.utils.u64(oid), None).active_snapshot
     finally:
         tm.abort()
         conn.close()

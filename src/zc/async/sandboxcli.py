@@ -30,7 +30,7 @@ from . import monitor
 from . import sandbox
 from . import snapshot
 from . import worker
-from .monitordb import _get_job
+from .monitordb import get_job
 
 EXIT_OK = clidb.EXIT_OK
 #: The exit status when the job failed in the sandbox.
@@ -128,7 +128,7 @@ def _connection(conn, database):
 
 def run_replay(options, conn):
     """``zc-async replay``: the report of sandbox.replay."""
-    job = _get_job(conn, options.target, options.database)
+    job = get_job(conn, options.target, options.database)
     at = None if options.at is None else snapshot.parse_tid(options.at)
     return sandbox.replay(job._p_jar.db(), job._p_oid, at,
                           _debug if options.pdb else None)
@@ -148,7 +148,7 @@ def run_dry_run(options, conn):
         if options.arguments or options.kwargs is not None:
             raise ValueError('a job is dry-run with its own arguments: give '
                              'no ARG or --kwargs with an OID')
-        job = _get_job(conn, options.target, options.database)
+        job = get_job(conn, options.target, options.database)
         return sandbox.dry_run(conn.db(), job)
     own = _connection(conn, options.database)
     args = [_argument(own, text) for text in options.arguments]

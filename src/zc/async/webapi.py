@@ -19,6 +19,7 @@ import ZODB.broken
 import ZODB.POSException
 import ZODB.utils
 
+from . import interfaces
 from . import jobactions
 from . import monitor
 from . import monitordb
