@@ -202,9 +202,10 @@ def lock(uuid, path=None):
 def holder(uuid):
     """What a record of ``uuid`` activated by this process stores as its
     ``instance_lock``: :meth:`InstanceLock.holder`, or None without the
-    lock."""
+    lock (which is taken now if it has become free: the process that held
+    it, with the same UUID, has ended)."""
     found = _locks.get(uuid)
-    return found.holder() if found is not None and found.held else None
+    return found.holder() if found is not None and found.acquire() else None
 
 
 def formerLife(record):

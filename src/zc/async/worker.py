@@ -219,7 +219,10 @@ def run_worker(options):
         dispatcher = start_dispatcher(db, reactor, uuid, options)
         start_dashboard(db, reactor, dispatcher, options)
         start_monitor(dispatcher, options)
-        reactor.callWhenRunning(install_signal_handlers, reactor, dispatcher)
+        # Ours, not Twisted's (a second signal stops at once), and from now
+        # on: a signal that comes before the reactor runs stops it as soon
+        # as it does.
+        install_signal_handlers(reactor, dispatcher)
         reactor.run(installSignalHandlers=False)
     finally:
         db.close()

@@ -322,10 +322,26 @@ class InstanceLockTests(unittest.TestCase):
                           os.getpid()))
         self.assertEqual(self.lock_in_another_process(), 'False')
         lock.release()
-        self.assertIsNone(instanceuuid.holder(self.uuid))
         self.assertEqual(self.lock_in_another_process(), 'True')
+        # While another process holds it, this one is no holder; once that
+        # process has ended, it takes the lock when asked.
+        other = subprocess.Popen(
+            [sys.executable, '-c', 'import sys, zc.asynchronous.instanceuuid'
+             ' as i\nheld = i.InstanceLock(sys.argv[1])\n'
+             'print(held.acquire(), flush=True)\nsys.stdin.read()',
+             self.path],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+            env=processes.subprocess_env())
+        self.assertEqual(other.stdout.readline(), 'True\n')
+        self.assertIsNone(instanceuuid.holder(self.uuid))
+        other.stdin.close()
+        other.stdout.close()
+        other.wait(processes.TIMEOUT)
+        self.assertEqual(instanceuuid.holder(self.uuid)[1:],
+                         (os.path.realpath(self.path), os.getpid()))
         # The file is still the UUID file.
         self.assertEqual(instanceuuid.getUUID(self.path), self.uuid)
+        lock.release()
 
 
 # ----------------------------------------------------------- processes
