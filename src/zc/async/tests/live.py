@@ -65,12 +65,15 @@ def wait_until(condition, seconds=10, message='condition never became true'):
 class LiveDispatcher:
     """A dispatcher on a private Twisted reactor running in a thread."""
 
-    def __init__(self, db, poll_interval=0.5, uuid=None, instant=True):
+    def __init__(self, db, poll_interval=0.5, uuid=None, instant=True,
+                 before_activate=None):
         self.reactor = twisted.internet.selectreactor.SelectReactor()
         if not instant:
             self.reactor.instant_dispatch = False
         self.dispatcher = zc.asynchronous.dispatcher.Dispatcher(
             db, self.reactor, poll_interval=poll_interval, uuid=uuid)
+        if before_activate is not None:  # e.g. listeners for the first poll
+            before_activate(self.dispatcher)
         self.dispatcher.activate()
         thread = threading.Thread(
             target=self.reactor.run, kwargs={'installSignalHandlers': False},
@@ -175,9 +178,11 @@ class DispatcherTestCase(unittest.TestCase):
         zc.asynchronous.dispatcher.clear()
         zope.component.testing.tearDown()
 
-    def start(self, poll_interval=0.5, uuid=None, instant=True):
+    def start(self, poll_interval=0.5, uuid=None, instant=True,
+              before_activate=None):
         live = LiveDispatcher(self.db, poll_interval,
-                              self.uuid if uuid is None else uuid, instant)
+                              self.uuid if uuid is None else uuid, instant,
+                              before_activate)
         self.live.append(live)
         return live
 

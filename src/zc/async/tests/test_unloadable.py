@@ -562,10 +562,12 @@ class ReportingTests(LiveTestCase):
         self.port = server.server_port
 
     def start(self, poll_interval=0.2):
-        live = super().start(poll_interval)
-        installed = metrics.install_metrics(live.dispatcher, self.registry)
-        self.addCleanup(installed.uninstall)
-        return live
+        # The metrics listen before the first poll, which may meet the
+        # unloadable job already.
+        def install(dispatcher):
+            installed = metrics.install_metrics(dispatcher, self.registry)
+            self.addCleanup(installed.uninstall)
+        return super().start(poll_interval, before_activate=install)
 
     def sample(self, name, **labels):
         return test_metrics.value(test_metrics.scrape(self.port), name,
