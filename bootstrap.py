@@ -8,9 +8,10 @@ Usage (from the checkout, with only ``python3`` installed)::
     python3 bootstrap.py test [ARGS]    # ... then run bin/test ARGS
 
 It makes the virtual environment ``.venv`` (standard ``venv``), installs
-zc.buildout and this package (editable, with its ``test`` extra) there, and
-runs buildout on ``buildout.cfg``, which makes ``bin/test``, ``bin/zc-async``
-and the interpreter ``bin/py``.  Buildout takes the dependencies from
+zc.buildout and this package (editable, with the extras listed in
+:data:`EXTRAS`, all that the test suite uses) there, and runs buildout on
+``buildout.cfg``, which makes ``bin/test``, ``bin/zc-async`` and the
+interpreter ``bin/py``.  Buildout takes the dependencies from
 ``.venv``, so ``.venv/bin/python`` (which tests use for subprocesses) and the
 ``bin/`` scripts see the same packages.  The installation steps run again
 only when ``buildout.cfg``, ``setup.py`` or this file changed, so re-running
@@ -32,6 +33,8 @@ INPUTS = ('buildout.cfg', 'setup.py', 'bootstrap.py')
 SCRIPTS = ('test', 'zc-async', 'py')
 COMMANDS = {'test': ['test'], 'demo': ['zc-async', 'demo']}
 BUILDOUT_REQUIREMENT = 'zc.buildout >= 4'
+# The extras of setup.py installed with the package: the one list of them.
+EXTRAS = ('test', 'grok', 'relstorage', 'metrics', 'upgrade')
 
 
 def venv_script(name):
@@ -69,10 +72,15 @@ def ensure_installed():
             os.path.exists(os.path.join(BIN, name)) for name in SCRIPTS):
         return
     run(venv_script('python'), '-m', 'pip', 'install', '--quiet',
-        BUILDOUT_REQUIREMENT, '--editable', HERE + '[test,grok,relstorage,metrics]')
+        BUILDOUT_REQUIREMENT, '--editable', package_requirement())
     run(venv_script('buildout'), '-c', os.path.join(HERE, 'buildout.cfg'))
     with open(STAMP, 'w') as f:
         f.write(digest)
+
+
+def package_requirement():
+    """This checkout, with :data:`EXTRAS`, as pip names it."""
+    return '%s[%s]' % (HERE, ','.join(EXTRAS))
 
 
 def _read(path):

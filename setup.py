@@ -52,17 +52,29 @@ setup(
         'zope.security',
         'zope.app.appsetup',
         'zodburi',
+        # 1.5 databases store pytz.UTC in their datetimes (zc.async's and the
+        # application's): upgraded databases need it to load.
+        'pytz',
+        # Cron rules of recurring jobs (zc.async.schedule); cronsim, the
+        # other well-kept parser, needs Python 3.11 and we support 3.10.
+        'croniter >= 6',
+        'tzdata; sys_platform == "win32"',  # IANA zones for zoneinfo
     ],
     extras_require={
         'test': TESTS_REQUIRE,
         'grok': ['grok', 'zope.app.wsgi', 'waitress'],
         'relstorage': ['RelStorage', 'psycopg2-binary'],
         'metrics': ['prometheus-client'],
+        # Step 1 of upgrading a 1.5 database (docs/upgrading.rst).
+        'upgrade': ['zodbupdate >= 3', 'pytz'],
     },
     entry_points={
         # Generated scripts import the module in Python source, where
         # ``async`` is a keyword: name it by its importable spelling.
         'console_scripts': ['zc-async = zc.asynchronous.cli:main'],
+        # zodbupdate applies these renames to a 1.5 database (see
+        # zc.async.upgrade).
+        'zodbupdate': ['zc.async = zc.asynchronous.upgrade:RENAMES'],
     },
     classifiers=[
         'Framework :: ZODB',

@@ -13,6 +13,7 @@ import zope.interface
 
 from . import interfaces
 from . import utils
+from . import watchdog
 from .agentjobs import AgentJobs
 from .legacy import chooseFirst  # noqa: F401  (1.5 name, deprecated)
 
@@ -28,8 +29,9 @@ class Agent(utils.Base):
 
     name = None
     _chooser = _filter = None
+    _time_limit = None
 
-    def __init__(self, chooser=None, filter=None, size=3):
+    def __init__(self, chooser=None, filter=None, size=3, time_limit=None):
         if chooser is not None and filter is not None:
             raise ValueError('cannot set both chooser and filter to non-None')
         # Held jobs (assigned, active, running callbacks), and the last
@@ -43,6 +45,18 @@ class Agent(utils.Base):
         self.size = size
         self._filter = filter
         self.chooser = chooser
+        if time_limit is not None:
+            self.time_limit = time_limit
+
+    @property
+    def time_limit(self):
+        """The time limit of the jobs it claims that have none (see
+        IAgent)."""
+        return self._time_limit
+
+    @time_limit.setter
+    def time_limit(self, value):
+        self._time_limit = watchdog.check_time_limit(value)
 
     # ----------------------------------------------------- choice policy
 

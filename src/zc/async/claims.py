@@ -18,12 +18,18 @@ claims a busy queue would otherwise see:
 
 A lone dispatcher claims in queue order, as ``agent.claimJob()`` does.
 Agents of other classes, or with a chooser, are asked ``claimJob()``.
+
+Every claim passes over the jobs this process cannot load (see
+:mod:`zc.async.unloadable`); should a claim's commit fail all the same,
+:meth:`Batch.blame` finds the job that cannot be stored, so that the next
+claim passes over it too.
 """
 import datetime
 
 import ZODB.utils
 
 from . import interfaces
+from . import unloadable
 from .agent import Agent
 from .job import Job
 
@@ -43,18 +49,22 @@ def plain(agent):
     return type(agent) is Agent and agent.chooser is None
 
 
-def claim(dispatcher, agent, waiting=None):
+def claim(dispatcher, agent, waiting=None, fail_unloadable=False):
     """Claim a job for the plain ``agent`` of ``dispatcher``; or None.
 
     When a job of another dispatcher's share is left to it, the time it was
     due is appended to the list ``waiting``: it is anybody's
     :data:`GRACE` later.  Tell :func:`landed` or :func:`forget` whether the
-    claim's commit succeeded.
+    claim's commit succeeded.  With ``fail_unloadable``, the claim may be
+    of a job that fails a job nobody can load (see
+    :mod:`zc.async.unloadable`).
     """
     recent = dispatcher.recent_claims
     with dispatcher.claim_lock:
         job = agent._claim_passing_over(
             lambda job: _claimed_since(recent, job),
+            unloadable=dispatcher.unloadable,
+            fail_unloadable=fail_unloadable,
             **_preferences(dispatcher, agent.queue, waiting))
         if job is not None:
             recent[job._p_oid] = None  # in flight
@@ -76,8 +86,35 @@ def forget(dispatcher, job):
         dispatcher.recent_claims.pop(job._p_oid, None)
 
 
+def blame(dispatcher, queue, claimed):
+    """After a claim's commit failed, note each job it took from ``queue``
+    (see :func:`taken`; the ``claimed`` jobs, aborted since) that cannot be
+    stored, so that claims pass over it; return whether one was found.
+    Loads the jobs."""
+    found = False
+    for job in claimed:
+        for stored in taken(job):
+            error = unloadable.unstorable(stored)
+            if error is not None:
+                dispatcher.unloadable.blame(stored, queue, error)
+                found = True
+    return found
+
+
+def taken(job):
+    """The stored jobs that claiming ``job`` took from the queue: itself,
+    or the job that ``job`` wraps, when a claim made it (to fail a job
+    that missed its deadline, say)."""
+    if job._p_oid is not None:
+        return [job]
+    root = getattr(job, '_callable_root', None)
+    if interfaces.IJob.providedBy(root) and root._p_oid is not None:
+        return [root]
+    return []
+
+
 class Batch:
-    """The claims of one commit for one agent (of any kind)."""
+    """The claims of one commit of a poll for one agent (of any kind)."""
 
     def __init__(self, dispatcher, agent, waiting=None):
         self.dispatcher = dispatcher
@@ -85,14 +122,19 @@ class Batch:
         self.waiting = waiting  # see claim
         self.plain = plain(agent)
         self.jobs = []  # claimed through claim(): see landed and forget
+        self.claimed = []  # every job claimed (see blame)
 
     def claim(self):
         """Claim a job for the agent; or None."""
         if not self.plain:
-            return self.agent.claimJob()
-        job = claim(self.dispatcher, self.agent, self.waiting)
+            job = self.agent.claimJob()
+        else:
+            job = claim(self.dispatcher, self.agent, self.waiting,
+                        fail_unloadable=True)
+            if job is not None:
+                self.jobs.append(job)
         if job is not None:
-            self.jobs.append(job)
+            self.claimed.append(job)
         return job
 
     def landed(self):
@@ -105,6 +147,12 @@ class Batch:
         for job in self.jobs:
             forget(self.dispatcher, job)
         del self.jobs[:]
+        del self.claimed[:]
+
+    def blame(self, queue):
+        """After the commit failed (and before the next try): whether one
+        of the jobs it claimed cannot be stored (see :func:`blame`)."""
+        return blame(self.dispatcher, queue, self.claimed)
 
 
 def _claimed_since(recent, job):

@@ -25,7 +25,7 @@ from . import demo as demo_jobs
 from . import dispatcher as dispatcher_registry
 from . import instanceuuid
 from . import interfaces
-from . import subscribers
+from . import shutdown
 from . import twist
 
 # How long to wait, in all, for a dispatcher's threads when shutting down,
@@ -82,8 +82,16 @@ def build_parser():
     add_worker_parser(commands)
     from .clidb import add_db_parsers
     add_db_parsers(commands)
+    from .clischedules import add_schedule_parsers
+    add_schedule_parsers(commands)
     from .cliput import add_put_parser
     add_put_parser(commands)
+    from .cliupgrade import add_upgrade_parsers
+    add_upgrade_parsers(commands)
+    from .sandboxcli import add_sandbox_parsers
+    add_sandbox_parsers(commands)
+    from .clijobs import add_job_action_parsers
+    add_job_action_parsers(commands)
     return parser
 
 
@@ -261,25 +269,13 @@ def _progress_line(fractions):
 def stop_dispatcher(dispatcher, timeout=STOP_TIMEOUT):
     """Stop a dispatcher started by ``ThreadedDispatcherInstaller``.
 
-    Stopping its reactor deactivates it (a before-shutdown trigger), which
-    tells its worker threads to stop after their current job.  Waits up to
-    ``timeout`` seconds in all for its threads (jobs still running after
-    that are left to their daemon threads), restores its signal handlers
-    and removes it from the process's dispatcher registry.
+    Its running jobs get up to ``timeout`` seconds to finish (see
+    :mod:`zc.async.shutdown`); then it deactivates and its reactor stops.
+    Waits for its threads until about then (jobs still running after that
+    are left to their daemon threads), restores its signal handlers and
+    removes it from the process's dispatcher registry.
     """
-    deadline = time.monotonic() + timeout
-    if dispatcher.thread.is_alive():
-        dispatcher.reactor.callFromThread(dispatcher.reactor.stop)
-        dispatcher.thread.join(timeout)
-    pools = list(dispatcher.dead_pools)  # where deactivation moved them
-    for agent_pools in dispatcher.queues.values():
-        pools.extend(agent_pools.values())
-    for pool in pools:
-        for thread in list(pool.threads):
-            thread.join(max(0, deadline - time.monotonic()))
-    subscribers.restore_signal_handlers(dispatcher)
-    if dispatcher_registry.get(dispatcher.UUID) is dispatcher:
-        dispatcher_registry.pop(dispatcher.UUID)
+    shutdown.stop_and_forget(dispatcher, timeout)
 
 
 if __name__ == '__main__':

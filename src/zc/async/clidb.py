@@ -15,10 +15,11 @@ on stderr and exits with status 2.
 import datetime
 import sys
 
-import transaction
+import ZODB.POSException
 
 from . import monitor
 from . import monitordb
+from . import tolerant
 from . import worker
 
 EXIT_OK = 0
@@ -29,6 +30,9 @@ DEFAULT_STATES = ('pending', 'assigned', 'active', 'callbacks', 'completed')
 
 #: URI schemes whose storages can be opened read only (by a URI option).
 _READ_ONLY_SCHEMES = ('file', 'zeo')
+
+#: How often a command that changes the database tries on conflicts.
+CONFLICT_ATTEMPTS = 5
 
 #: The filter options of ``zc-async jobs``: option -> asyncdb filter name.
 JOB_FILTERS = {
@@ -105,8 +109,9 @@ def add_db_parsers(subparsers):
 def _add_common(parser):
     parser.add_argument(
         'uri', metavar='DATABASE',
-        help='a ZODB URI (file://PATH, zeo://HOST:PORT, ...) or the path of '
-             'a ZConfig file with a <zodb> section')
+        help='a ZODB URI (file://PATH, zeo://HOST:PORT, ...), the path of '
+             'a FileStorage file or the path of a ZConfig file with a <zodb> '
+             'section')
     parser.add_argument('--json', action='store_true',
                         help='print the answer as JSON (as asyncdb does)')
     parser.add_argument(
@@ -119,22 +124,25 @@ def _add_common(parser):
         help='seconds to wait for a database server (default: %(default)s)')
 
 
-def _runner(name, command, write=False):
+def _runner(name, command, writes=False):
     """The runner of subcommand ``name``: open the database, print the
     text of ``command(options, conn)`` or one error line; return the exit
-    status.  With ``write``, the database is opened for writing and the
-    command's transaction committed (nothing is, if the command raises)."""
+    status.
+
+    With ``writes``, the database is opened for writing and the command
+    runs in a tolerant connection (see :func:`_change`).
+    """
     name = 'zc-async ' + name
 
     def run(options):
         try:
             worker.import_modules(options.imports)
-            db = (worker.open_database if write else open_database)(
-                options.uri, options.connect_timeout)
+            db = open_database(options.uri, options.connect_timeout,
+                               read_only=not writes)
         except worker.WorkerError as e:
             return _fail(name, e)
         try:
-            answer = _answer(db, command, options, write)
+            answer = (_change if writes else _answer)(db, command, options)
         except ValueError as e:  # bad states, filters, oids ...
             return _fail(name, e)
         finally:
@@ -144,21 +152,30 @@ def _runner(name, command, write=False):
     return run
 
 
-def _answer(db, command, options, write=False):
-    """``command(options, conn)`` with a private connection to ``db``;
-    committed with ``write`` (retrying conflicts), else aborted."""
-    tm = transaction.TransactionManager()
-    conn = db.open(transaction_manager=tm)
-    try:
-        if not write:
-            return command(options, conn)
-        for attempt in tm.attempts():
-            with attempt:
+def _answer(db, command, options):
+    """``command(options, conn)`` with a private tolerant connection to
+    ``db`` (the commands only read; jobs whose code this process lacks
+    load too: see :mod:`zc.async.tolerant`)."""
+    with tolerant.connection(db) as conn:
+        return command(options, conn)
+
+
+def _change(db, command, options):
+    """``command(options, conn)``, committed, in a tolerant connection to
+    ``db`` (jobs whose code this process lacks load too: see
+    :mod:`zc.async.tolerant`); tried again on conflicts (a worker may
+    change the queue meanwhile).  Nothing is committed on an error."""
+    with tolerant.connection(db) as conn:
+        tm = conn.transaction_manager
+        for attempt in range(CONFLICT_ATTEMPTS):
+            try:
                 answer = command(options, conn)
-        return answer
-    finally:
-        tm.abort()  # after a commit, a no-op
-        conn.close()
+                tm.commit()
+                return answer
+            except ZODB.POSException.ConflictError:
+                tm.abort()
+                if attempt == CONFLICT_ATTEMPTS - 1:
+                    raise
 
 
 def _fail(name, error):
@@ -166,10 +183,14 @@ def _fail(name, error):
     return EXIT_ERROR
 
 
-def open_database(uri, connect_timeout=worker.DEFAULT_CONNECT_TIMEOUT):
-    """Open the database, read only when the URI scheme allows it."""
+def open_database(uri, connect_timeout=worker.DEFAULT_CONNECT_TIMEOUT,
+                  read_only=True):
+    """Open the database, read only when the URI scheme allows it (unless
+    ``read_only`` is false)."""
+    uri = worker.database_argument(uri)  # a FileStorage path: file://
     scheme = uri.split('://', 1)[0] if '://' in uri else None
-    if scheme in _READ_ONLY_SCHEMES and 'read_only=' not in uri:
+    if (read_only and scheme in _READ_ONLY_SCHEMES
+            and 'read_only=' not in uri):
         uri += ('&' if '?' in uri else '?') + 'read_only=1'
     return worker.open_database(uri, connect_timeout)
 
@@ -288,7 +309,8 @@ def format_status(res):
         for uuid, found in sorted(queue['dispatchers'].items()):
             lines.append('  dispatcher %s: %s, last ping %s (%s ago), ping '
                          'interval %s, death interval %s' % (
-                             uuid, 'DEAD' if found['dead'] else 'alive',
+                             uuid, 'DEAD' if found['dead'] else
+                             'DEGRADED' if found.get('degraded') else 'alive',
                              text(found['last ping']),
                              text(found['since ping']),
                              text(found['ping interval']),
@@ -298,4 +320,13 @@ def format_status(res):
                     agent, info['len'], info['size'],
                     'chooser' if 'chooser' in info else 'filter',
                     text(info.get('chooser', info.get('filter')))))
+                if 'claims fail' in info:
+                    lines.append('      its claims fail: %s'
+                                 % (info['claims fail'],))
+            unloadable = found.get('unloadable jobs')
+            if unloadable:
+                lines.append('    cannot load %d pending job(s): %s (see '
+                             'zc-async job, remove, fail)' % (
+                                 len(unloadable), ', '.join(
+                                     str(oid) for oid, _ in unloadable)))
     return '\n'.join(lines)

@@ -62,7 +62,7 @@ def add_put_parser(subparsers):
     put.add_argument('--unique-key', metavar='KEY',
                      help='put nothing if a job with this key is pending or '
                           'running in the queue (its oid is printed)')
-    put.set_defaults(run=clidb._runner('put', run_put, write=True))
+    put.set_defaults(run=clidb._runner('put', run_put, writes=True))
 
 
 def run_put(options, conn):

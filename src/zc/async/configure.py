@@ -2,10 +2,15 @@
 
 Without Zope, call :func:`base` (or :func:`minimal`) once at start-up, then
 either set up queues and agents yourself or call :func:`start` to install a
-queue, a dispatcher and a ``'main'`` agent::
+queue, a dispatcher and a ``'main'`` agent, and :func:`stop` at the end::
 
     zc.asynchronous.configure.base()
     zc.asynchronous.configure.start(db, poll_interval=1)
+    ...
+    zc.asynchronous.configure.stop()
+
+A client-only process (it puts jobs; other processes run them) calls
+:func:`client` instead of :func:`start`.
 
 Each function registers into ``registry``, by default the global site
 manager.  Adapter lookups such as ``IJob(func)`` and the events that run the
@@ -28,9 +33,11 @@ import zope.component.event  # noqa: F401
 import zope.event
 import ZODB.interfaces
 
+from . import dispatcher
 from . import instanceuuid
 from . import interfaces
 from . import monitorserver
+from . import shutdown
 from . import subscribers
 from . import twist
 from . import z3
@@ -84,13 +91,28 @@ def base(registry=None):
         ZODB.interfaces.IConnection)
 
 
+def client(registry=None):
+    """Register the default-queue adapters: ``IQueue(persistent_obj)`` and
+    ``IQueue(conn)`` give queue ``''``.
+
+    What a client-only process needs, after :func:`base` (or
+    :func:`minimal`), to put jobs that other processes run; :func:`start`
+    registers it too.
+    """
+    registry = _registry(registry)
+    for required in (persistent.interfaces.IPersistent,
+                     ZODB.interfaces.IConnection):
+        registry.registerAdapter(getDefaultQueue, (required,),
+                                 interfaces.IQueue)
+
+
 def start(db, poll_interval=5, db_name=None, agent_chooser=None,
           agent_size=3, twisted=False, registry=None, monitor_port=None,
           monitor_host='127.0.0.1'):
     """Install queue ``''``, a dispatcher and agent ``'main'`` for ``db``.
 
-    Registers the default-queue adapters (``IQueue(persistent_obj)`` and
-    ``IQueue(conn)`` give queue ``''``), a :class:`QueueInstaller` (queues
+    Registers the default-queue adapters (see :func:`client`), a
+    :class:`QueueInstaller` (queues
     in database ``db_name`` if given), a threaded dispatcher installer (or,
     with ``twisted=True``, one for the main Twisted reactor, which the
     caller then runs) polling every ``poll_interval`` seconds, and an
@@ -109,10 +131,7 @@ def start(db, poll_interval=5, db_name=None, agent_chooser=None,
         monitor_installer = monitorserver.MonitorInstaller(
             monitor_port, monitor_host)
     registry = _registry(registry)
-    for required in (persistent.interfaces.IPersistent,
-                     ZODB.interfaces.IConnection):
-        registry.registerAdapter(getDefaultQueue, (required,),
-                                 interfaces.IQueue)
+    client(registry)
     if twisted:
         dispatcher_installer = subscribers.TwistedDispatcherInstaller(
             poll_interval=poll_interval)
@@ -128,6 +147,21 @@ def start(db, poll_interval=5, db_name=None, agent_chooser=None,
     for handler in handlers:
         registry.registerHandler(handler, handler.__component_adapts__)
     _notify(registry, interfaces.DatabaseOpened(db))
+
+
+def stop(timeout=None):
+    """Stop the dispatcher that :func:`start` started, if any (the process's
+    dispatcher): its running jobs get up to ``timeout`` seconds (None: its
+    ``shutdown_timeout``, 30 seconds) to finish, then it deactivates and
+    its reactor stops (see :mod:`zc.async.shutdown`).  Waits for that,
+    restores the signal handlers it installed and forgets it
+    (``zc.async.dispatcher.get()`` is None again).  The end of the
+    interpreter does the same, with a shorter timeout, for a dispatcher
+    still running.
+    """
+    running = dispatcher.get()
+    if running is not None:
+        shutdown.stop_and_forget(running, timeout)
 
 
 def _notify(registry, event):

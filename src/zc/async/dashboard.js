@@ -5,7 +5,8 @@
 const REFRESH_MS = 3000;
 const PAGE_SIZE = 50;
 const FILTERS = ['state', 'queue', 'callable'];
-const state = {offset: 0, busy: false, actions: false, job: null};
+const state = {offset: 0, busy: false, actions: false, replay: false,
+               job: null};
 
 function $(selector) { return document.querySelector(selector); }
 
@@ -89,22 +90,47 @@ function renderOverview(data) {
                      c.callbacks, c.completed, c['succeeded last hour'],
                      c['failed last hour'], quotas]));
     for (const [uuid, d] of Object.entries(queue.dispatchers)) {
-      const word = !d.activated ? 'deactivated' : d.dead ? 'dead' : 'alive';
+      const word = !d.activated ? 'deactivated' : d.dead ? 'dead' :
+        d.degraded ? 'degraded' : 'alive';
       const agents = Object.entries(d.agents).map(
-        ([a, info]) => a + ' ' + info.len + '/' + info.size).join(', ');
+        ([a, info]) => a + ' ' + info.len + '/' + info.size +
+          (info['claims fail'] ? ' (claims fail: ' + info['claims fail'] +
+           ')' : '')).join(', ');
+      const unloadable = el('span');
+      for (const id of d['unloadable jobs'] || []) {
+        unloadable.append(jobLink(id), ' ');
+      }
       dispatchers.push(row([JSON.stringify(name), uuid,
                             el('span', word, word), time(d['last ping']),
                             duration(d['since ping']), duration(d.uptime),
-                            agents]));
+                            agents, unloadable]));
     }
   }
   fill($('#queues tbody'), queues);
   fill($('#dispatchers tbody'), dispatchers);
+  fill($('#schedules tbody'), scheduleRows(data.queues));
   const own = data['this dispatcher'];
+  const unloadable = own && own['unloadable jobs'] ?
+    ', cannot load ' + own['unloadable jobs'].length + ' pending job(s)' : '';
   $('#this-dispatcher').textContent = own ?
     'This process: dispatcher ' + own.uuid + ' is ' + own.status +
     ', uptime ' + duration(own.uptime) + ', last poll ' +
-    duration(own['time since last poll']) + ' ago' : '';
+    duration(own['time since last poll']) + ' ago' + unloadable : '';
+}
+
+function scheduleRows(queues) {
+  const rows = [];
+  for (const [name, queue] of Object.entries(queues)) {
+    for (const s of queue.schedules || []) {
+      const last = s['last job'] ?
+        [jobLink(s['last job']), ' ' + s['last job status']] : [];
+      const cell = el('span');
+      cell.append(...last);
+      rows.push(row([JSON.stringify(name), s.name, s.callable, s.rule,
+                     time(s['next run']), time(s['last run']), cell]));
+    }
+  }
+  return rows;
 }
 
 function filterQuery() {
@@ -219,6 +245,11 @@ function renderJob(job) {
   $('#actions').hidden = !state.actions;
   $('#retry-button').hidden = !job.failed;
   $('#cancel-button').hidden = job.status !== 'pending';
+  $('#abort-button').hidden = !['assigned', 'active'].includes(job.status);
+  $('#sandbox').hidden = !state.replay ||
+    !(job.failed || job.status === 'pending');
+  $('#replay-button').hidden = !job.failed;
+  $('#dry-run-button').hidden = job.status !== 'pending';
 }
 
 async function act(name) {
@@ -239,10 +270,28 @@ async function act(name) {
   refresh();
 }
 
+// Replay or dry-run: the report of the job's run in a sandbox.
+async function runInSandbox(name) {
+  const report = $('#sandbox-report');
+  report.textContent = 'running...';
+  try {
+    const answer = await api(state.job + '/' + name + location.search,
+                             {method: 'POST'});
+    report.textContent = answer.text;
+  } catch (error) {
+    report.textContent = 'refused: ' + error.message;
+  }
+}
+
 function startJob(oid) {
   state.job = '/api/jobs/' + encodeURIComponent(oid);
   $('#retry-button').addEventListener('click', () => act('retry'));
   $('#cancel-button').addEventListener('click', () => act('cancel'));
+  $('#abort-button').addEventListener('click', () => act('abort'));
+  $('#replay-button').addEventListener('click',
+                                       () => runInSandbox('replay'));
+  $('#dry-run-button').addEventListener('click',
+                                        () => runInSandbox('dry-run'));
   $('#job-page').hidden = false;
   return async () => {
     const [overview, job] = await Promise.all([
@@ -250,6 +299,7 @@ function startJob(oid) {
     $('#database').textContent = 'database ' +
       JSON.stringify(overview.database);
     state.actions = overview.actions;
+    state.replay = overview.replay;
     renderJob(job);
   };
 }

@@ -32,6 +32,7 @@ work flows on.  Wake-ups coalesce: never two polls at once.  A reactor whose
 """
 import collections
 import datetime
+import logging
 import threading
 import time
 
@@ -42,9 +43,15 @@ import ZODB.mvccadapter
 import ZODB.utils
 
 from . import _watchers
+from . import instanceuuid
 from . import interfaces
 from . import pgnotify
+from . import schedule
+from . import shutdown
+from . import unloadable
 from . import utils
+from . import watchdog
+from .dispatcheragents import describe_handed_back
 from .twist import Failure
 from .workers import AgentThreadPool, _handoff, _utcnow  # noqa: F401
 from . import claims
@@ -54,6 +61,7 @@ STOPPED = 'STOPPED'
 RUNNING = 'RUNNING'
 STUCK = 'STUCK'
 STARTING = 'STARTING'
+DEGRADED = 'DEGRADED'  # polling, but the last poll's claims failed
 
 # ------------------------------------------------------------- registry
 
@@ -82,6 +90,18 @@ def pop(uuid=None):
 def clear():
     """Forget every registered dispatcher (for tests)."""
     _dispatchers.clear()
+
+
+def stop(timeout=None):
+    """Stop the process's dispatcher (see :func:`get`), if any, warmly (see
+    :meth:`Dispatcher.stop`), and wait until it has stopped; one running on
+    a reactor thread of its own (``thread``, as ``configure.start`` and
+    ``ThreadedDispatcherInstaller`` start it) has that reactor stopped too.
+    Call it from any thread but the dispatcher's reactor thread.
+    """
+    dispatcher = get()
+    if dispatcher is not None:
+        shutdown.stop_and_wait(dispatcher, timeout)
 
 
 # -------------------------------------------------------------- helpers
@@ -179,6 +199,7 @@ class _PollWork:
         self.watched = {}  # {MVCC adapter: set of oids to wake up for}
         self.shares = {}  # {queue name: (rank, count)}: see Dispatcher.shares
         self.waiting = []  # see claims.claim
+        self.ticks = []  # the next ticks of the queues' schedules
         self.duration = None  # seconds the database half took
 
     def watch(self, obj):
@@ -209,6 +230,11 @@ class Dispatcher:
     activated = False  # False, a naive UTC datetime, or None (stopping)
     conn = None  # the poll connection (direct polls only)
     thread = None  # the reactor thread, set by the threaded installer
+    #: Seconds a stop (or the reactor's shutdown) waits for running jobs.
+    shutdown_timeout = 30
+    stopping = False  # a stop waits for running jobs (see zc.async.shutdown)
+    _warm_stop = None  # that stop
+    _reactor_thread = None  # the thread that runs the reactor
 
     def __init__(self, db, reactor=None, poll_interval=5, uuid=None,
                  jobs_size=200, polls_size=400):
@@ -231,6 +257,7 @@ class Dispatcher:
         self._threaded = False
         self._next_poll = None  # the scheduled heartbeat call
         self._grace_wake = None  # (call, due) of _wakeAfterGrace
+        self._tick_wake = None  # (call, due) of _wakeForTick
         self._polling = False  # a threaded poll is running
         self._wake_pending = False  # poll again as soon as it ends
         self._wake_requested = False  # a wake-up is on its way
@@ -244,6 +271,10 @@ class Dispatcher:
         # {queue name: (rank, count)}: this process is number ``rank`` of
         # the ``count`` live dispatchers of the queue, as the last poll saw.
         self.shares = {}
+        # The jobs this process found it cannot load (zc.async.unloadable).
+        self.unloadable = unloadable.Registry(uuid, self._reportUnloadable)
+        # Time limits and abort requests of running jobs.
+        self.watchdog = watchdog.Watchdog(self)
         _dispatchers[uuid] = self
 
     @property
@@ -271,12 +302,32 @@ class Dispatcher:
         self.jobs.clear()
         self._threaded = threaded
         self._growPool(self.db, 1)  # the poll connection
-        if not threaded:
-            self.conn = self._openPollConnection()
-        self.reactor.callWhenRunning(
-            self.threadedPoll if threaded else self.directPoll)
+        self.reactor.callWhenRunning(self._startPolling)
         self.reactor.addSystemEventTrigger(
             'before', 'shutdown', self._deactivateOnShutdown)
+        shutdown.stop_at_exit()
+
+    def _startPolling(self):
+        shutdown.note_reactor_thread(self)
+        if self._threaded:
+            self.threadedPoll()
+        else:
+            self.directPoll()
+
+    def stop(self, timeout=None):
+        """Stop warmly: claim no more jobs at once, give the jobs that run
+        (with their callbacks) up to ``timeout`` seconds (None:
+        :attr:`shutdown_timeout`) to finish and commit, then deactivate,
+        which hands back the jobs still running (their retry policies
+        decide, as after a death).  A later call with a shorter timeout
+        shortens the wait; ``stop(0)`` hands back at once.
+
+        In the reactor's thread, returns a Deferred that fires once the
+        dispatcher is deactivated; in another thread, waits for that and
+        returns None.  The reactor goes on running.  See
+        :mod:`zc.async.shutdown`.
+        """
+        return shutdown.stop(self, timeout)
 
     def deactivate(self):
         """Stop polling, deactivate this UUID in every queue, stop threads.
@@ -300,8 +351,8 @@ class Dispatcher:
             self.activated = False
 
     def _deactivateOnShutdown(self):
-        if self.activated:
-            self.deactivate()
+        # The reactor waits for the Deferred: running jobs may finish.
+        return shutdown.stop_in_reactor(self)
 
     def _deactivateRecords(self):
         """Deactivate this UUID's records in every queue, committed."""
@@ -309,8 +360,14 @@ class Dispatcher:
         try:
             tm = conn.transaction_manager
             tm.begin()
-            self._attempt(tm, 'cleanly deactivating UUID %s' % (self.UUID,),
-                          lambda: self._deactivateIn(conn.root()))
+            handed_back = self._attempt(
+                tm, 'cleanly deactivating UUID %s' % (self.UUID,),
+                lambda: self._deactivateIn(conn.root()))
+            if isinstance(handed_back, twisted.python.failure.Failure):
+                handed_back = ()  # logged
+            for name, job, what in handed_back:
+                utils.log.info('dispatcher %s handed back %s in queue %r: %s',
+                               self.UUID, job, name, what)
         finally:
             conn.close()
             if self.conn is not None:
@@ -318,11 +375,16 @@ class Dispatcher:
                 self.conn = None
 
     def _deactivateIn(self, root):
+        """Deactivate the records; ``[(queue name, job repr, what)]`` of
+        the jobs handed back."""
+        handed_back = []
         queues = root.get(interfaces.KEY)
         for queue in ([] if queues is None else queues.values()):
             da = queue.dispatchers.get(self.UUID)
             if da is not None and da.activated:
-                da.deactivate()
+                handed_back.extend((queue.name, repr(job), what)
+                                   for job, what in da.deactivate())
+        return handed_back
 
     def _stopPools(self):
         for pools in self.queues.values():
@@ -336,12 +398,14 @@ class Dispatcher:
             db.setPoolSize(db.getPoolSize() + delta)
             self._pool_growth[db] = self._pool_growth.get(db, 0) + delta
 
-    def _openPollConnection(self):
-        """A connection (and its sub-connections) with a private manager.
+    def _openPollConnection(self, tm=None):
+        """A connection (and its sub-connections), with a private
+        transaction manager unless ``tm`` is given.
 
         Commits of these connections never wake this dispatcher.
         """
-        conn = self.db.open(transaction_manager=transaction.TransactionManager())
+        conn = self.db.open(
+            transaction_manager=tm or transaction.TransactionManager())
         for name in self.db.databases:
             conn.get_connection(name)
         self._own_storages = frozenset(
@@ -358,6 +422,12 @@ class Dispatcher:
         length, then claim until it has no more room; finally resize,
         prune and feed the thread pools and record a :class:`PollInfo`.
         """
+        if self.conn is None:
+            # Kept for the polls to come, with the transaction manager of
+            # the polling thread, as in 1.5: a test running a
+            # zc.async.testing.Reactor in its own thread sees what the
+            # poll committed, as its own connections share that manager.
+            self.conn = self._openPollConnection(transaction.manager.manager)
         self._applyPoll(self._pollDatabase(self.conn))
 
     def directPoll(self):
@@ -434,14 +504,20 @@ class Dispatcher:
         """Activate, ping and claim in one queue; the queue's poll info."""
         if not self._activateIfNeeded(queue, tm):
             return None
-        self._attempt(tm, 'pinging UUID %s in queue %r' % (
+        self._attempt(tm, 'committing ping for UUID %s in queue %r' % (
             self.UUID, queue.name), lambda: queue.dispatchers.ping(self.UUID))
         # Every put, claim and removal changes the queue's length counter.
         work.watch(getattr(queue, '_length', None))
         work.shares[queue.name] = _share(queue, self.UUID)
-        agents = list(queue.dispatchers[self.UUID].items())
-        return {name: self._pollAgent(queue, name, agent, tm, work)
-                for name, agent in agents}
+        self._fireSchedules(queue, tm, work)
+        da = queue.dispatchers[self.UUID]
+        res = {name: self._pollAgent(queue, name, agent, tm, work)
+               for name, agent in list(da.items())}
+        if self.unloadable.needs_sync(queue, da):
+            self._attempt(tm, 'recording the jobs UUID %s cannot load in '
+                          'queue %r' % (self.UUID, queue.name),
+                          lambda: self.unloadable.sync(queue, da))
+        return res
 
     def _activateIfNeeded(self, queue, tm):
         """Register and activate this UUID in ``queue`` once per activation.
@@ -452,7 +528,8 @@ class Dispatcher:
         if queue_id in self._activated_queues:
             return True
         activated = self._attempt(
-            tm, 'activating UUID %s in queue %r' % (self.UUID, queue.name),
+            tm, 'activating dispatcher UUID %s in queue %s (oid %d)' % (
+                self.UUID, queue.name, queue_id[0]),
             lambda: self._activateRecord(queue))
         if activated is True:
             self._activated_queues.add(queue_id)
@@ -464,23 +541,47 @@ class Dispatcher:
             queue.dispatchers.register(self.UUID)
         da = queue.dispatchers[self.UUID]
         if da.activated:
-            if not da.dead:
+            dead = da.dead
+            if not dead and not instanceuuid.formerLife(da):
                 utils.log.error(
                     'UUID %s already activated in queue %s (oid %d): another '
                     'process?  (To stop poll attempts in this process, set '
                     '``zc.asynchronous.dispatcher.get().activated = False``.  '
-                    'To stop polls permanently, do not start a dispatcher '
-                    'in this process.)', self.UUID, queue.name,
+                    "To stop polls permanently, don't start a "
+                    'zc.async.dispatcher!)', self.UUID, queue.name,
                     ZODB.utils.u64(queue._p_oid))
                 return False
-            da.deactivate()  # a dead earlier life of this UUID: clean it
+            # An earlier life of this UUID, dead or ended: clean it.
+            handed_back = da.deactivate()
+            utils.log_after_commit(
+                queue, logging.WARNING,
+                'dispatcher %s took over its record in queue %r from %s; its '
+                'jobs: %s', self.UUID, queue.name,
+                'a former life that is dead' if dead else
+                'its former process, which ended without deactivating it '
+                '(the UUID file lock was free)',
+                describe_handed_back(handed_back))
         da.activate()
+        da.instance_lock = instanceuuid.holder(self.UUID)
         return True
+
+    def _fireSchedules(self, queue, tm, work):
+        """Put the jobs of the due ticks of ``queue``'s schedules, and
+        commit (see :mod:`zc.async.schedule`); note its next tick."""
+        due = schedule.next_due(queue)
+        if due is not None and due <= utils.now():
+            due = self._attempt(
+                tm, 'firing the schedules of queue %r' % (queue.name,),
+                lambda: schedule.fire_due(queue))
+        work.watch(schedule.watched(queue))  # a new schedule may be earlier
+        if isinstance(due, datetime.datetime):
+            work.ticks.append(due)
 
     def _pollAgent(self, queue, name, agent, tm, work):
         """Note an agent's size and length and claim for it; its info."""
-        info = {'size': None, 'len': None, 'error': None,
-                'new jobs': [], 'active jobs': []}
+        # In the order 1.5's poll log showed the keys.
+        info = {'active jobs': [], 'error': None, 'new jobs': [],
+                'len': None, 'size': None}
         try:
             info['size'] = agent.size
             info['len'] = len(agent)
@@ -492,12 +593,18 @@ class Dispatcher:
             tm.abort()
             return info
         work.sizes[(queue.name, name)] = info['size']
+        if self.stopping:
+            return info  # a stopping dispatcher claims nothing
         claimed = self._claim(queue, agent, tm, work.waiting)
         if isinstance(claimed, twisted.python.failure.Failure):
             info['error'] = claimed
-            self._attempt(tm, 'stashing failure on agent %r' % (name,),
-                          lambda: setattr(agent, 'failure', claimed))
+            self._attempt(tm, 'stashing failure on agent %s (oid %d)' % (
+                name, ZODB.utils.u64(agent._p_oid)),
+                lambda: setattr(agent, 'failure', claimed))
             return info
+        if getattr(agent, 'failure', None) is not None:  # it recovered
+            self._attempt(tm, 'clearing failure on agent %r' % (name,),
+                          lambda: setattr(agent, 'failure', None))
         jobs, saturated = claimed
         for job, started in jobs:
             work.claim(queue.name, name, job, started, info)
@@ -523,14 +630,32 @@ class Dispatcher:
                 jobs.append((job, claims.start_claimed(job)))
                 job = batch.claim()
             return jobs, len(agent) >= agent.size and len(queue) > 0
-        claimed = self._attempt(
-            tm, 'getting jobs for UUID %s from agent %r in queue %r'
-            % (self.UUID, agent.name, queue.name), claim_all)
+        description = (
+            'getting job for UUID %s from agent %s (oid %d) in queue %s '
+            '(oid %d)' % (self.UUID, agent.name, ZODB.utils.u64(agent._p_oid),
+                          queue.name, ZODB.utils.u64(queue._p_oid)))
+        claimed = self._attempt(tm, description, claim_all)
+        if isinstance(claimed, twisted.python.failure.Failure) and (
+                self._blame(batch, queue, tm)):
+            # The claims pass over the job to blame now: claim the others.
+            claimed = self._attempt(tm, description, claim_all)
         if isinstance(claimed, twisted.python.failure.Failure):
             batch.failed()
         else:
             batch.landed()
         return claimed
+
+    def _blame(self, batch, queue, tm):
+        """Whether a job that the failed claims of ``batch`` took cannot be
+        stored (noted: see ``claims.blame``)."""
+        try:
+            return batch.blame(queue)
+        except Exception:  # the database is away, say: the next poll
+            utils.log.exception('cannot look for the job to blame for a '
+                                'failed claim')
+            return False
+        finally:
+            tm.abort()
 
     def _attempt(self, tm, description, call):
         """Run ``call`` and commit as one unit, trying up to five times."""
@@ -549,6 +674,8 @@ class Dispatcher:
             self.shares.update(work.shares)
             if work.waiting:
                 self._wakeAfterGrace(min(work.waiting))
+            if work.ticks:
+                self._wakeForTick(min(work.ticks))
             for queue_name, name, item in work.claimed:
                 oid, dbname, info, started = item
                 self.jobs[(ZODB.utils.u64(oid), dbname)] = info
@@ -556,6 +683,11 @@ class Dispatcher:
             self._watch(work.watched)
         self._recordPoll(work.info, [item[2] for _, _, item in work.claimed])
         self.notify('poll', {'duration': work.duration, 'poll': work.info})
+        for queue_name, agents in work.info.items():
+            for name, info in (agents or {}).items():
+                if info['error'] is not None:
+                    self._claimError({'queue': queue_name, 'agent': name,
+                                      'reason': 'error'})
 
     def _resizePool(self, queue_name, name, size):
         pools = self.queues.setdefault(queue_name, {})
@@ -602,6 +734,17 @@ class Dispatcher:
             if info['agent'] in agents:
                 agents[info['agent']]['new jobs'].append(jobid)
 
+    def _reportUnloadable(self, entry):
+        """In a claiming thread: a job was found unloadable (see
+        ``zc.async.unloadable``)."""
+        self.reactor.callFromThread(self._claimError, {
+            'queue': entry.queue_name, 'agent': None,
+            'reason': 'unloadable'})
+
+    @_handoff
+    def _claimError(self, info):
+        self.notify('claim error', info)
+
     def notify(self, event, info):
         """Call each of :attr:`listeners` as ``listener(event, info)``.
 
@@ -609,7 +752,11 @@ class Dispatcher:
         (info: ``'duration'``, the seconds its database half took, and
         ``'poll'``, its :class:`PollInfo`); ``'job started'`` and ``'job
         finished'`` for each job attempt a worker thread runs (info: the
-        job's record, see :meth:`getJobInfo`; listeners must not change it).
+        job's record, see :meth:`getJobInfo`; listeners must not change
+        it); ``'claim error'`` for each claim that failed, and each job
+        found unloadable (info: ``'queue'``, ``'agent'`` (None for an
+        unloadable job) and ``'reason'``, ``'error'`` or
+        ``'unloadable'``).
         """
         for listener in list(self.listeners):
             try:
@@ -639,6 +786,8 @@ class Dispatcher:
     def _invalidated(self, adapter, oids, committing_instance):
         """In a committing thread (or a listener's): wake if a watched
         queue changed (``oids`` None: it may have)."""
+        if oids is not None:
+            self.watchdog.invalidated(oids)  # an abort request?
         if committing_instance in self._own_storages or claim_only_commit():
             return  # our own claims
         watched = self._watched.get(adapter)
@@ -648,14 +797,18 @@ class Dispatcher:
                 self._wake_requested = True
                 self.reactor.callFromThread(self._wake)
 
-    def _wake(self):
-        """Poll now (coalesced with a running poll); the beat follows."""
+    def _wake(self, tick=False):
+        """Poll now (coalesced with a running poll); the beat follows.
+
+        ``tick``: for a schedule's tick, which fires even when every
+        thread is busy.
+        """
         self._wake_requested = False
-        if not self.activated:
+        if not self.activated or self.stopping:
             return
         if self._polling:
             self._wake_pending = True
-        elif self._busy():
+        elif self._busy() and not tick:
             # A poll would find no room to claim in: the next thread that
             # frees up without claiming a job itself wakes one instead.
             for pool in self._livePools():
@@ -702,6 +855,22 @@ class Dispatcher:
         delay = max(0.0, (due + claims.GRACE - utils.now()).total_seconds())
         self._grace_wake = self.reactor.callLater(delay, self._wake), due
 
+    def _wakeForTick(self, due):
+        """Poll when the next tick of a schedule is due, at ``due``.
+
+        Not for a tick already due: it could not fire (its schedule is
+        logged), and the heartbeat retries it.
+        """
+        call, at = self._tick_wake or (None, None)
+        if call is not None and call.active():
+            if at <= due:
+                return  # an earlier one serves: its poll looks again
+            call.cancel()
+        delay = (due - utils.now()).total_seconds()
+        if delay > 0:
+            self._tick_wake = (
+                self.reactor.callLater(delay, self._wake, True), due)
+
     # ---------------------------------------------------- reporting
 
     def _pools(self):
@@ -710,7 +879,11 @@ class Dispatcher:
         yield from self.dead_pools
 
     def getStatusInfo(self):
-        """Status, poll interval, time since last poll, uptime and UUID."""
+        """Status, poll interval, time since last poll, uptime and UUID.
+
+        The status is STOPPED, STARTING, RUNNING, STUCK (no poll for a poll
+        interval) or DEGRADED (the last poll's claims failed).
+        """
         interval = datetime.timedelta(seconds=self.poll_interval)
         res = {'poll interval': interval, 'time since last poll': None,
                'uptime': None, 'uuid': self.UUID, 'status': STOPPED}
@@ -724,7 +897,9 @@ class Dispatcher:
             res['status'] = STUCK if stuck else STARTING
         else:
             since = res['time since last poll'] = now - last.utc_timestamp
-            res['status'] = STUCK if since > interval else RUNNING
+            res['status'] = (STUCK if since > interval
+                             else DEGRADED if _claims_failed(last)
+                             else RUNNING)
         return res
 
     def getJobInfo(self, oid, database_name=None):
@@ -805,6 +980,13 @@ class Dispatcher:
         for poll in self.iterPolls(at=at, before=before, since=since):
             stats.addPoll(poll, queue, agent)
         return stats.result()
+
+
+def _claims_failed(poll):
+    """Whether a claim of the poll ``poll`` (a PollInfo) failed."""
+    return any(info['error'] is not None
+               for agents in poll.values() if agents
+               for info in agents.values())
 
 
 def _share(queue, uuid):

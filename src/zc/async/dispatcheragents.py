@@ -31,8 +31,12 @@ class DispatcherAgents(utils.Dict):
     __module__ = 'zc.async.queue'
 
     UUID = activated = None
+    instance_lock = None  # see IDispatcherAgents
     ping_interval = datetime.timedelta(seconds=30)
     ping_death_interval = datetime.timedelta(seconds=60)
+    # {(db name, oid): first seen} of the jobs this dispatcher cannot load,
+    # made when it finds the first (see zc.async.unloadable).
+    unloadable = None
 
     def __init__(self, uuid):
         super().__init__()
@@ -80,12 +84,14 @@ class DispatcherAgents(utils.Dict):
         zope.event.notify(interfaces.DispatcherActivated(self))
 
     def deactivate(self):
-        """Mark the record deactivated, then clean the agents."""
+        """Mark the record deactivated, then clean the agents; return what
+        the cleaning did (see :meth:`_clean`)."""
         if not self.activated:
             raise ValueError('Not activated')
         self.activated = None
-        self._clean()
+        handed_back = self._clean()
         zope.event.notify(interfaces.DispatcherDeactivated(self))
+        return handed_back
 
     def reactivate(self):
         """Mark the record activated again, without cleaning the agents."""
@@ -93,17 +99,31 @@ class DispatcherAgents(utils.Dict):
         zope.event.notify(interfaces.DispatcherReactivated(self))
 
     def _clean(self):
-        """Hand every job held by the agents back to the queue."""
+        """Hand every job held by the agents back to the queue; return
+        ``[(job, what)]``, ``what`` being a value of :data:`HANDED_BACK`."""
+        handed_back = []
         for agent in self.values():
             while len(agent):
-                _requeue(self.parent, agent, agent.pull())
+                job = agent.pull()
+                handed_back.append((job, _requeue(self.parent, agent, job)))
+        return handed_back
 
     def __repr__(self):
         return '<%s %s>' % (utils.custom_repr(self), self.UUID)
 
 
+#: What cleaning a record does with a held job, by the job's status.
+HANDED_BACK = {
+    interfaces.NEW: 'back in the queue',
+    interfaces.ACTIVE: 'interrupted: its handleInterrupt is queued',
+    interfaces.CALLBACKS: 'its resumeCallbacks is queued',
+    interfaces.COMPLETED: 'completed',
+}
+
+
 def _requeue(queue, agent, job):
-    """Put ``job``, just pulled from ``agent``, where it can finish."""
+    """Put ``job``, just pulled from ``agent``, where it can finish; return
+    what was done (a value of :data:`HANDED_BACK`)."""
     status = job.status
     if status in (interfaces.PENDING, interfaces.ASSIGNED):
         utils.log.warning(
@@ -121,6 +141,14 @@ def _requeue(queue, agent, job):
         agent.completed.add(job)
         utils.log.warning(
             'unexpectedly had to inform agent of completion of %r', job)
+    return HANDED_BACK[status]
+
+
+def describe_handed_back(handed_back):
+    """One line's worth of text for what ``deactivate`` returned."""
+    if not handed_back:
+        return 'no jobs'
+    return '; '.join('%r: %s' % (job, what) for job, what in handed_back)
 
 
 def _put_housekeeping(queue, method):
@@ -160,11 +188,16 @@ class Dispatchers(Mapping):
         """Record that dispatcher ``uuid`` is alive; check on a sibling."""
         agents = self[uuid]
         if not agents.activated:
+            # 1.5's words (which alerts match), then what else we know.
             utils.log.critical(
-                'Dispatcher %s in queue %r was deactivated but pinged: '
-                'reactivating it.  Its ping_death_interval may be too short, '
-                'its commits may take too long, or the clocks of the '
-                'machines may be out of sync.', uuid, self.__parent__.name)
+                "Dispatcher %r not activated prior to ping. This can indicate "
+                "that the dispatcher's ping_death_interval is set too short, "
+                "or that some transactions in the system are taking too long "
+                "to commit. Activating, to correct the current problem, but "
+                "if the dispatcher was inappropriately viewed as ``dead`` and "
+                "deactivated, you should investigate the cause.  (Queue %r; "
+                "the clocks of the machines may also be out of sync.)",
+                uuid, self.__parent__.name)
             agents.reactivate()
         now = utils.now()
         last = agents.last_ping.value
@@ -173,7 +206,16 @@ class Dispatchers(Mapping):
             agents.last_ping.value = now
         sibling = self._next_activated(uuid)
         if sibling is not None and sibling.dead:
-            sibling.deactivate()
+            last = max(t for t in (sibling.last_ping.value, sibling.activated)
+                       if t is not None)
+            handed_back = sibling.deactivate()
+            utils.log_after_commit(
+                self, logging.WARNING,
+                'dispatcher %s in queue %r is dead (no ping since %s; death '
+                'interval %s): dispatcher %s deactivated it; its jobs: %s',
+                sibling.UUID, self.__parent__.name, last,
+                sibling.ping_death_interval, uuid,
+                describe_handed_back(handed_back))
 
     def _next_activated(self, uuid):
         """The next activated record after ``uuid``, wrapping around."""

@@ -9,6 +9,11 @@ policy's dispatcher would watch the layer's base storage, not the test's
     ...
     zc.asynchronous.ftesting.tearDown()
 
+As in 1.5, ``setUp()`` without a connection uses ``getRootFolder()`` from
+the calling code's globals (a ``zope.app.testing`` functional doctest has
+one), and ``tearDown()`` stops the process's dispatcher even if ``setUp``
+did not start it.
+
 :func:`setUp` installs the queues and a threaded dispatcher polling every
 0.1 s on that database, adds agent ``'main'`` when it activates, waits for
 two polls, and echoes ``zc.async`` CRITICAL log records to stdout.
@@ -46,7 +51,9 @@ def setUp(connection=None,
           agent_installer=subscribers.agent_installer,
           log_file=STDOUT, log_level=logging.CRITICAL):
     """Start a dispatcher on the database of ``connection`` (or on
-    ``connection`` itself, a database) for a functional test.
+    ``connection`` itself, a database) for a functional test; by default
+    on the database of ``getRootFolder()``, a function found in the
+    caller's globals.
 
     Registers ``agent_installer`` as a handler, runs ``queue_installer``
     and ``dispatcher_installer`` (not the application's own subscribers)
@@ -58,6 +65,8 @@ def setUp(connection=None,
     if _state:
         raise ValueError('zc.async.ftesting.setUp was called twice; call'
                          ' tearDown() after each setUp()')
+    if connection is None:
+        connection = _root_folder_connection(sys._getframe(1).f_globals)
     db = _database(connection)
     zope.component.provideHandler(agent_installer)
     _state['agent_installer'] = agent_installer
@@ -73,13 +82,19 @@ def setUp(connection=None,
         raise
 
 
-def _database(connection):
-    """The database of ``connection`` (a connection or a database)."""
-    if connection is None:
+def _root_folder_connection(caller_globals):
+    """The connection of ``getRootFolder()`` of the caller (1.5's way)."""
+    get_root_folder = caller_globals.get('getRootFolder')
+    if get_root_folder is None:
         raise ValueError(
             'zc.async.ftesting.setUp needs the connection (or database) of'
-            ' the functional test, for example getRootFolder()._p_jar;'
-            ' zc.async 1.5 found getRootFolder in the caller\'s globals')
+            ' the functional test, for example getRootFolder()._p_jar, or a'
+            ' getRootFolder function in the globals of its caller')
+    return get_root_folder()._p_jar
+
+
+def _database(connection):
+    """The database of ``connection`` (a connection or a database)."""
     if ZODB.interfaces.IConnection.providedBy(connection):
         return connection.db()
     if ZODB.interfaces.IDatabase.providedBy(connection):
@@ -91,9 +106,12 @@ def _database(connection):
 def _start(dispatcher_installer, event):
     """Run the installer; wait for two polls of the activated dispatcher.
     """
-    dispatcher = dispatcher_installer(event)
-    if dispatcher is None:  # an installer that does not return it
-        dispatcher = dispatcher_registry.get()
+    dispatcher_installer(event)
+    dispatcher = dispatcher_registry.get(
+        getattr(dispatcher_installer, 'uuid', None))
+    if dispatcher is None:
+        raise ValueError('the dispatcher installer %r started no dispatcher'
+                         % (dispatcher_installer,))
     _state['dispatcher'] = dispatcher
     testing.get_poll(dispatcher, 0)
     testing.get_poll(dispatcher, 1)
@@ -110,22 +128,33 @@ def tearDown():
     closes the stopped reactor's file descriptors.  Raises
     :class:`~zc.async.testing.TearDownDispatcherError` naming the dispatcher
     or jobs that did not stop within 3 seconds each (after undoing the rest).
+
+    Without a :func:`setUp` before, it stops and forgets the process's
+    dispatcher (the one of the ``IUUID`` utility), whatever started it,
+    as in 1.5; ValueError if there is none.
     """
-    if not _state:
-        raise ValueError('zc.async.ftesting.tearDown called without setUp')
-    state = dict(_state)
+    state = dict(_state) or {'dispatcher': _process_dispatcher()}
     _state.clear()
     handler = state.get('log_handler')
     if handler is not None:
         logging.getLogger('zc.async').removeHandler(handler)
-    zope.component.getGlobalSiteManager().unregisterHandler(
-        state['agent_installer'])
+    if 'agent_installer' in state:
+        zope.component.getGlobalSiteManager().unregisterHandler(
+            state['agent_installer'])
     dispatcher = state.get('dispatcher')
     if dispatcher is not None:
         try:
             testing.tear_down_dispatcher(dispatcher)
         finally:
             _forget(dispatcher)
+
+
+def _process_dispatcher():
+    dispatcher = dispatcher_registry.get()
+    if dispatcher is None:
+        raise ValueError('zc.async.ftesting.tearDown: no dispatcher runs in'
+                         ' this process (no setUp, or torn down already)')
+    return dispatcher
 
 
 def _forget(dispatcher):

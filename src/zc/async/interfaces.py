@@ -58,6 +58,26 @@ class FullError(AsyncError):
     """A sized sequence is full (declared for compatibility; unused)."""
 
 
+class JobStopped(AsyncError):
+    """Raised inside a running job's thread to stop it, and stored as the
+    job's failure: the base of :class:`TimeLimitExceeded` and
+    :class:`AbortRequested` (see :mod:`zc.async.watchdog`).
+
+    The job's retry policy sees it as a job error: the default policies do
+    not retry it.  A job that swallows it (``except Exception: pass``)
+    fails with it all the same once it returns, and is abandoned if it
+    does not return soon.
+    """
+
+
+class TimeLimitExceeded(JobStopped):
+    """A running job went on longer than its ``time_limit``."""
+
+
+class AbortRequested(JobStopped):
+    """Somebody asked for the job to be aborted (``IJob.requestAbort``)."""
+
+
 class DuplicateJobError(AsyncError):
     """``put(..., unique_key=key, on_duplicate='raise')`` found a job
     holding ``key`` in the queue: pending, or running.
@@ -72,6 +92,42 @@ class DuplicateJobError(AsyncError):
     @property
     def job(self):
         return self.args[2]
+
+
+class SnapshotUnavailableError(AsyncError):
+    """A replay asked for a database state the storage no longer has (a
+    pack went past it, or the storage is history-free); the message says
+    which.  ``oldest`` is the tid of the oldest complete state after it,
+    when there is one (None otherwise)."""
+
+    def __init__(self, message, oldest=None):
+        super().__init__(message)
+        self.oldest = oldest
+class UnloadableJobError(AsyncError):
+    """No live dispatcher of the job's queue could load the job.
+
+    A job whose record, callable or arguments cannot be loaded (its module
+    is missing, say) is passed over by the claims of the dispatchers that
+    cannot load it; once every live dispatcher of its queue has found it
+    unloadable for the queue's ``unloadable_timeout``, one of them fails
+    it with this error (see :mod:`zc.async.unloadable`).
+
+    ``UnloadableJobError(oid, callable_name, error)``: the job's oid (an
+    integer), the dotted name of its callable (None when even that could
+    not be read) and what went wrong (a text).
+    """
+
+    def __init__(self, oid, callable_name, error):
+        super().__init__(oid, callable_name, error)
+
+    oid = property(lambda self: self.args[0])
+    callable_name = property(lambda self: self.args[1])
+    error = property(lambda self: self.args[2])
+
+    def __str__(self):
+        return 'job %d (callable %s) could not be loaded by any live ' \
+            'dispatcher of its queue: %s' % (
+                self.oid, self.callable_name or '?', self.error)
 
 
 # -------------------------------------------------------------------- events
@@ -186,7 +242,9 @@ class IReactor(zope.interface.Interface):
     def addSystemEventTrigger(phase, eventType, callable, *args, **kw):
         """Run ``callable`` around a system event.
 
-        Dispatchers use ``('before', 'shutdown', ...)`` to deactivate.
+        Dispatchers use ``('before', 'shutdown', ...)`` to stop: the
+        trigger may return a Deferred (its running jobs still finishing),
+        which the reactor waits for before it shuts down.
         """
 
     def callWhenRunning(callable, *args, **kw):
@@ -315,8 +373,39 @@ class IJob(IAbstractJob):
 
     active_end = zope.interface.Attribute('When the result was stored (UTC).')
 
+    active_snapshot = zope.interface.Attribute(
+        'The transaction id (8 bytes) of the committed database state that '
+        'the callable saw in the attempt whose outcome was stored last (its '
+        'connection\'s snapshot), or None (never called, or called before '
+        'zc.async 2).  Recorded in the commits the attempt makes anyway; '
+        'see zc.async.sandbox.replay.')
+
     initial_callbacks_end = zope.interface.Attribute(
         'When the callbacks first completed (UTC), from ``key``.')
+
+    time_limit = zope.interface.Attribute(
+        'A positive timedelta, or None (the default): how long the '
+        'callable may run in a dispatcher\'s worker thread before '
+        'TimeLimitExceeded is raised in it (see zc.async.watchdog).  None '
+        'means the limit of the agent that claimed the job, if any.  '
+        'Settable while NEW or PENDING.')
+
+    abort_requested = zope.interface.Attribute(
+        'Whether ``requestAbort`` was called (and committed).')
+
+    def requestAbort():
+        """Ask for the job to be aborted, from any process.
+
+        A job that has not started (NEW or PENDING) is taken out of its
+        queue (it keeps the queue as its parent, for a retry) and failed at
+        once with AbortRequested, which commits (as ``fail`` does).  For an ASSIGNED or ACTIVE job the request is
+        recorded; once it is committed, the dispatcher running the job
+        raises AbortRequested in the job's thread (or before the job
+        starts, if it has not yet), and code that checks
+        ``zc.async.local.isAbortRequested()`` may return early; the job
+        fails with AbortRequested either way.  BadStatusError for a job in
+        CALLBACKS or COMPLETED status: it has its result.
+        """
 
     unique_key = zope.interface.Attribute(
         'The unique key the job was put with (a string), or None.  While '
@@ -367,6 +456,11 @@ class IAgent(zope.interface.common.sequence.IFiniteSequence):
 
     parent = zope.interface.Attribute('The IDispatcherAgents.')
 
+    time_limit = zope.interface.Attribute(
+        'None (the default), or a positive timedelta: the time limit of '
+        'the jobs this agent claims that have none of their own (callbacks '
+        'and zc.async\'s housekeeping jobs excepted).')
+
     def get():
         """Declared in 1.5; the implementation's method is ``claimJob``."""
 
@@ -401,13 +495,22 @@ class IQueue(zc.queue.interfaces.IQueue):
     dispatchers = zope.interface.Attribute(
         'The Dispatchers mapping, UUID -> IDispatcherAgents.')
 
+    schedules = zope.interface.Attribute(
+        'The ISchedules mapping of the queue\'s recurring jobs, by name '
+        '(made on first use).')
+    unloadable_timeout = zope.interface.Attribute(
+        'A timedelta (10 minutes unless set): how long a pending job that '
+        'no live dispatcher of the queue can load waits before it is '
+        'failed with UnloadableJobError (zero: at once).')
+
     def put(item, begin_after=None, begin_by=None, failure_log_level=None,
             retry_policy_factory=None, unique_key=None,
-            on_duplicate='return'):
+            on_duplicate='return', time_limit=None):
         """Adapt ``item`` to IJob, add it to the queue and return the job.
 
         The job must be NEW.  ``begin_after`` must be timezone-aware;
-        ``begin_by`` is a timedelta after ``begin_after``.
+        ``begin_by`` is a timedelta after ``begin_after``; ``time_limit``
+        sets the job's ``time_limit``.
 
         ``unique_key`` (a string): while a job put with that key is pending
         or running in this queue (until it completes, or leaves the queue
@@ -449,12 +552,28 @@ class IDispatcherAgents(zope.interface.common.mapping.IMapping):
         'True when the later of last ping and activation is more than '
         '``ping_death_interval`` ago.')
 
+    instance_lock = zope.interface.Attribute(
+        '``(host name, UUID file path, process id)`` of the process that '
+        'activated the record while it held the lock on its instance UUID '
+        'file, else None.  A later process that takes that lock knows the '
+        'record\'s process has ended (see zc.async.instanceuuid).')
+
+    unloadable = zope.interface.Attribute(
+        'None, or an OOBTree {(database name, oid): first seen} of the '
+        'pending jobs of the queue that this dispatcher found it cannot '
+        'load (kept by the dispatcher\'s polls).')
+
     def activate():
         """Clean the agents, mark activated and fire DispatcherActivated."""
 
     def deactivate():
         """Mark deactivated, clean the agents and fire
-        DispatcherDeactivated."""
+        DispatcherDeactivated.
+
+        Returns what the cleaning did, as ``[(job, what)]``: ``what`` says
+        where each job held by the agents went (see
+        ``zc.async.dispatcheragents.HANDED_BACK``).
+        """
 
     def reactivate():
         """Mark activated again without cleaning; fire
@@ -544,3 +663,136 @@ class IMonitorPlugin(zope.interface.Interface):
         """Run tool ``cmd`` with the modifier words ``raw``; write the
         answer to ``connection`` (anything with a ``write(text)`` method).
         """
+
+
+class ISandboxReport(zope.interface.Interface):
+    """What a replay or dry-run did (see zc.async.sandbox)."""
+
+    kind = zope.interface.Attribute("'replay' or 'dry-run'.")
+
+    job = zope.interface.Attribute('The repr of the job run (in the sandbox).')
+
+    job_id = zope.interface.Attribute(
+        '(integer oid, database name) of the job; None for a plain '
+        'callable.')
+
+    at = zope.interface.Attribute(
+        'The tid (8 bytes) of the database state the sandbox showed.')
+
+    at_source = zope.interface.Attribute(
+        'Why that state, in words (the recorded snapshot, as asked, the '
+        'latest).')
+
+    failed = zope.interface.Attribute('Whether the call raised.')
+
+    result = zope.interface.Attribute(
+        'What the callable returned (its persistent objects belong to the '
+        'closed sandbox: use ``result_repr``).')
+
+    result_repr = zope.interface.Attribute('A short repr of the result.')
+
+    error = zope.interface.Attribute('The exception raised, or None.')
+
+    traceback = zope.interface.Attribute(
+        'The formatted traceback of the error, or None.')
+
+    seconds = zope.interface.Attribute(
+        'How long the call and its commit took.')
+
+    added = zope.interface.Attribute(
+        'Changes (oid, database, class_name) of the objects the run added; '
+        'their oids are the sandbox\'s.')
+
+    changed = zope.interface.Attribute(
+        'Changes of the objects the run changed; ``differences`` lists '
+        'their changed attributes, cut short.')
+
+    removed = zope.interface.Attribute(
+        'Changes of the objects that the changed objects no longer refer '
+        'to (unreachable, unless other objects refer to them).')
+
+    missing = zope.interface.Attribute(
+        'Oids whose revisions the run needed but a pack removed.')
+
+    def text():
+        """The report for humans."""
+
+    def as_dict():
+        """The report as JSON-ready data."""
+
+
+class ISchedule(zope.interface.Interface):
+    """A recurring job: a template job put in its queue at each tick of a
+    rule (see :mod:`zc.async.schedule`).
+
+    Made as ``Schedule(callable, *args, cron=None, every=None,
+    timezone=None, start=None, catch_up='once', overlap=True, **kwargs)``
+    with exactly one of ``cron`` (an expression matched in ``timezone``: an
+    IANA name or tzinfo, UTC by default) and ``every`` (a positive
+    timedelta).  ``callable`` may also be a new job, whose settings are
+    copied too.  Bad values raise ValueError or TypeError there.
+    """
+
+    name = zope.interface.Attribute('The name in ``queue.schedules``.')
+
+    job = zope.interface.Attribute(
+        'The template IJob, never run: each tick puts a copy.')
+
+    cron = zope.interface.Attribute('The cron expression, or None.')
+
+    every = zope.interface.Attribute('The interval (timedelta), or None.')
+
+    timezone = zope.interface.Attribute(
+        'The tzinfo ``cron`` is read in (UTC for ``every``).')
+
+    start = zope.interface.Attribute(
+        'The aware datetime given as ``start``, or None.  No tick is '
+        'before it; ``every`` ticks fall on ``start + k * every`` (by '
+        'default the first one is an interval after the schedule is made).')
+
+    catch_up = zope.interface.Attribute(
+        "What due ticks put after a downtime: 'once' (one job), 'all' "
+        "(one job each, at most ``max_catch_up``) or 'skip' (none, but "
+        "the latest may still fire if at most ``grace`` late).")
+
+    overlap = zope.interface.Attribute(
+        'False: a tick puts no job while the last one is pending, running '
+        'or in its callbacks.')
+
+    grace = zope.interface.Attribute(
+        "How late the latest due tick may fire under catch_up='skip' (a "
+        'timedelta, one minute; a class attribute an instance may set).')
+
+    max_catch_up = zope.interface.Attribute(
+        "The most jobs catch_up='all' puts at once (100; a class "
+        'attribute an instance may set).')
+
+    rule = zope.interface.Attribute('The rule in words.')
+
+    next_run = zope.interface.Attribute(
+        'The first tick not fired yet (aware UTC).')
+
+    last_run = zope.interface.Attribute(
+        'The tick of the last job put (aware UTC), or None.')
+
+    last_job = zope.interface.Attribute('The last job put, or None.')
+
+    def nextTick(after):
+        """The first tick strictly after the aware datetime ``after``."""
+
+    def lastTick(until):
+        """The last tick at or before the aware datetime ``until``."""
+
+    def newJob():
+        """A new job copied from the template."""
+
+
+class ISchedules(zope.interface.common.mapping.IEnumerableMapping):
+    """A queue's schedules by name; values must be ISchedule.
+
+    Adding one sets its ``name`` and ``parent``; ``del`` removes it.
+    """
+
+    earliest = zope.interface.Attribute(
+        'No schedule\'s ``next_run`` is before this datetime (None: no '
+        'schedule was ever added).')

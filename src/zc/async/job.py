@@ -41,7 +41,9 @@ from . import interfaces
 from . import twist
 from . import unique
 from . import utils
+from . import watchdog
 from ._jobparts import JobParts
+from .snapshot import connection_tid
 from .interfaces import NEW, PENDING, ASSIGNED, ACTIVE, CALLBACKS, COMPLETED
 from .retry import (  # noqa: F401  (1.5 names of zc.async.job)
     RetryCommonFourTimes, RetryCommonForever, NeverRetry,
@@ -58,6 +60,10 @@ _STATUS_NAMES = {NEW: 'NEW', PENDING: 'PENDING', ASSIGNED: 'ASSIGNED',
                  COMPLETED: 'COMPLETED'}
 
 _RETRY = object()  # an attempt's outcome: run the callable again
+
+# The annotation that records an abort request (see requestAbort): a change
+# of the annotations, which merges with the job's own commits.
+_ABORT_KEY = 'zc.async.abort_requested'
 
 
 class _Lazy:
@@ -83,6 +89,11 @@ class _Lazy:
             return self.text.replace('%r', '%s') % tuple(
                 utils.custom_repr(arg) for arg in self.args)
 
+
+_REASSIGNED = (  # 1.5's words, which log alerts match
+    '%r was reassigned.  Likely cause was that polling was unable to occur '
+    'as regularly as expected, perhaps because of long commit times in the '
+    'application.')
 
 # Names defined in zc.async.composite that 1.5 defined here (see __getattr__).
 _COMPOSITE_NAMES = frozenset([
@@ -128,7 +139,9 @@ class Job(_CallbackAdder, JobParts, utils.Base):
     _result = None
     _status_id = _NEW
     _begin_after = _begin_by = None  # aware UTC datetime; timedelta
+    _time_limit = None  # timedelta
     _active_start = _active_end = None
+    _active_snapshot = None  # tid; none in 1.5 pickles
     _quota_names = ()
     _retry_policy = None  # created once by getRetryPolicy
     retry_policy_factory = None
@@ -154,11 +167,11 @@ class Job(_CallbackAdder, JobParts, utils.Base):
 
     def __repr__(self):
         try:
-            call = utils.custom_repr(self._callable_root)
+            call = utils.bounded_repr(self._callable_root)
             if self._callable_name is not None:
                 call += ' :' + self._callable_name
-            arguments = [utils.custom_repr(arg) for arg in self._args]
-            arguments.extend('%s=%s' % (key, utils.custom_repr(value))
+            arguments = [utils.bounded_repr(arg) for arg in self._args]
+            arguments.extend('%s=%s' % (key, utils.bounded_repr(value))
                              for key, value in self._kwargs.items())
             return '<%s ``%s(%s)``>' % (
                 utils.custom_repr(self), call, ', '.join(arguments))
@@ -175,12 +188,10 @@ class Job(_CallbackAdder, JobParts, utils.Base):
         return _STATUSES[self._status_id]
 
     def _require_status(self, statuses, message):
-        """Raise BadStatusError(message + the facts) unless the status is
-        one of ``statuses``."""
-        status = self.status
-        if status not in statuses:
-            raise interfaces.BadStatusError('%s (%r has %s status)' % (
-                message, self, _STATUS_NAMES.get(status, status)))
+        """Raise BadStatusError(message) unless the status is one of
+        ``statuses`` (the messages are 1.5's, which tests match)."""
+        if self.status not in statuses:
+            raise interfaces.BadStatusError(message)
 
     def _call_statuses(self):
         """The statuses in which the job may be called."""
@@ -276,7 +287,8 @@ class Job(_CallbackAdder, JobParts, utils.Base):
     @callable.setter
     def callable(self, value):
         self._require_status(
-            (NEW,), 'can only set callable when a job has NEW status')
+            (NEW,), 'can only set callable when a job has NEW, PENDING, or '
+            'ASSIGNED status')  # 1.5's text; only NEW is allowed (A8)
         if not callable(value):
             raise TypeError('a job needs a callable, not %r' % (value,))
         owner = _bound_owner(value)
@@ -327,6 +339,37 @@ class Job(_CallbackAdder, JobParts, utils.Base):
         self._begin_by = value
 
     @property
+    def time_limit(self):
+        return self._time_limit
+
+    @time_limit.setter
+    def time_limit(self, value):
+        self._require_status(
+            (NEW, PENDING),
+            'can only set time_limit when a job has NEW or PENDING status')
+        self._time_limit = watchdog.check_time_limit(value)
+
+    @property
+    def abort_requested(self):
+        return self.annotations.get(_ABORT_KEY) is not None
+
+    def requestAbort(self):
+        """See IJob."""
+        self._require_status(
+            (NEW, PENDING, ASSIGNED, ACTIVE),
+            'can only request the abort of a job that has no result yet')
+        status = self.status
+        self._annotation_tree()[_ABORT_KEY] = utils.now()
+        if status in (NEW, PENDING):
+            error = interfaces.AbortRequested(
+                'its abort was requested before it started')
+            if interfaces.IQueue.providedBy(self.parent):
+                from .jobactions import fail_pending  # it imports this
+                fail_pending(self, error)  # it keeps its queue
+            else:
+                self.fail(error)
+
+    @property
     def quota_names(self):
         return self._quota_names
 
@@ -353,6 +396,10 @@ class Job(_CallbackAdder, JobParts, utils.Base):
     @property
     def active_end(self):
         return self._active_end
+
+    @property
+    def active_snapshot(self):
+        return self._active_snapshot
 
     @property
     def initial_callbacks_end(self):
@@ -400,12 +447,13 @@ class Job(_CallbackAdder, JobParts, utils.Base):
             tm)
         call = getattr(policy, call_name, None)
         if call is None:
-            utils.log.error('retry policy %r for %r has no %s method',
-                            policy, self, call_name)
+            utils.log.error(
+                'retry policy %r for %r does not have required %s method',
+                policy, self, call_name)
             return None
         answer = utils.never_fail(
             lambda: call(*args),
-            _Lazy('getting %s retry answer for %r', call_name, self), tm)
+            _Lazy('getting result for %s retry for %r', call_name, self), tm)
         self._check_reassigned((ACTIVE,))
         return answer
 
@@ -421,11 +469,11 @@ class Job(_CallbackAdder, JobParts, utils.Base):
                     and self.queue is not None):
                 return utils.never_fail(
                     lambda: self._reschedule(answer, data_cache),
-                    _Lazy('rescheduling %r for its retry policy', self), tm)
+                    _Lazy('rescheduling %r as requested by associated '
+                          'IRetryPolicy %r', self, self._retry_policy), tm)
             utils.log.critical(
-                'retry policy of %r asked to reschedule it, but only a job '
-                'held by an agent can be rescheduled; keeping the failure',
-                self)
+                'error for IRetryPolicy %r on %r: can only reschedule a job '
+                'directly in an agent', self._retry_policy, self)
             return None
         return _RETRY if answer else None
 
@@ -463,10 +511,11 @@ class Job(_CallbackAdder, JobParts, utils.Base):
             reason = 'its status is %s, not %s' % (
                 _STATUS_NAMES.get(status, status),
                 ' or '.join(_STATUS_NAMES[s] for s in expected_statuses))
-        utils.log.error(
-            '%r was reassigned.  Likely cause was that polling was unable to '
-            'occur as regularly as expected, perhaps because of long commit '
-            'times in the application.', self)
+        if watchdog.dropped(self):  # handed back by a stop, or abandoned
+            utils.tracelog.info('dropping this attempt of %r: %s', self,
+                                reason)
+        else:
+            utils.log.error(_REASSIGNED, self)
         raise interfaces.ReassignedError('%r was reassigned: %s'
                                          % (self, reason))
 
@@ -478,6 +527,8 @@ class Job(_CallbackAdder, JobParts, utils.Base):
         if dispatcher is None or (local.job is not None
                                   and local.job is not self):
             return None
+        if watchdog.abandoned():
+            return 'its worker thread was abandoned'
         agent = self.agent
         if agent is None:
             return 'no agent holds it'
@@ -517,7 +568,7 @@ class Job(_CallbackAdder, JobParts, utils.Base):
         """
         self._check_reassigned((ACTIVE,))
         if self._active_start != started:
-            utils.log.error('%r was reassigned: it was started again.', self)
+            utils.log.error(_REASSIGNED + '  (It was started again.)', self)
             raise interfaces.ReassignedError(
                 '%r was reassigned: started at %s, not %s'
                 % (self, self._active_start, started))
@@ -534,13 +585,15 @@ class Job(_CallbackAdder, JobParts, utils.Base):
 
     def _attempt(self, args, kwargs, tm, data_cache):
         """Call once and store the outcome; _RETRY or what to return."""
+        jar = self._p_jar
+        snapshot = None if jar is None else connection_tid(jar)
         res, raised, teardown = self._invoke(args, kwargs, tm)
         if raised:
             decision = self._handle_error('jobError', res, tm, data_cache)
             if decision is not None:
                 return decision
         failure, waiting = self._store_and_commit(res, tm, data_cache,
-                                                  teardown)
+                                                  teardown, snapshot)
         if failure is not None:
             decision = self._handle_error(
                 'commitError', failure, tm, data_cache)
@@ -549,7 +602,7 @@ class Job(_CallbackAdder, JobParts, utils.Base):
             self._log_lost_outcome(res)
             utils.never_fail(
                 lambda: self._complete_if_still_ours(failure, data_cache),
-                _Lazy('storing commit failure of %r', self), tm)
+                _Lazy('storing failure at commit of %r', self), tm)
         elif waiting:
             if isinstance(res, twisted.internet.defer.Deferred):
                 self._wait_for_deferred(res)
@@ -571,9 +624,10 @@ class Job(_CallbackAdder, JobParts, utils.Base):
         setup_info = None  # what tearDown gets if setUp fails
         try:
             setup_info = self.setUp()
-            res = self.callable(*args, **kwargs)
+            # Stopped by its time limit or an abort request (see watchdog).
+            res = watchdog.watched(self, self.callable)(*args, **kwargs)
             if coroutines.is_coroutine(res):  # an async def function's
-                res = coroutines.run(res)
+                res = watchdog.watched(self, coroutines.run)(res)
         except utils.EXPLOSIVE_ERRORS:
             utils.abort(tm, _Lazy('calling %r', self), wait=False)
             self._tear_down(setup_info)
@@ -592,10 +646,12 @@ class Job(_CallbackAdder, JobParts, utils.Base):
         try:
             self.tearDown(setup_info)
         except Exception:
-            utils.log.critical('tearDown of %r failed', self, exc_info=True)
+            utils.log.critical('Error while tearDown for %r', self,
+                               exc_info=True)
 
-    def _store_and_commit(self, res, tm, data_cache, teardown):
-        """Record the callable's outcome and commit.
+    def _store_and_commit(self, res, tm, data_cache, teardown, snapshot):
+        """Record the callable's outcome, and the ``snapshot`` it ran in
+        (see IJob.active_snapshot), and commit.
 
         Returns ``(commit failure or None, whether the job waits for an
         inner job or Deferred)``; tearDown runs after the commit or abort.
@@ -612,6 +668,8 @@ class Job(_CallbackAdder, JobParts, utils.Base):
             finished = False
             try:
                 waiting = self._store_result(res, data_cache)
+                if self._p_changed:  # no commit of its own: rides along
+                    self._active_snapshot = snapshot
                 if not waiting:
                     stored_end = self._active_end
                     finished = quiet and self._finish_if_no_callbacks()
@@ -669,11 +727,13 @@ class Job(_CallbackAdder, JobParts, utils.Base):
         """
         # Equal times alone do not prove it (frozen or coarse clocks): a
         # dispatcher that took the job over may have completed it since.
+        # Only a read: no commit (the sequence of commits stays 1.5's).
         return utils.never_fail(
             lambda: (self._status_id != _ACTIVE
                      and self._active_end == stored_end
                      and self._foreign_agent() is None),
-            _Lazy('checking the stored result of %r', self), tm)
+            _Lazy('checking the stored result of %r', self), tm,
+            commit=False)
 
     def _store_result(self, res, data_cache):
         """Record ``res``; return whether the job must wait for it."""
@@ -750,7 +810,8 @@ class Job(_CallbackAdder, JobParts, utils.Base):
                           res.getTraceback(elideFrameworkCode=True,
                                            detail='verbose'))
         else:
-            utils.tracelog.info('%r succeeded with result:\n%r', self, res)
+            utils.tracelog.info('%r succeeded with result:\n%r', self,
+                                utils.BoundedRepr(res))
 
     def _log_lost_outcome(self, res):
         """The result's commit failed: say what the callable had done."""
@@ -763,7 +824,8 @@ class Job(_CallbackAdder, JobParts, utils.Base):
         else:
             utils.log.info(
                 'Commit failed for %r (see subsequent traceback).  Prior to '
-                'this, job succeeded with result: %r', self, res)
+                'this, job succeeded with result: %r', self,
+                utils.BoundedRepr(res))
 
     # ---------------------------------------------------------- callbacks
 
@@ -859,17 +921,18 @@ class Job(_CallbackAdder, JobParts, utils.Base):
         the retry policy means "retry now" (and is logged as an error).
         """
         self._require_status(
-            (ACTIVE,), 'can only call handleCallbackInterrupt on a job with '
-            'ACTIVE status')
+            (ACTIVE,), 'can only handleCallbackInterrupt on a job with ACTIVE '
+            'status')
         caller._require_status(
-            (CALLBACKS,), 'the caller of handleCallbackInterrupt must have '
+            (CALLBACKS,), 'can only handleCallbackInterrupt with caller in '
             'CALLBACKS status')
         answer = self._ask_policy('interrupted',
                                   twist.transactionManager(self))
         if _is_time(answer):
             utils.log.error(
-                'retry policy of interrupted callback %r asked to reschedule '
-                'it, which callbacks cannot be; retrying it now', self)
+                'error for IRetryPolicy %r on %r: cannot reschedule a '
+                'callback, only retry.  We will retry now, for no clear '
+                '"right" action.', self._retry_policy, self)
         if answer or _is_time(answer):
             utils.tracelog.debug('retrying interrupted callback %r to %r',
                                  self, caller)
@@ -879,12 +942,38 @@ class Job(_CallbackAdder, JobParts, utils.Base):
                              self, caller)
         self._abort()
 
-    def _abort(self):
-        """Give up an interrupted job: AbortedError, then the callbacks."""
-        failure = twist.Failure(interfaces.AbortedError())
+    def _abort(self, error=None):
+        """Give up an interrupted job: ``error`` (by default an
+        AbortedError), then the callbacks."""
+        failure = twist.Failure(
+            interfaces.AbortedError() if error is None else error)
         self._complete(failure)
         self._log_completion(failure)
         self.resumeCallbacks()
+
+    def _abandon(self, error):
+        """Settle this ACTIVE job, whose worker thread was abandoned after
+        ``error`` (a JobStopped) was raised in it (see zc.async.watchdog),
+        as if its callable had raised ``error``: the retry policy's
+        ``jobError`` decides whether it is put back in its queue (a retry
+        cannot happen in this thread) or fails.  Commits.
+        """
+        self._require_status(
+            (ACTIVE,), 'can only settle an abandoned job with ACTIVE status')
+        tm = twist.transactionManager(self)
+        failure = twist.Failure(error)
+        decision = self._handle_error('jobError', failure, tm, {})
+        if decision is _RETRY and self.queue is not None:
+            utils.never_fail(
+                lambda: self._reschedule(datetime.timedelta(0)),
+                _Lazy('putting back abandoned %r', self), tm)
+        elif decision is None or decision is _RETRY:
+            utils.never_fail(
+                lambda: self._complete_if_still_ours(failure, {}),
+                _Lazy('storing the failure of abandoned %r', self), tm)
+            self._log_completion(failure)
+            utils.never_fail(self.resumeCallbacks,
+                             _Lazy('performing callbacks of %r', self), tm)
 
     def fail(self, e=None):
         """See IJob."""
@@ -901,6 +990,23 @@ class Job(_CallbackAdder, JobParts, utils.Base):
         self._complete(failure)
         self._log_completion(failure)
         self.resumeCallbacks()
+
+    def _replica(self):
+        """A new job, to run this one again: the same callable, arguments,
+        keyword arguments, quota names, retry policy factory and failure
+        log level; not the callbacks.
+
+        The callable is copied as stored, so a job whose callable cannot
+        be imported here is copied all the same.
+        """
+        res = Job.__new__(Job)
+        res._init_parts(tuple(self.args), dict(self.kwargs))
+        res._callable_root = self._callable_root
+        res._callable_name = self._callable_name
+        res.retry_policy_factory = self.retry_policy_factory
+        res.failure_log_level = self.failure_log_level
+        res.quota_names = self.quota_names
+        return res
 
     # -------------------------------------------------------------- hooks
 

@@ -14,7 +14,10 @@ Counted from the dispatcher's events (labels ``queue`` and ``agent``):
   succeeded, with a None result; reassigned jobs count as neither);
 - ``zc_async_job_duration_seconds``: histogram of the attempts' durations;
 - ``zc_async_poll_duration_seconds``: histogram of the polls' database
-  work (no labels).
+  work (no labels);
+- ``zc_async_claim_errors_total{queue, reason}``: claims that failed
+  (reason ``error``) and pending jobs found unloadable, once per job and
+  dispatcher (reason ``unloadable``: see :mod:`zc.async.unloadable`).
 
 Read from the database at each scrape (label ``database``, the ZODB
 database name), cheaply: queue lengths, the jobs agents hold, and the
@@ -27,7 +30,11 @@ length counters of the agents' completed collections:
   database and not dead, 0 for a dead one, and 0 for a dispatcher of this
   process that is not activated;
 - ``zc_async_dispatcher_last_ping_age_seconds{uuid}``: time since the
-  dispatcher's last ping.
+  dispatcher's last ping;
+- ``zc_async_dispatcher_degraded{uuid}``: 1 for an activated dispatcher
+  whose last claim failed for one of its agents, else 0;
+- ``zc_async_unloadable_jobs{queue}``: pending jobs that a live
+  dispatcher of the queue found it cannot load.
 
 ``prometheus_client`` is optional: without it, :func:`install_metrics`
 and :func:`start_metrics_server` raise :class:`MetricsUnavailable`.
@@ -133,6 +140,11 @@ class _Metrics:
             'zc_async_poll_duration_seconds', 'Durations of the database '
             'work of dispatcher polls.', buckets=POLL_DURATION_BUCKETS,
             registry=registry)
+        self.claim_errors = prometheus_client.Counter(
+            'zc_async_claim_errors', 'Claims that failed (reason "error") '
+            'and pending jobs found unloadable, once per job and '
+            'dispatcher (reason "unloadable").', ('queue', 'reason'),
+            registry=registry)
         self.collector = DatabaseCollector()
         registry.register(self.collector)
 
@@ -150,6 +162,9 @@ class DispatcherMetrics:
         if event == 'poll':
             if info['duration'] is not None:
                 metrics.poll_duration.observe(info['duration'])
+            return
+        if event == 'claim error':
+            metrics.claim_errors.labels(info['queue'], info['reason']).inc()
             return
         labels = (info['queue'], info['agent'])
         if event == 'job started':
@@ -203,6 +218,15 @@ class DatabaseCollector:
         ping_age = core.GaugeMetricFamily(
             'zc_async_dispatcher_last_ping_age_seconds', 'Seconds since a '
             'dispatcher last pinged.', labels=('database', 'uuid'))
+        degraded = core.GaugeMetricFamily(
+            'zc_async_dispatcher_degraded', 'Whether an activated '
+            'dispatcher\'s last claim failed for one of its agents.',
+            labels=('database', 'uuid'))
+        unloadable = core.GaugeMetricFamily(
+            'zc_async_unloadable_jobs', 'Pending jobs that a live '
+            'dispatcher of the queue cannot load.',
+            labels=('database', 'queue'))
+        families = (jobs, up, ping_age, degraded, unloadable)
         with self._lock:
             dispatchers = list(self._dispatchers)
         databases = {}
@@ -210,16 +234,18 @@ class DatabaseCollector:
             databases.setdefault(dispatcher.db, []).append(dispatcher)
         for db, local in databases.items():
             try:
-                _read_database(db, local, jobs, up, ping_age)
+                _read_database(db, local, *families)
             except Exception:
                 # A scrape must not fail because one database is away.
                 utils.log.warning('cannot read metrics from database %r',
                                   db.database_name, exc_info=True)
-        return [jobs, up, ping_age]
+        return list(families)
 
 
-def _read_database(db, local_dispatchers, jobs, up, ping_age):
-    """Add ``db``'s job counts and dispatcher liveness to the families."""
+def _read_database(db, local_dispatchers, jobs, up, ping_age, degraded,
+                   unloadable):
+    """Add ``db``'s job counts, dispatcher liveness and trouble to the
+    families."""
     name = db.database_name
     conn = db.open(transaction_manager=transaction.TransactionManager())
     try:
@@ -227,7 +253,7 @@ def _read_database(db, local_dispatchers, jobs, up, ping_age):
             counts = _job_counts(queue)
             for status in JOB_STATUSES:
                 jobs.add_metric((name, queue.name, status), counts[status])
-        seen = _add_liveness(conn, name, up, ping_age)
+        seen = _add_liveness(conn, name, up, ping_age, degraded, unloadable)
         for dispatcher in local_dispatchers:
             if str(dispatcher.UUID) not in seen:
                 up.add_metric((name, str(dispatcher.UUID)), 0)
@@ -251,22 +277,30 @@ def _job_counts(queue):
     return counts
 
 
-def _add_liveness(conn, name, up, ping_age):
-    """Add the activated dispatchers of every queue (merged by UUID);
-    return their UUID strings."""
+def _add_liveness(conn, name, up, ping_age, degraded, unloadable):
+    """Add the activated dispatchers of every queue (merged by UUID), and
+    the jobs they cannot load; return their UUID strings."""
     alive = {}  # {uuid: [up, smallest ping age in seconds or None]}
-    for queue_status in db_status(conn).values():
+    failing = set()  # UUIDs whose claims fail
+    for queue_name, queue_status in db_status(conn).items():
+        bad = set()
         for uuid, found in queue_status['dispatchers'].items():
             entry = alive.setdefault(uuid, [1, None])
             if found['dead']:
                 entry[0] = 0
+            else:
+                bad.update(map(tuple, found.get('unloadable jobs', ())))
+            if found.get('degraded'):
+                failing.add(uuid)
             since = found['since ping']
             if since is not None:
                 seconds = since.total_seconds()
                 entry[1] = seconds if entry[1] is None else min(entry[1],
                                                                 seconds)
+        unloadable.add_metric((name, queue_name), len(bad))
     for uuid, (is_up, age) in sorted(alive.items()):
         up.add_metric((name, uuid), is_up)
+        degraded.add_metric((name, uuid), int(uuid in failing))
         if age is not None:
             ping_age.add_metric((name, uuid), age)
     return set(alive)

@@ -26,11 +26,11 @@ import json
 import re
 import uuid as uuid_module
 
-import transaction
 import zope.component
 
 from . import dispatcher as dispatcher_module
 from . import interfaces
+from . import tolerant
 from . import utils
 
 # ------------------------------------------------------------- encoding
@@ -261,14 +261,11 @@ def _call(name, func, args, kwargs):
 
 def _call_with_connection(name, func, args, kwargs):
     """Call (and encode, while the objects are readable) with a private
-    connection to the default dispatcher's database."""
-    db = get_dispatcher().db
-    conn = db.open(transaction_manager=transaction.TransactionManager())
-    try:
+    tolerant connection to the default dispatcher's database (jobs whose
+    code this process lacks are shown too: see :mod:`zc.async.tolerant`);
+    a monitor never changes data."""
+    with tolerant.connection(get_dispatcher().db) as conn:
         return _encode(_call(name, func, [conn] + args, kwargs))
-    finally:
-        conn.transaction_manager.abort()  # a monitor never changes data
-        conn.close()
 
 
 def _encode(res):
@@ -280,9 +277,9 @@ def tool_help(command, funcs, cmd):
     docstring of ``cmd``."""
     if cmd is None:
         lines = ['These are the tools available.  Usage for each tool is',
-                 "'%s <tool name> [modifiers...]'.  Learn more about each "
-                 'tool' % (command,),
-                 "using '%s help <tool name>'." % (command,), '']
+                 "'%s <tool name> [modifiers...]'.  Learn more about each"
+                 % (command,),
+                 "tool using '%s help <tool name>'." % (command,), '']
         for name, func in sorted(funcs.items()):
             summary = inspect.getdoc(func).split('\n')[0]
             lines.append('%s: %s' % (name, summary))
@@ -296,7 +293,7 @@ def tool_help(command, funcs, cmd):
 
 
 def status(uuid=None):
-    """Get general information about this process's dispatcher.
+    """Get a mapping of general zc.async dispatcher information.
 
     Usage:
 
@@ -305,21 +302,35 @@ def status(uuid=None):
     The answer has these keys:
 
     - "status": STARTING (activated, no poll yet), RUNNING (polling on
-      time), STUCK (the last poll, or the first, is overdue) or STOPPED
+      time), DEGRADED (polling on time, but the last poll's claims
+      failed), STUCK (the last poll, or the first, is overdue) or STOPPED
       (not activated);
     - "poll interval": the time between polls;
     - "time since last poll": how long ago the last poll was (null before
       the first);
     - "uptime": time since activation (null when stopped);
-    - "uuid": the dispatcher's UUID.
+    - "uuid": the dispatcher's UUID;
+    - "unloadable jobs", only when this process found pending jobs that
+      it cannot load: their ids (see "asyncdb job").
 
     The uuid modifier chooses another dispatcher of this process.
     """
-    return get_dispatcher(uuid).getStatusInfo()
+    return dispatcher_status(get_dispatcher(uuid))
+
+
+def dispatcher_status(dispatcher):
+    """``dispatcher.getStatusInfo()``, with the ids of the "unloadable
+    jobs" it found, if any."""
+    res = dispatcher.getStatusInfo()
+    found = dispatcher.unloadable.entries()
+    if found:
+        res['unloadable jobs'] = [[entry.oid, entry.database]
+                                  for entry in found]
+    return res
 
 
 def jobs(queue=None, agent=None, uuid=None):
-    """Show the jobs this process's threads are working on right now.
+    """Show active jobs in worker threads as of the instant.
 
     Usage:
 
@@ -335,7 +346,7 @@ def jobs(queue=None, agent=None, uuid=None):
 
 
 def job(OID, database=None, uuid=None):
-    """Show what this process remembers of a job it claimed.
+    """Local information about a job as of last poll, if known.
 
     Usage:
 
@@ -369,7 +380,7 @@ def job(OID, database=None, uuid=None):
 
 def jobstats(at=None, before=None, since=None, queue=None, agent=None,
              uuid=None):
-    """Count and compare the jobs claimed by the remembered polls.
+    """Statistics on historical jobs as of last poll.
 
     Usage:
 
@@ -400,7 +411,7 @@ def _poll_answer(info):
 
 
 def poll(at=None, before=None, uuid=None):
-    """Show one poll: by default the latest.
+    """Get information about a single poll, defaulting to most recent.
 
     Usage:
 
@@ -425,7 +436,7 @@ def poll(at=None, before=None, uuid=None):
 
 
 def polls(at=None, before=None, since=None, count=None, uuid=None):
-    """Show several polls, newest first.
+    """Get information about recent polls, defaulting to most recent.
 
     Usage:
 
@@ -446,19 +457,20 @@ def polls(at=None, before=None, since=None, count=None, uuid=None):
 
 
 def utcnow():
-    """Show the current time in UTC, in ISO-8601 format.
+    """Return the current time in UTC, in ISO 8601 format.
 
     Usage:
 
         async utcnow
 
-    Compare it with the times of other answers (all UTC).
+    Compare it with the times of other answers (all UTC).  The answer is
+    the bare time, not a JSON string, as in 1.5.
     """
-    return utils.now()
+    return _encode_datetime(utils.now())
 
 
 def UUID():
-    """Show the UUID of this process's dispatcher.
+    """Get instance UUID in hex.
 
     Usage:
 
@@ -472,7 +484,7 @@ def UUID():
 
 
 def help(cmd=None):
-    """Get help about an async tool.
+    """Get help on an async monitor tool.
 
     Usage:
 
@@ -491,14 +503,17 @@ funcs = {'status': status, 'jobs': jobs, 'job': job, 'jobstats': jobstats,
 def async_(connection, cmd=None, *raw):
     """Monitor zc.async activity in this process.
 
+    To see a list of async tools, use 'async help'.
+
+    To learn more about an async monitor tool, use 'async help <tool name>'.
+
     Usage:
 
         async TOOL_NAME [positional modifiers...] [name:value modifiers...]
 
     These tools read what the dispatcher of this process remembers (its
     status, polls, threads and recent jobs), not the database; see the
-    asyncdb command for the database.  Use "async help" to list the tools,
-    and "async help TOOL_NAME" to learn about one.
+    asyncdb command for the database.
     """
     monitor(funcs, inspect.getdoc(async_), connection, cmd, raw)
 

@@ -8,11 +8,13 @@ JSON encoding are those of :mod:`zc.async.monitor`.
 """
 import inspect
 
+import ZODB.broken
 import ZODB.POSException
 import ZODB.utils
 
 from . import interfaces
 from . import retry
+from . import tolerant
 from . import utils
 from .dispatcher import getId
 from .job import isFailure
@@ -44,6 +46,8 @@ def _job_id(obj):
 
 def jobsummary(job):
     """A mapping describing ``job`` (the "details" display)."""
+    if isinstance(job, ZODB.broken.Broken):
+        return _recorded_summary(job)
     now = utils.now()
     agent = job.agent
     queue = job.queue
@@ -51,11 +55,11 @@ def jobsummary(job):
     if isFailure(result):
         result = result.getTraceback(elideFrameworkCode=True, detail='brief')
     else:
-        result = utils.custom_repr(result)
+        result = utils.bounded_repr(result)
     return {
         'repr': repr(job),
-        'args': [utils.custom_repr(arg) for arg in job.args],
-        'kwargs': {key: utils.custom_repr(value)
+        'args': [utils.bounded_repr(arg) for arg in job.args],
+        'kwargs': {key: utils.bounded_repr(value)
                    for key, value in job.kwargs.items()},
         'begin after': job.begin_after,
         'active start': job.active_start,
@@ -85,6 +89,31 @@ def _feature_keys(job):
     if isinstance(settings, retry.Retrying):
         keys['attempt'] = '%d of %d' % (retry.attempt(job), settings.attempts)
     return keys
+def _recorded_summary(job):
+    """The summary of a job whose class is missing here: what its record
+    says of its status, queue and times."""
+    state = job.__getstate__() or {}
+    parent = state.get('parent')
+    res = dict.fromkeys(SUMMARY_KEYS)
+    res.update({
+        'repr': '<%s (oid %d): its class cannot be imported here>' % (
+            tolerant.dotted_name(type(job)), ZODB.utils.u64(job._p_oid)),
+        'args': [], 'kwargs': {}, 'quota names': [], 'callbacks': [],
+        'status': status_word(job), 'failed': False,
+        'queue': parent.name if interfaces.IQueue.providedBy(parent)
+        else None})
+    for key, name in (('begin after', '_begin_after'),
+                      ('active start', '_active_start'),
+                      ('active end', '_active_end')):
+        res[key] = state.get(name)
+    return res
+
+
+#: The keys of a job summary (see :func:`jobsummary`).
+SUMMARY_KEYS = (
+    'repr', 'args', 'kwargs', 'begin after', 'active start', 'active end',
+    'initial callbacks end', 'wait', 'active', 'status', 'failed', 'result',
+    'quota names', 'agent', 'dispatcher', 'queue', 'callbacks')
 
 
 def _displayer(display):
@@ -97,8 +126,9 @@ def _displayer(display):
     return {'default': getId, 'repr': repr, 'details': jobsummary}[display]
 
 
-def _get_job(context, oid, database):
-    """The job ``oid`` (an integer or its text) of database ``database``."""
+def get_object(context, oid, database=None):
+    """The object ``oid`` (an integer or its text) of database
+    ``database`` (default: ``context``'s), or ValueError."""
     oid = parse_int(oid, 'oid')
     try:
         conn = context if database is None else context.get_connection(
@@ -106,11 +136,24 @@ def _get_job(context, oid, database):
     except KeyError:
         raise ValueError('unknown database %r' % (database,)) from None
     try:
-        res = conn.get(ZODB.utils.p64(oid))
+        return conn.get(ZODB.utils.p64(oid))
     except ZODB.POSException.POSKeyError:
         raise ValueError('no object with oid %d in database %r' % (
             oid, conn.db().database_name)) from None
-    if not interfaces.IJob.providedBy(res):
+
+
+def is_job(obj):
+    """Whether ``obj`` is a job, maybe one whose class is missing here."""
+    return interfaces.IJob.providedBy(obj) or (
+        isinstance(obj, ZODB.broken.Broken)
+        and '_callable_root' in (obj.__getstate__() or {}))
+
+
+def get_job(context, oid, database=None):
+    """The job ``oid`` (an integer or its text) of database ``database``."""
+    oid = parse_int(oid, 'oid')
+    res = get_object(context, oid, database)
+    if not is_job(res):
         raise ValueError('oid %d is not a job: %s'
                          % (oid, utils.custom_repr(res)))
     return res
@@ -203,7 +246,7 @@ def _with_help(*parts):
 
 @_with_help(_STATES_HELP, _FILTER_HELP)
 def jobs(context, *states, display='default', count=0, **filters):
-    """List jobs in the database, by state and filters.
+    """Return jobs in one or more states.
 
     Usage:
 
@@ -227,7 +270,7 @@ def jobs(context, *states, display='default', count=0, **filters):
 
 @_with_help(_STATES_HELP, _FILTER_HELP)
 def count(context, *states, **filters):
-    """Count jobs in the database, by state and filters.
+    """Count jobs in one or more states.
 
     Usage:
 
@@ -241,7 +284,7 @@ def count(context, *states, **filters):
 
 @_with_help(_FILTER_HELP)
 def jobstats(context, *states, display='default', **filters):
-    """Count jobs by state, and find the longest and shortest waits and runs.
+    """Return statistics about jobs in one or more states.
 
     Usage:
 
@@ -266,7 +309,7 @@ def jobstats(context, *states, display='default', **filters):
 
 
 def job(context, oid, database=None):
-    """Describe a job.
+    """Return details of job identified by integer oid.
 
     Usage:
 
@@ -284,11 +327,11 @@ def job(context, oid, database=None):
     "unique key"; for a job with a ``retrying`` policy, "attempt" (as "2
     of 3": the attempt it is on, of how many).
     """
-    return jobsummary(_get_job(context, oid, database))
+    return jobsummary(get_job(context, oid, database))
 
 
 def traceback(context, oid, database=None, detail='default'):
-    """Show the traceback of a failed job (null for other jobs).
+    """Return the traceback for the job identified by integer oid.
 
     Usage:
 
@@ -296,12 +339,13 @@ def traceback(context, oid, database=None, detail='default'):
                           [detail:default|brief|verbose]
 
     detail:brief shows one line per frame; detail:verbose adds the
-    (shortened) local variables of each frame.
+    (shortened) local variables of each frame.  The answer is null for a
+    job that did not fail.
     """
     if detail not in _TRACEBACK_DETAILS:
         raise ValueError('detail must be one of %s, not %r'
                          % (', '.join(_TRACEBACK_DETAILS), detail))
-    result = _get_job(context, oid, database).result
+    result = get_job(context, oid, database).result
     if not isFailure(result):
         return None
     return result.getTraceback(detail=detail)
@@ -309,7 +353,7 @@ def traceback(context, oid, database=None, detail='default'):
 
 @_with_help(_FILTER_HELP)
 def nextpending(context, **filters):
-    """Describe the next pending job (null if none).
+    """Return details of the next job in queue to be performed.
 
     Usage:
 
@@ -317,7 +361,8 @@ def nextpending(context, **filters):
 
     The next job is the pending job with the earliest begin_after.  The
     start, end and callbacks_completed filters do not apply, since pending
-    jobs have not started.  The answer is as "asyncdb job" shows it.
+    jobs have not started.  The answer is as "asyncdb job" shows it, or
+    null if there is none.
     """
     for name in ('start', 'end', 'callbacks_completed'):
         if name in filters:
@@ -328,20 +373,21 @@ def nextpending(context, **filters):
 
 @_with_help(_FILTER_HELP)
 def lastcompleted(context, **filters):
-    """Describe the job completed last (null if none).
+    """Return details of the most recently completed job.
 
     Usage:
 
         asyncdb lastcompleted [FILTER:VALUE...]
 
     For example, "asyncdb lastcompleted uuid:THIS" shows the last job this
-    process finished.  The answer is as "asyncdb job" shows it.
+    process finished.  The answer is as "asyncdb job" shows it, or null
+    if there is none.
     """
     return _first(JobQuery(['completed'], **filters).jobs(context))
 
 
 def UUIDs(context):
-    """List the UUIDs of the activated dispatchers.
+    """Return all active UUIDs.
 
     Usage:
 
@@ -362,12 +408,31 @@ def _agent_status(agent):
     else:
         found = getattr(agent, 'filter', None)
         res['filter'] = None if found is None else utils.custom_repr(found)
+    failure = claim_failure(agent)
+    if failure is not None:
+        res['claims fail'] = failure
     return res
 
 
+def claim_failure(agent):
+    """What the last claim of ``agent`` failed with (a line), or None when
+    it succeeded."""
+    failure = getattr(agent, 'failure', None)
+    if failure is None:
+        return None
+    try:
+        return '%s: %s' % (getattr(failure.type, '__name__', failure.type),
+                           failure.getErrorMessage())
+    except Exception:  # a failure stored by another version: still say so
+        return utils.custom_repr(failure)
+
+
 def _dispatcher_status(agents, agent_names, now):
+    """The status of a dispatcher's record ``agents``; with "unloadable
+    jobs" (job ids) when it found jobs it cannot load, and "degraded"
+    when an agent's claims fail."""
     last = agents.last_ping.value
-    return {
+    res = {
         'last ping': last,
         'since ping': None if last is None else now - last,
         'dead': agents.dead,
@@ -375,10 +440,22 @@ def _dispatcher_status(agents, agent_names, now):
         'ping death interval': agents.ping_death_interval,
         'agents': {name: _agent_status(agent)
                    for name, agent in agents.items() if agent_names(name)}}
+    if agents.unloadable:
+        res['unloadable jobs'] = unloadable_ids(agents)
+    if any(claim_failure(agent) for agent in agents.values()):
+        res['degraded'] = True
+    return res
+
+
+def unloadable_ids(agents):
+    """``[oid, database name]`` of the pending jobs that the dispatcher
+    of the record ``agents`` found it cannot load."""
+    return [[ZODB.utils.u64(oid), database]
+            for database, oid in (agents.unloadable or ())]
 
 
 def status(context, queue=None, agent=None, uuid=None):
-    """Show the queues with their activated dispatchers and agents.
+    """Return status of the agents of all queues and all active UUIDs.
 
     Usage:
 
@@ -388,7 +465,10 @@ def status(context, queue=None, agent=None, uuid=None):
     and "dispatchers", by UUID (only the given one, if any; THIS means this
     process's): "last ping", "since ping", "dead", "ping interval", "ping
     death interval" and "agents", by name (matching the glob, if given):
-    "size", "len" (jobs held) and "filter" (or "chooser").
+    "size", "len" (jobs held) and "filter" (or "chooser").  Only when
+    there is trouble: a dispatcher's "unloadable jobs" (ids of the pending
+    jobs it cannot load) and "degraded" (true: claims fail), and an
+    agent's "claims fail" (the error of its last claim).
     """
     uuid = None if uuid is None else parse_uuid(uuid)
     agent_names = glob_test(agent)
@@ -403,7 +483,7 @@ def status(context, queue=None, agent=None, uuid=None):
 
 
 def help(context, cmd=None):
-    """Get help about an asyncdb tool.
+    """Get help on an asyncdb monitor tool.
 
     Usage:
 
@@ -421,16 +501,21 @@ funcs = {'jobs': jobs, 'count': count, 'jobstats': jobstats, 'job': job,
 
 
 def asyncdb(connection, cmd=None, *raw):
-    """Monitor zc.async activity in the database.
+    """Monitor and introspect zc.async activity in the database.
+
+    To see a list of asyncdb tools, use 'asyncdb help'.
+
+    To learn more about an asyncdb tool, use 'asyncdb help <tool name>'.
+
+    ``asyncdb`` tools differ from ``async`` tools in that ``asyncdb`` tools
+    access the database, and ``async`` tools do not.
 
     Usage:
 
         asyncdb TOOL_NAME [positional modifiers...] [name:value modifiers...]
 
     These tools read the database (through a connection of their own) for
-    jobs of every dispatcher, and the queues, dispatchers and agents.  Use
-    "asyncdb help" to list the tools, and "asyncdb help TOOL_NAME" to learn
-    about one.
+    jobs of every dispatcher, and the queues, dispatchers and agents.
     """
     monitor(funcs, inspect.getdoc(asyncdb), connection, cmd, raw,
             needs_db_connection=True)

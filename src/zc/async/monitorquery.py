@@ -14,7 +14,10 @@ import itertools
 import re
 import types
 
+import ZODB.broken
+
 from . import interfaces
+from . import unloadable
 from . import utils
 from .job import isFailure
 from .monitor import parse_interval, parse_uuid
@@ -38,9 +41,29 @@ DATE_FILTERS = {'requested_start': 'begin_after', 'start': 'active_start',
 FILTERS = ('callable', 'queue', 'agent', 'uuid') + tuple(DATE_FILTERS)
 
 
+# The words of the status ids that jobs store (see zc.async.job), for a job
+# whose class is missing here: only its record tells.
+_RECORDED_STATUS_WORDS = {1: 'active', 2: 'callbacks', 3: 'completed'}
+
+
 def status_word(job):
     """``job``'s status as a lower-case word (``'pending'``, ...)."""
+    if isinstance(job, ZODB.broken.Broken):
+        return _recorded_status_word(job.__getstate__() or {})
     return STATUS_WORDS[job.status]
+
+
+def _recorded_status_word(state):
+    """The status word of a job's state (a NEW job's is its parent's)."""
+    word = _RECORDED_STATUS_WORDS.get(state.get('_status_id'))
+    if word is not None:
+        return word
+    parent = state.get('parent')
+    if interfaces.IQueue.providedBy(parent):
+        return 'pending'
+    if interfaces.IAgent.providedBy(parent):
+        return 'assigned'
+    return 'new'
 
 
 def parse_states(states, default=()):
@@ -196,7 +219,8 @@ class JobQuery:
             if self._by_agent:
                 jobs = _accepted(jobs, self._acceptors(queue))
             sources.append(jobs)
-        return utils.sortedmerge(sources, key=lambda job: job.begin_after)
+        # Jobs that cannot be loaded here come first (see zc.async.unloadable).
+        return utils.sortedmerge(sources, key=unloadable.due_time)
 
     def _acceptors(self, queue):
         """The filters of the chosen agents of ``queue`` (as predicates)."""
@@ -214,7 +238,7 @@ class JobQuery:
         now = utils.now()
         jobs = [job for queue in queues for agent in self._agents(queue)
                 for job in agent if status_word(job) in states]
-        jobs.sort(key=lambda job: job.active_start or now)
+        jobs.sort(key=lambda job: getattr(job, 'active_start', None) or now)
         return jobs
 
     def _completed(self, queues):

@@ -261,8 +261,7 @@ class MonitorInstaller:
                 'no dispatcher runs in this process, so the monitor is not '
                 'started on %s:%d (register a dispatcher installer first)',
                 self.host, self.port)
-            return None
+            return
         if dispatcher not in self.servers:
             self.servers[dispatcher] = start_monitor(
                 dispatcher, self.port, self.host)
-        return self.servers[dispatcher]

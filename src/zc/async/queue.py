@@ -110,6 +110,7 @@ from . import interfaces
 from . import pgnotify
 from . import twist
 from . import unique
+from . import unloadable
 from . import utils
 from .dispatcheragents import DispatcherAgents, Dispatchers  # noqa: F401
 from .quota import Quota, Quotas  # noqa: F401
@@ -157,7 +158,9 @@ class Queue(utils.Base):
 
     name = None
     _putback_queue = None  # 1.5 queues create it on their first putBack
+    _schedules = None  # see the schedules property
     _unique_jobs = None  # made by the first put with a unique key
+    _unloadable_timeout = unloadable.DEFAULT_TIMEOUT
 
     def __init__(self):
         self._queue = _new_fifo()  # due FIFO
@@ -171,11 +174,24 @@ class Queue(utils.Base):
         self.dispatchers = Dispatchers()
         self.dispatchers.__parent__ = self
 
+    @property
+    def schedules(self):
+        """The queue's recurring jobs (see :mod:`zc.async.schedule`).
+
+        Made on first use, so that queues stored before schedules existed
+        load unchanged; reading it then writes the queue once.
+        """
+        if self._schedules is None:
+            from .schedule import Schedules
+            self._schedules = Schedules()
+            self._schedules.parent = self
+        return self._schedules
+
     # ---------------------------------------------------------- putting
 
     def put(self, item, begin_after=None, begin_by=None,
             failure_log_level=None, retry_policy_factory=None,
-            unique_key=None, on_duplicate='return'):
+            unique_key=None, on_duplicate='return', time_limit=None):
         """Add ``item`` (adapted to IJob) to the queue; return the job.
 
         With a ``unique_key``, return (or raise DuplicateJobError about)
@@ -187,6 +203,7 @@ class Queue(utils.Base):
         # Check everything before changing anything: a refused job is as
         # it was.
         self._check_puttable(job)
+        unloadable.warn_if_main(job)
         begin_after = _check_aware(begin_after, 'begin_after')
         conn = self._connection() if job._p_jar is None else None
         if begin_by is not None:
@@ -195,6 +212,8 @@ class Queue(utils.Base):
             held = unique.holder(self, key)
             if held is not None:
                 return unique.duplicate(self, key, held, on_duplicate)
+        if time_limit is not None:
+            job.time_limit = time_limit  # its setter checks the value
         now = utils.now()
         if begin_after is not None:
             job.begin_after = begin_after
@@ -257,6 +276,22 @@ class Queue(utils.Base):
         self._length.change(1)
         pgnotify.work_due(self)
 
+    @property
+    def unloadable_timeout(self):
+        """How long a pending job that no live dispatcher of this queue can
+        load waits before it is failed (a timedelta; zero: at once)."""
+        return self._unloadable_timeout
+
+    @unloadable_timeout.setter
+    def unloadable_timeout(self, value):
+        if not isinstance(value, datetime.timedelta):
+            raise TypeError('unloadable_timeout must be a timedelta, not %r'
+                            % (value,))
+        if value < datetime.timedelta(0):
+            raise ValueError('unloadable_timeout must not be negative, not '
+                             '%s' % (value,))
+        self._unloadable_timeout = value
+
     def _connection(self):
         conn = twist.connection(self)
         if conn is None:
@@ -275,7 +310,8 @@ class Queue(utils.Base):
         return self._claim(filter, default)
 
     def _claim(self, filter=None, default=None, prefer=None, window=1,
-               grace=None, waiting=None):
+               grace=None, waiting=None, unloadable=None,
+               fail_unloadable=False):
         """``claim``, taking the first job that ``prefer(job)`` accepts
         among the first ``window`` jobs if one can be claimed, else the
         first one that can and has been due for ``grace`` (a timedelta) at
@@ -288,33 +324,54 @@ class Queue(utils.Base):
         all take the first job, and all but one commit would conflict: each
         prefers its own share of the jobs instead, and leaves the others'
         to them for a little while.
+
+        Jobs that this process cannot load are passed over: ``unloadable``
+        is the claiming dispatcher's :class:`zc.async.unloadable.Registry`
+        (by default, that of this process's dispatcher); with
+        ``fail_unloadable``, a job failing one whose time has come may be
+        returned instead.
         """
         if not self._length():
             return default
         now = utils.now()
         cleaned = set()  # quota names cleaned during this claim
+        bad = _BadJobs(self, unloadable, fail_unloadable, now)
         found = None
         if prefer is not None:
             found = self._first_claimable(
                 (pair for pair in itertools.islice(self._iter(), window)
-                 if prefer(pair[0])), filter, now, now, cleaned)
+                 if prefer(pair[0])), filter, now, now, cleaned, bad=bad)
         if found is None:
             due_by = now if grace is None else now - grace
             found = self._first_claimable(
-                self._iter(), filter, now, due_by, cleaned, waiting)
+                self._iter(), filter, now, due_by, cleaned, waiting, bad)
         return default if found is None else self._take_claimed(*found)
 
     def _first_claimable(self, pairs, filter, now, due_by, cleaned,
-                         waiting=None):
+                         waiting=None, bad=None):
         """``(job, remove, candidate, quotas)`` for the first of the ``(job,
         remove)`` pairs, due by ``due_by``, that can be claimed ``now``; or
         None, after noting in ``waiting`` when the first one due by ``now``
-        but not by ``due_by`` was due."""
+        but not by ``due_by`` was due.
+
+        ``bad`` (a :class:`_BadJobs`) passes over the jobs this process
+        cannot load; a job failing one of them is a candidate whose
+        ``job`` and ``remove`` are None (the job stays queued: it is taken
+        out by the failing job).
+        """
         for job, remove in pairs:
-            if job.begin_after > due_by:
-                if waiting is not None and job.begin_after <= now:
-                    waiting.append(job.begin_after)
+            begin_after = unloadable.due_time(job)
+            if begin_after > due_by:
+                if waiting is not None and begin_after <= now:
+                    waiting.append(begin_after)
                 break
+            entry = None if bad is None else bad.check(job)
+            if entry is not None:
+                candidate = bad.failing_job(job, entry)
+                if candidate is not None and (
+                        filter is None or filter(candidate)):
+                    return None, None, candidate, ()
+                continue
             if _expired(job, now):
                 candidate, quotas = _timeout_job(job, now), ()
             else:
@@ -326,6 +383,8 @@ class Queue(utils.Base):
         return None
 
     def _take_claimed(self, job, remove, candidate, quotas):
+        if job is None:  # a job failing one that cannot be loaded
+            return candidate
         self._take(job, remove)
         if candidate is not job and job.unique_key is not None:
             unique.release(self, job)  # it missed its deadline: never runs
@@ -396,6 +455,17 @@ class Queue(utils.Base):
             unique.release(self, job)
         return job
 
+    def _discard(self, item):
+        """Take ``item`` out of the queue without changing it; whether it
+        was here.  For a job whose class is missing in this process (it
+        cannot be changed, nor even read)."""
+        for job, remove in self._iter():
+            if job is item:
+                remove()
+                self._length.change(-1)
+                return True
+        return False
+
     # --------------------------------------------------------- sequence
 
     def _iter(self):
@@ -404,7 +474,7 @@ class Queue(utils.Base):
         if self._held:
             due = utils.sortedmerge(
                 [self._iter_scheduled(), _iter_fifo(self._queue)],
-                key=lambda pair: pair[0].begin_after)
+                key=lambda pair: unloadable.due_time(pair[0]))
         else:  # nothing to merge: no job loaded for its begin_after
             due = _iter_fifo(self._queue)
         if self._putback_queue is not None:
@@ -487,9 +557,39 @@ def _timeout_job(job, now):
     """A new job that fails ``job`` with a TimeoutError when run."""
     res = _adapt(job.fail)
     res.args.append(interfaces.TimeoutError())
-    res.begin_after = now
-    res.assignerUUID = _instance_uuid()
-    return res
+    return _stamped(res, now)
+
+
+def _stamped(job, now):
+    """The new job ``job``, made by a claim, as if put at ``now``."""
+    job.begin_after = now
+    job.assignerUUID = _instance_uuid()
+    return job
+
+
+class _BadJobs:
+    """The jobs one claim passes over because this process cannot load
+    them (see :mod:`zc.async.unloadable`)."""
+
+    def __init__(self, queue, registry, may_fail, now):
+        self.queue = queue
+        self.registry = (unloadable.process_registry(queue._p_jar.db())
+                         if registry is None else registry)
+        self.may_fail = may_fail
+        self.now = now
+
+    def check(self, job):
+        """The registry entry of ``job`` if it cannot be run here, else
+        None."""
+        return self.registry.check(job, self.queue)
+
+    def failing_job(self, job, entry):
+        """A job failing ``job`` (of ``entry``) when that is due, or None.
+        """
+        if not self.may_fail:
+            return None
+        res = self.registry.failing_job(job, entry, self.queue)
+        return None if res is None else _stamped(res, self.now)
 
 
 def _new_fifo(factory=None, subfactory=None):

@@ -177,14 +177,14 @@ class RetryCommonForever(RetryCommonFourTimes):
         key = 'other'
         count = data_cache.get(key, 0) + 1
         self._record(data_cache, key, count, failure)
-        if count == 1 or not count % self.log_every:
-            utils.log.critical(
-                'Retry policy for job %r requests another attempt after %d '
-                'counts of %s occurrences:\n%s', self.parent, count, key,
-                failure.getTraceback())
         seconds = _backoff(count, self.other_commit_initial_backoff,
                            self.other_commit_incremental_backoff,
                            self.other_commit_max_backoff)
+        if count == 1 or not count % self.log_every:
+            utils.log.critical(
+                'Retry policy for job %r requests another attempt in %d '
+                'seconds after %d counts of %s occurrences\n%s', self.parent,
+                seconds, count, key, failure.getTraceback())
         if seconds:
             backoff_sleep(seconds)
         return True

@@ -13,7 +13,9 @@ the policy ZCML files, or ``zope.component.provideHandler``) and fire
 * :class:`TwistedDispatcherInstaller` starts a dispatcher on the main Twisted
   reactor;
 * :class:`AgentInstaller` (a handler of ``IDispatcherActivated``) adds an
-  agent whenever a dispatcher activates in a queue.
+  agent whenever a dispatcher activates in a queue;
+* :class:`ScheduleInstaller` keeps a recurring job in a queue (the
+  ``async:schedule`` ZCML directive).
 
 Every installer instance names the event it handles in ``__component_adapts__``
 so that ``provideHandler(queue_installer)`` and ZCML's
@@ -28,17 +30,18 @@ import twisted.internet.selectreactor
 import zope.event
 
 from . import interfaces
+from . import shutdown
 from . import utils
+from . import watchdog
 from .agent import Agent
 from .dispatcher import Dispatcher
 from .queue import Queue
 from .queue import Queues
+from .schedule import Schedule, equivalent
 
 # {id(dispatcher): {signal number: (previous handler, installed handler)}}
 signal_handlers = {}
 
-# How long a signal handler waits for a dispatcher's reactor thread to stop.
-STOP_TIMEOUT = 3
 
 
 def queue_factory(conn, name):
@@ -134,9 +137,11 @@ class ThreadedDispatcherInstaller:
     ``SelectReactor`` by default) and runs without Twisted's own signal
     handling; the thread is kept as ``dispatcher.thread``.  When the event
     arrives in the main thread, SIGINT, SIGTERM (and SIGBREAK on Windows)
-    handlers are installed that stop the reactor first, so the dispatcher
-    deactivates cleanly (see :data:`signal_handlers`).  ``uuid`` lets tests
-    run two dispatchers in one process.
+    handlers are installed that stop the dispatcher and its reactor first,
+    letting running jobs finish (see :func:`install_signal_handlers`).
+    ``uuid`` lets tests run two dispatchers in one process.  As every
+    installer, it returns None: ``zc.async.dispatcher.get(uuid)`` finds the
+    dispatcher.
     """
 
     __component_adapts__ = (interfaces.IDatabaseOpenedEvent,)
@@ -163,29 +168,38 @@ class ThreadedDispatcherInstaller:
         thread.start()
         if threading.current_thread() is threading.main_thread():
             install_signal_handlers(dispatcher)
-        return dispatcher
 
 
 threaded_dispatcher_installer = ThreadedDispatcherInstaller()
 
 
 def install_signal_handlers(dispatcher):
-    """Stop ``dispatcher``'s reactor thread on SIGINT, SIGTERM and SIGBREAK.
+    """Stop ``dispatcher`` and its reactor thread on SIGINT, SIGTERM and
+    SIGBREAK.
 
-    SIGINT then calls the handler it replaced (normally raising
-    ``KeyboardInterrupt``); SIGTERM and SIGBREAK raise ``SystemExit``.  A
-    signal that is ignored (``SIG_IGN``) stays ignored.  The replaced and
-    installed handlers are recorded in ``signal_handlers[id(dispatcher)]``.
-    Call only from the main thread.
+    The dispatcher stops warmly: its running jobs get up to its
+    ``shutdown_timeout`` to finish (see :mod:`zc.async.shutdown`); a signal
+    that comes meanwhile stops it at once.  SIGINT then calls the handler
+    it replaced (normally raising ``KeyboardInterrupt``); SIGTERM and
+    SIGBREAK raise ``SystemExit``.  A signal that is ignored (``SIG_IGN``)
+    stays ignored.  The replaced and installed handlers are recorded in
+    ``signal_handlers[id(dispatcher)]``.  Call only from the main thread.
     """
     previous_sigint = signal.getsignal(signal.SIGINT)
+    signals = []  # received while stopping
+
+    def stop():
+        signals.append(True)
+        # The first signal waits for the jobs; the next ones, which come
+        # while it waits, stop at once.
+        shutdown.stop_reactor_thread(dispatcher, 0 if signals[1:] else None)
 
     def on_sigint(signum, frame):
-        _stop_reactor_thread(dispatcher)
+        stop()
         _call_previous(previous_sigint, signum, frame)
 
     def on_terminate(signum, frame):
-        _stop_reactor_thread(dispatcher)
+        stop()
         raise SystemExit()
 
     handlers = {signal.SIGINT: on_sigint, signal.SIGTERM: on_terminate}
@@ -198,16 +212,6 @@ def install_signal_handlers(dispatcher):
             continue  # ignored on purpose (nohup, background jobs): keep it
         installed[signum] = (previous, handler)
         signal.signal(signum, handler)
-
-
-def _stop_reactor_thread(dispatcher):
-    """Stop the reactor (which deactivates the dispatcher); wait a little."""
-    thread = getattr(dispatcher, 'thread', None)
-    if thread is None or not thread.is_alive():
-        return
-    reactor = dispatcher.reactor
-    reactor.callFromThread(reactor.stop)
-    thread.join(STOP_TIMEOUT)
 
 
 def _call_previous(previous, signum, frame):
@@ -248,7 +252,6 @@ class TwistedDispatcherInstaller:
     def __call__(self, ev):
         dispatcher = Dispatcher(ev.database, poll_interval=self.poll_interval)
         dispatcher.activate(threaded=True)
-        return dispatcher
 
 
 twisted_dispatcher_installer = TwistedDispatcherInstaller()
@@ -259,13 +262,14 @@ class AgentInstaller:
 
     Handles ``IDispatcherActivated`` (in the activating poll's transaction)
     for the queues named in ``queue_names`` (None: every queue).  The agent
-    gets ``chooser`` or ``filter`` (not both) and ``size``.
+    gets ``chooser`` or ``filter`` (not both), ``size`` and ``time_limit``
+    (see ``IAgent``).
     """
 
     __component_adapts__ = (interfaces.IDispatcherActivated,)
 
     def __init__(self, agent_name, chooser=None, size=3, queue_names=None,
-                 filter=None):
+                 filter=None, time_limit=None):
         if chooser is not None and filter is not None:
             raise ValueError('cannot set both chooser and filter to non-None')
         if isinstance(queue_names, str):
@@ -277,6 +281,7 @@ class AgentInstaller:
         self.size = size
         self.queue_names = queue_names
         self.filter = filter
+        self.time_limit = watchdog.check_time_limit(time_limit)
 
     def __call__(self, ev):
         dispatcher_agents = ev.object
@@ -288,9 +293,63 @@ class AgentInstaller:
                            self.agent_name, queue_name)
             return
         dispatcher_agents[self.agent_name] = Agent(
-            chooser=self.chooser, filter=self.filter, size=self.size)
+            chooser=self.chooser, filter=self.filter, size=self.size,
+            time_limit=self.time_limit)
         utils.log.info('agent %r added to queue %r',
                        self.agent_name, queue_name)
 
 
 agent_installer = AgentInstaller('main')
+
+
+class ScheduleInstaller:
+    """Keep the schedule ``name`` in queue ``queue`` (see
+    :mod:`zc.async.schedule`): ``Schedule(callable, *args, **settings)``.
+
+    On ``DatabaseOpened`` it adds the schedule if it is missing and
+    replaces one whose rule, options or job differ; an equivalent one is
+    kept, with its next and last runs, so restarts change nothing.  The
+    queues must exist already (register it after the queue installer).
+    The settings are checked when the installer is made.
+    """
+
+    __component_adapts__ = (interfaces.IDatabaseOpenedEvent,)
+
+    def __init__(self, name, callable, *args, queue='', **settings):
+        self.name = name
+        self.queue = queue
+        self.callable = callable
+        self.args = args
+        self.settings = settings
+        self.make()  # bad settings fail now, not when the database opens
+
+    def make(self):
+        """A new schedule with the installer's settings."""
+        return Schedule(self.callable, *self.args, **self.settings)
+
+    def __call__(self, ev):
+        tm = transaction.TransactionManager(explicit=True)
+        conn = ev.database.open(transaction_manager=tm)
+        try:
+            done = _in_transaction(tm, self._install, conn)
+        finally:
+            conn.close()
+        if done:
+            utils.log.info('schedule %r %s in queue %r', self.name, done,
+                           self.queue)
+
+    def _install(self, conn):
+        """Add or replace the schedule; what was done, or None."""
+        queues = conn.root().get(interfaces.KEY)
+        if queues is None or self.queue not in queues:
+            raise ValueError(
+                'schedule %r needs the zc.async queue %r, which the database'
+                ' does not have: install the queues first (a dispatcher'
+                ' policy does)' % (self.name, self.queue))
+        schedules = queues[self.queue].schedules
+        old = schedules.get(self.name)
+        new = self.make()
+        if old is not None and equivalent(old, new):
+            return None
+        schedules[self.name] = new
+        return 'added' if old is None else 'replaced'

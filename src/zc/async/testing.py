@@ -21,6 +21,7 @@ import tempfile
 import threading
 import time
 
+import twisted.internet.defer
 import zope.interface
 import ZODB
 import ZODB.FileStorage
@@ -35,6 +36,7 @@ time_sleep = time.sleep  # the real sleep, even if a test patches time.sleep
 
 _real_datetime = datetime.datetime
 _START = _real_datetime(2006, 8, 10, 15, 44, 22, 211, datetime.timezone.utc)
+_END_OF_TIME = _real_datetime.max.replace(tzinfo=datetime.timezone.utc)
 
 
 class _FrozenDatetimeType(type):
@@ -212,7 +214,8 @@ class Reactor:
             self._when_running.append((callable, args, kw))
 
     def addSystemEventTrigger(self, phase, event, callable, *args, **kw):
-        """Only ``('before', 'shutdown', ...)``: run by :meth:`stop`."""
+        """Only ``('before', 'shutdown', ...)``: run by :meth:`stop`, which
+        waits for the Deferreds they return."""
         if (phase, event) != ('before', 'shutdown'):
             raise ValueError('unsupported trigger: %r %r' % (phase, event))
         self.triggers.append((phase, event, callable, args, kw))
@@ -228,10 +231,27 @@ class Reactor:
             self._add(utils.now(), callable, args, kw)
 
     def stop(self):
-        """Run the before-shutdown triggers, stop, and unfreeze the clock."""
+        """Run the before-shutdown triggers, stop, and unfreeze the clock.
+
+        A dispatcher's trigger stops it warmly (see zc.async.shutdown): its
+        running jobs get :attr:`wait_for_threads` real seconds to finish;
+        then time passes, on the frozen clock, until the dispatcher is
+        deactivated, which hands back the jobs still running.
+        """
         triggers, self.triggers = self.triggers, []
+        stopped = []
         for phase, event, callable, args, kw in triggers:
-            callable(*args, **kw)
+            res = callable(*args, **kw)
+            if isinstance(res, twisted.internet.defer.Deferred):
+                stopped.append(res)
+        self._let_threads_work(self.wait_for_threads)
+        while not all(d.called for d in stopped):
+            self._run_handoffs()
+            if self._next_time(_END_OF_TIME) is None:
+                break
+            call = self._pop()
+            set_now(max(utils.now(), call.time))
+            call.run()
         self.started = False
         tearDownDatetime()
 
@@ -239,7 +259,9 @@ class Reactor:
         """Advance the clock ``seconds``; return how many calls ran.
 
         Before the calls of each new timestamp, worker threads get up to
-        :attr:`wait_for_threads` real seconds to finish their jobs.
+        :attr:`wait_for_threads` real seconds to finish their jobs (not
+        those waiting for this reactor's answer, such as a job in
+        ``zc.async.local.getLiveAnnotation``: the clock moves on for them).
         """
         self._check_started()
         end = utils.now() + datetime.timedelta(seconds=seconds)
@@ -275,19 +297,22 @@ class Reactor:
     def wait_for(self, *jobs, poll_interval=5, attempts=10):
         """Let one poll interval pass, then give ``jobs`` up to
         ``attempts`` tenths of a real second to complete; print ``TIME
-        OUT`` if they do not."""
+        OUT`` if they do not.
+
+        Meanwhile the calls that come due without the clock moving (those
+        of ``callFromThread``, from any thread) run, as they arrive.
+        """
         self._check_started()
         if not _all_completed(jobs):
             self.time_flies(poll_interval)
-            for _ in range(attempts):
-                if _all_completed(jobs):
-                    break
-                self._let_threads_work(0.1)
-                self.time_passes()
-            else:
-                if not _all_completed(jobs):
+            deadline = time.monotonic() + attempts / 10
+            while not _all_completed(jobs):
+                if time.monotonic() >= deadline:
                     print('TIME OUT')
                     return
+                while self.time_passes():
+                    pass
+                time_sleep(0.01)
         self._settle(jobs)
 
     # internals
@@ -515,13 +540,12 @@ def tear_down_dispatcher(dispatcher, seconds=3):
 
 
 def _stop_reactor(dispatcher, seconds):
+    from .shutdown import stop_reactor_thread
     reactor = dispatcher.reactor
     thread = dispatcher.thread
     if thread is not None:
-        if thread.is_alive():
-            reactor.callFromThread(reactor.stop)
-            thread.join(seconds)
-        if thread.is_alive():
+        # Running jobs get ``seconds`` to finish, then are handed back.
+        if not stop_reactor_thread(dispatcher, seconds):
             return ['Dispatcher (%s, %s) failed to stop.' % (
                 thread.name, dispatcher.UUID)]
     elif isinstance(reactor, Reactor) and reactor.started:

@@ -6,7 +6,10 @@ A dispatcher's worker thread sets :attr:`Local.dispatcher` and
 therefore find its job, queue, dispatcher and reactor, and publish or read
 *live* annotations: values written to ``job.annotations`` in a separate
 connection and transaction, committed through the dispatcher's reactor, so
-other connections see them while the job is still running.
+other connections see them while the job is still running.  A replay or
+dry-run (:mod:`zc.async.sandbox`) sets :attr:`Local.sandbox` instead of a
+dispatcher: live annotations then go to the sandbox, and
+:meth:`Local.isSandbox` tells the job.
 
 This module is imported by ``zc.async`` itself, so it imports nothing heavy
 at module level (Twisted and the dispatcher are imported on use).
@@ -14,6 +17,11 @@ at module level (Twisted and the dispatcher are imported on use).
 import threading
 
 _marker = object()
+
+# Idents of the threads blocked until their reactor answers them: a
+# virtual-time zc.async.testing.Reactor moves its clock without waiting
+# for them to finish their jobs.
+waiting_for_reactor = set()
 
 
 class Result:
@@ -55,6 +63,7 @@ class Local(threading.local):
     job = None  # the job or callback running in this thread
     dispatcher = None  # the in-memory Dispatcher owning this worker thread
     name = None  # the name of the agent whose pool runs this thread
+    sandbox = None  # the zc.async.sandbox.Sandbox this thread runs a job in
 
     def getJob(self):
         """The job (or callback) currently running in this thread."""
@@ -78,6 +87,19 @@ class Local(threading.local):
         """The name of the agent whose worker pool runs this thread."""
         return self.name
 
+    def isAbortRequested(self):
+        """Whether the abort of the running job was requested (see
+        ``IJob.requestAbort``): a job that looks now and then may return
+        early.  It fails with AbortRequested either way."""
+        from . import watchdog  # deferred: see the module docstring
+        return watchdog.abort_requested(self.job)
+    def isSandbox(self):
+        """Whether the running job runs in a sandbox (a replay or a
+        dry-run, see :mod:`zc.async.sandbox`): its commits go nowhere, but
+        what it does outside the database happens for real, so a job skips
+        side effects such as sending mail when this is true."""
+        return self.sandbox is not None
+
     def _reactor_and_job(self, job):
         if self.job is None or self.dispatcher is None:
             raise ValueError('not initialized')
@@ -95,6 +117,10 @@ class Local(threading.local):
         immutable, non-persistent values.  ValueError('not initialized')
         outside a dispatcher-run job.
         """
+        if self.sandbox is not None:
+            self.sandbox.setLiveAnnotation(
+                self.job if job is None else job, name, value)
+            return
         reactor, job = self._reactor_and_job(job)
         from .twist import Partial
         partial = Partial(_set_annotation, job, name, value)
@@ -111,11 +137,21 @@ class Local(threading.local):
         calling thread for at most ``timeout + 2`` seconds.  ValueError('not
         initialized') outside a dispatcher-run job.
         """
+        if self.sandbox is not None:
+            return self.sandbox.getLiveAnnotation(
+                self.job if job is None else job, name, default)
         reactor, job = self._reactor_and_job(job)
         result = Result()
-        reactor.callFromThread(
-            self._get, reactor, job, name, default, timeout, poll, result)
-        if not result.ready.wait(timeout + 2):
+        me = threading.get_ident()
+        waiting_for_reactor.add(me)
+        try:
+            reactor.callFromThread(
+                self._get, reactor, job, name, default, timeout, poll,
+                result)
+            answered = result.ready.wait(timeout + 2)
+        finally:
+            waiting_for_reactor.discard(me)
+        if not answered:
             return default
         if result.failure is not None:
             result.failure.raiseException()

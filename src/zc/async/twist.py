@@ -24,6 +24,7 @@ import zope.component
 import zope.interface
 import ZODB.interfaces
 
+from . import legacy
 from . import utils
 
 # ------------------------------------------------------------- failures
@@ -96,13 +97,18 @@ class Failure(twisted.python.failure.Failure):
         return dict(self.__dict__, tb=None)
 
     def __setstate__(self, state):
-        # Also accept the state of a pickled plain Twisted failure.
+        # Also accept the state of a pickled plain Twisted failure, and of
+        # a 1.5 (zc.twist) one, whose class names are Python 2's.
         state = dict(state)
         state.pop('stack', None)
         if 'frames' in state:
             state['_frames'] = state.pop('frames')
         if 'parents' in state:
             state['_parents'] = state.pop('parents')
+        if '_parents' in state:
+            state['_parents'] = list(dict.fromkeys(  # once each, in order
+                legacy.python3_qual(name) if isinstance(name, str) else name
+                for name in state['_parents']))
         self.__dict__.update(state)
 
 

@@ -13,6 +13,7 @@ import heapq
 import itertools
 import logging
 import sys
+import threading
 import time
 import types
 
@@ -29,6 +30,7 @@ import ZODB.POSException
 import ZODB.utils
 
 from . import interfaces
+from . import legacy
 
 log = logging.getLogger('zc.async.events')
 tracelog = logging.getLogger('zc.async.trace')
@@ -97,8 +99,20 @@ def dt_to_long(dt):
     return (micros + delta.microseconds) << _TIE_BITS
 
 
+# The largest key of :func:`dt_to_long`; 1.5's keys (of the same times)
+# are larger.
+_MAX_KEY = ((_LATEST - datetime.datetime.min.replace(tzinfo=UTC))
+            // datetime.timedelta(microseconds=1)) << _TIE_BITS | 15
+
+
 def long_to_dt(key):
-    """Decode a :func:`dt_to_long` key (tie-break bits ignored); aware UTC."""
+    """Decode a :func:`dt_to_long` key (tie-break bits ignored); aware UTC.
+
+    A larger key is one of 1.5's, which ``zc-async upgrade`` converts (see
+    :func:`zc.async.legacy.long_to_dt15`).
+    """
+    if key > _MAX_KEY:
+        return legacy.long_to_dt15(key)
     return _LATEST - datetime.timedelta(microseconds=int(key) >> _TIE_BITS)
 
 
@@ -121,6 +135,35 @@ def custom_repr(obj):
     if isinstance(obj, (types.FunctionType, types.BuiltinFunctionType)):
         return '%s.%s' % (obj.__module__, obj.__name__)
     return repr(obj)
+
+
+#: Characters of a value's repr that :func:`bounded_repr` keeps.
+REPR_LIMIT = 200
+
+
+def bounded_repr(obj, limit=REPR_LIMIT):
+    """:func:`custom_repr` of ``obj``, cut to ``limit`` characters (then
+    ``...`` and the full length follow): for the arguments and results in
+    job reprs, logs and reports, which a large value must not swamp."""
+    text = custom_repr(obj)
+    if len(text) <= limit:
+        return text
+    return '%s...(%d characters)' % (text[:limit], len(text))
+
+
+class BoundedRepr:
+    """Stands for ``obj`` in a log call: its repr is
+    :func:`bounded_repr`, computed only if the message is written."""
+
+    __slots__ = ('obj',)
+
+    def __init__(self, obj):
+        self.obj = obj
+
+    def __repr__(self):
+        return bounded_repr(self.obj)
+
+    __str__ = __repr__
 
 
 # ---------------------------------------------------------- iteration
@@ -252,6 +295,38 @@ def abort(tm, identifier, wait=True):
             delay = min(MAX_BACKOFF, delay + BACKOFF_INCREMENT)
 
 
+def handoff(method):
+    """Mark a method that worker threads send to the reactor thread.
+
+    :class:`zc.async.testing.Reactor` runs these reports as soon as it runs
+    anything and leaves them out of its call counts.
+    """
+    method.zc_async_handoff = True
+    return method
+
+
+def log_after_commit(context, level, message, *args):
+    """Log ``message % args`` on the events log when the transaction under
+    way commits: a unit of work that is retried logs once, one that is
+    aborted not at all.
+
+    ``context`` is a transaction manager, or a persistent object whose
+    connection's manager is meant (one that is not stored logs at once).
+    ``args`` must not need the database (texts, reprs made beforehand).
+    """
+    if not transaction.interfaces.ITransactionManager.providedBy(context):
+        jar = getattr(context, '_p_jar', None)
+        if jar is None:
+            log.log(level, message, *args)
+            return
+        context = jar.transaction_manager
+
+    def hook(committed):
+        if committed:
+            log.log(level, message, *args)
+    context.get().addAfterCommitHook(hook)
+
+
 # -------------------------------------------------------- retry loops
 
 def _sleep(seconds):
@@ -259,26 +334,51 @@ def _sleep(seconds):
     time.sleep(seconds)
 
 
+class _Spoiled(threading.local):
+    spoiled = False  # see spoiled_commit
+
+
+_spoiled = _Spoiled()
+
+
+def spoiled_commit(spoiled):
+    """Say that the commit that just failed in this thread carried work a
+    synchronizer added to it (``spoiled`` true: its error counts as a
+    conflict, so the commit is tried again at once), or that a new
+    transaction began (false).
+
+    The synchronizer, told in its ``afterCompletion`` that the commit
+    failed, must see that its work does not spoil the next try.  (Worker
+    threads claim the next job in the commit that completes a job: see
+    ``zc.async.workers``.)
+    """
+    _spoiled.spoiled = bool(spoiled)
+
+
 def _error_kind(error):
-    """'system', 'conflict' (a transient transaction error) or 'other'."""
+    """'system', 'conflict' (a transient transaction error, or any error
+    of a commit that a synchronizer spoiled) or 'other'."""
     # Disconnects are also transient: test system errors first.
     if isinstance(error, SYSTEM_ERRORS) or is_disconnect(error):
         return 'system'
-    if isinstance(error, transaction.interfaces.TransientError):
+    if (isinstance(error, transaction.interfaces.TransientError)
+            or _spoiled.spoiled):
         return 'conflict'
     return 'other'
 
 
 def _retry(call, identifier, tm, commit=True, max_conflicts=None,
-           backoff=('system', 'other'), final_level=logging.ERROR):
+           backoff=('system', 'other'), final_level=logging.ERROR,
+           log_every=10):
     """Run ``call`` (and commit) until it succeeds or an error is final.
 
     The one retry loop behind the three public helpers.  Conflicts are
     retried at once, forever or until ``max_conflicts`` attempts; error
     kinds listed in ``backoff`` are retried after sleeping 5, 10, ... 60
     seconds.  Any other error is final: logged at ``final_level`` and
-    returned as a :class:`zc.async.twist.Failure`.  Explosive errors are
-    re-raised after an abort.  Aborts go through :func:`abort`: a loop
+    returned as a :class:`zc.async.twist.Failure`.  Backing-off errors
+    are logged the first and every ``log_every``-th time.  Explosive errors
+    are re-raised after an abort.  Aborts go through :func:`abort`: a loop
     that backs off on system errors waits there for the database too; the
     others give up (returning the abort's Failure) rather than sleep.
     """
@@ -311,7 +411,7 @@ def _retry(call, identifier, tm, commit=True, max_conflicts=None,
             elif kind in backoff:
                 abort(tm, identifier, wait)
                 errors += 1
-                _log_backoff(kind, errors, identifier, delay)
+                _log_backoff(kind, errors, identifier, delay, log_every)
                 _sleep(delay)
                 delay = min(MAX_BACKOFF, delay + BACKOFF_INCREMENT)
                 continue
@@ -319,46 +419,55 @@ def _retry(call, identifier, tm, commit=True, max_conflicts=None,
             from .twist import Failure  # twist imports this module
             failure = Failure()
             abort(tm, identifier, wait)
-            log.log(final_level, 'Error while %s', identifier, exc_info=True)
+            if kind == 'conflict':  # out of attempts: try_five_times
+                log.log(final_level, 'Five consecutive transaction errors '
+                        'while %s', identifier, exc_info=True)
+            else:
+                log.log(final_level, 'Error while %s', identifier,
+                        exc_info=True)
             return failure
 
 
-def _log_backoff(kind, errors, identifier, delay):
-    """Log the first and every tenth error of a backing-off retry loop."""
+def _log_backoff(kind, errors, identifier, delay, every=10):
+    """Log the first and every ``every``-th error of a backing-off retry
+    loop."""
     level = logging.ERROR if kind == 'system' else logging.CRITICAL
     if errors == 1:
         log.log(level, 'first error while %s; will continue in %d seconds',
                 identifier, delay, exc_info=True)
-    elif not errors % 10:
+    elif not errors % every:
         log.log(level, '%d consecutive errors while %s; will continue in %d '
                 'seconds', errors, identifier, delay, exc_info=True)
 
 
-def never_fail(call, identifier, tm):
+def never_fail(call, identifier, tm, commit=True):
     """Run ``call`` and commit with ``tm`` until it succeeds; return result.
 
     Transaction errors are retried at once (a WARNING every fifth time);
     other errors after sleeping 5, 10, ... 60 seconds (logged the first and
     every tenth time: ERROR for system errors, CRITICAL otherwise).
-    Explosive errors are re-raised after an abort.
+    Explosive errors are re-raised after an abort.  With ``commit`` False
+    (a ``call`` that only reads) nothing is committed.
     """
-    return _retry(call, identifier, tm)
+    return _retry(call, identifier, tm, commit=commit)
 
 
 def wait_for_system_recovery(call, identifier, tm):
     """Like :func:`never_fail`, but other errors are final.
 
     Errors that are neither transaction nor system errors are logged at
-    ERROR and returned as a :class:`zc.async.twist.Failure`.
+    ERROR and returned as a :class:`zc.async.twist.Failure`.  System
+    errors are logged the first and every fifth time (as in 1.5).
     """
-    return _retry(call, identifier, tm, backoff=('system',))
+    return _retry(call, identifier, tm, backoff=('system',), log_every=5)
 
 
 def try_five_times(call, identifier, tm, commit=True):
     """Run ``call`` (and commit), trying at most five times on conflicts.
 
-    Any error that is not retried, including the fifth transaction error,
-    is logged at CRITICAL and returned as a :class:`zc.async.twist.Failure`;
+    Any error that is not retried, including the fifth transaction error
+    ("Five consecutive transaction errors while ..."), is logged at
+    CRITICAL and returned as a :class:`zc.async.twist.Failure`;
     explosive errors are re-raised after an abort.
     """
     return _retry(call, identifier, tm, commit=commit, max_conflicts=5,
@@ -392,16 +501,29 @@ _MISSING = object()
 
 
 class BTreeReads:
-    """Mapping reads over an OOBTree ``_data`` and a Length ``_len``."""
+    """Mapping reads over an OOBTree ``_data`` and a Length ``_len``.
+
+    A key the tree cannot compare with its keys (an int among UUIDs) is
+    simply not there, as in 1.5, whose Python 2 compared anything.
+    """
 
     def __getitem__(self, key):
-        return self._data[key]
+        try:
+            return self._data[key]
+        except TypeError:
+            raise KeyError(key) from None
 
     def get(self, key, default=None):
-        return self._data.get(key, default)
+        try:
+            return self._data.get(key, default)
+        except TypeError:
+            return default
 
     def __contains__(self, key):
-        return key in self._data
+        try:
+            return key in self._data
+        except TypeError:
+            return False
 
     def __iter__(self):
         return iter(self._data)
@@ -445,9 +567,9 @@ class Dict(BTreeReads, Base):
         """Remove ``key`` and return its value (or ``default`` if missing)."""
         try:
             value = self._data.pop(key)
-        except KeyError:
+        except (KeyError, TypeError):  # TypeError: see BTreeReads
             if default is _MISSING:
-                raise
+                raise KeyError(key) from None
             return default
         self._len.change(-1)
         value.parent = value.name = None
@@ -592,8 +714,16 @@ class Periodic(AbstractSet):
     ``period / (buckets - 1)`` has passed since the last rotation, adding
     an item first drops the oldest tree and starts a new one.  Ordinary
     adds touch only the newest tree and a length counter, not this object.
+
+    A 1.5 store (its jobs in a zope.bforest forest, ``_data``) has no
+    buckets until ``zc-async upgrade`` moves its jobs into them (see
+    :mod:`zc.async.upgrade`): until then it reads as empty, and its first
+    add starts its buckets.
     """
 
+    period = datetime.timedelta(days=7)
+    _buckets = ()
+    _len = _rotated = None
     # The agent's jobs record (see zc.async.agentjobs) where its newest
     # completed jobs wait, or None (1.5 agents, older zc.async 2 agents).
     _recent = None
@@ -604,6 +734,9 @@ class Periodic(AbstractSet):
         if period <= datetime.timedelta(0):
             raise ValueError('period must be positive, not %r' % (period,))
         self.period = period
+        self._start(buckets)
+
+    def _start(self, buckets):
         self._buckets = tuple(BTrees.LOBTree.LOBTree() for _ in range(buckets))
         self._len = BTrees.Length.Length()
         self._rotated = now()
@@ -636,6 +769,8 @@ class Periodic(AbstractSet):
         self._rotated = now()
 
     def add(self, item, parent=None):
+        if not self._buckets:  # a 1.5 store, not upgraded yet
+            self._start(7)  # 1.5's number of buckets
         self._rotate()
         super().add(item, parent)
 
@@ -659,13 +794,15 @@ class Periodic(AbstractSet):
 
     def clear(self):
         super().clear()
-        self._len.set(0)
+        if self._len is not None:
+            self._len.set(0)
         if self._recent is not None:
             self._recent.take_done()
 
     def __len__(self):
         recent = self._recent
-        return self._len() + (0 if recent is None else recent.done_count())
+        return ((0 if self._len is None else self._len())
+                + (0 if recent is None else recent.done_count()))
 
     def __bool__(self):
         return len(self) > 0

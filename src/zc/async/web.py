@@ -15,11 +15,17 @@ otherwise.  It serves:
   filter works);
 - ``GET /api/jobs/<oid>[?database=NAME]``: one job, with its traceback
   (see :func:`zc.async.webapi.job_detail`);
-- ``POST /api/jobs/<oid>/retry`` and ``/cancel`` (see
-  :func:`zc.async.webapi.retry` and :func:`~zc.async.webapi.cancel`):
+- ``POST /api/jobs/<oid>/retry``, ``/cancel`` and ``/abort`` (see
+  :func:`zc.async.webapi.retry`, :func:`~zc.async.webapi.cancel` and
+  :func:`~zc.async.webapi.abort`):
   refused with 403 unless the dashboard was started with an
   ``actions_token``, and then with 401 unless the request has the header
-  ``Authorization: Bearer <token>``.
+  ``Authorization: Bearer <token>``;
+- ``POST /api/jobs/<oid>/replay`` (a failed job) and ``/dry-run`` (a
+  pending job): the report of running the job in a sandbox that writes
+  nothing (see :mod:`zc.async.sandbox`); refused with 403 unless the
+  dashboard was started with ``allow_replay``, as they run job code in the
+  dashboard's process.  They need no token.
 
 Each API request reads the database in a reactor pool thread, through a
 connection of its own that is aborted (actions: committed) and closed
@@ -43,6 +49,7 @@ import twisted.web.server
 import ZODB.POSException
 
 from . import monitor
+from . import tolerant
 from . import utils
 from . import webapi
 
@@ -68,7 +75,11 @@ _LOOPBACK_NAMES = frozenset(['localhost', '127.0.0.1', '::1'])
 CONFLICT_ATTEMPTS = 5
 
 #: Action name -> the webapi function that does it.
-ACTIONS = {'retry': webapi.retry, 'cancel': webapi.cancel}
+ACTIONS = {'retry': webapi.retry, 'cancel': webapi.cancel,
+           'abort': webapi.abort}
+
+#: Sandbox run name -> the webapi function that does it.
+SANDBOX_RUNS = {'replay': webapi.replay, 'dry-run': webapi.dry_run}
 
 
 def _read_static(name):
@@ -100,12 +111,13 @@ class Dashboard(twisted.web.resource.Resource):
     ``loopback_only``: only accept requests whose ``Host`` is a loopback
     name (the server listens on a loopback address), so that a web page
     elsewhere cannot reach the API through DNS rebinding.
+    ``allow_replay`` enables replay and dry-run.
     """
 
     isLeaf = True
 
     def __init__(self, db, reactor, dispatcher=None, actions_token=None,
-                 loopback_only=True):
+                 loopback_only=True, allow_replay=False):
         super().__init__()
         if actions_token is not None and len(actions_token) < 8:
             raise ValueError('the actions token must have at least 8 '
@@ -115,6 +127,7 @@ class Dashboard(twisted.web.resource.Resource):
         self.dispatcher = dispatcher
         self.actions_token = actions_token
         self.loopback_only = loopback_only
+        self.allow_replay = allow_replay
 
     # ------------------------------------------------------- routing
 
@@ -161,7 +174,8 @@ class Dashboard(twisted.web.resource.Resource):
             self._only(params, ())
             return self._read(request, webapi.overview,
                               self._dispatcher_status(),
-                              self.actions_token is not None)
+                              self.actions_token is not None,
+                              self.allow_replay)
         if parts == ['jobs']:
             self._require(method, b'GET')
             return self._read(request, webapi.jobs, params)
@@ -176,6 +190,16 @@ class Dashboard(twisted.web.resource.Resource):
             self._authorize(request)
             return self._read(request, ACTIONS[parts[2]], parts[1],
                               params.get('database'), commit=True)
+        if len(parts) == 3 and parts[0] == 'jobs' and (
+                parts[2] in SANDBOX_RUNS):
+            self._require(method, b'POST')
+            self._only(params, ('database',))
+            if not self.allow_replay:
+                raise HTTPError(403, 'replay and dry-run are disabled: they '
+                                'run job code in the dashboard\'s process; '
+                                'start it with --allow-replay to enable them')
+            return self._read(request, SANDBOX_RUNS[parts[2]], parts[1],
+                              params.get('database'))
         raise HTTPError(404, 'no API at /api/%s' % (path,))
 
     # ------------------------------------------------------- checks
@@ -231,7 +255,7 @@ class Dashboard(twisted.web.resource.Resource):
         """The own dispatcher's status (read here, in the reactor thread)."""
         if self.dispatcher is None:
             return None
-        return self.dispatcher.getStatusInfo()
+        return monitor.dispatcher_status(self.dispatcher)
 
     # ------------------------------------------------------- answers
 
@@ -253,25 +277,23 @@ class Dashboard(twisted.web.resource.Resource):
         ``commit``: commit the changes, retrying conflict errors (a
         dispatcher may have changed the queue meanwhile).
         """
+        # A tolerant connection: jobs whose code is missing in this process
+        # are shown, cancelled and retried too.
         tm = transaction.TransactionManager()
-        conn = self.db.open(transaction_manager=tm)
-        try:
-            with monitor.using_dispatcher(self.dispatcher):
-                for attempt in range(1, CONFLICT_ATTEMPTS + 1):
-                    try:
-                        body = webapi.encoder.encode(func(conn, *args))
-                        if commit:
-                            tm.commit()
-                        return 200, body.encode('utf-8')
-                    except webapi.RequestError as e:
-                        return e.status, _error_json(str(e))
-                    except ZODB.POSException.ConflictError:
-                        tm.abort()
-                        if attempt == CONFLICT_ATTEMPTS:
-                            raise
-        finally:
-            tm.abort()
-            conn.close()
+        with tolerant.connection(self.db, tm) as conn, \
+                monitor.using_dispatcher(self.dispatcher):
+            for attempt in range(1, CONFLICT_ATTEMPTS + 1):
+                try:
+                    body = webapi.encoder.encode(func(conn, *args))
+                    if commit:
+                        tm.commit()
+                    return 200, body.encode('utf-8')
+                except webapi.RequestError as e:
+                    return e.status, _error_json(str(e))
+                except ZODB.POSException.ConflictError:
+                    tm.abort()
+                    if attempt == CONFLICT_ATTEMPTS:
+                        raise
 
     @staticmethod
     def _answer(answer, request, gone):
@@ -318,19 +340,22 @@ class _Site(twisted.web.server.Site):
 
 
 def start_dashboard(db, reactor, port, host='127.0.0.1', dispatcher=None,
-                    actions_token=None):
+                    actions_token=None, allow_replay=False):
     """Serve the dashboard of ``db`` on ``host:port``; the listening port.
 
     ``port=0`` picks a free port (``getHost().port`` tells which); stop
     it with ``stopListening()`` in the reactor thread.  ``dispatcher``
     adds its status to the overview.  ``actions_token`` (at least 8
-    characters) enables the retry and cancel actions for requests that
-    send it as a bearer token.  Call this in the reactor thread, before
-    the reactor runs, or from any thread while the reactor runs in
-    ``dispatcher.thread``.
+    characters) enables the retry, cancel and abort actions for requests
+    that send it as a bearer token.  ``allow_replay`` enables replaying
+    failed jobs and dry-running pending ones in a sandbox (job code runs in
+    this process; see :mod:`zc.async.sandbox`).  Call this in the reactor
+    thread, before the reactor runs, or from any thread while the reactor
+    runs in ``dispatcher.thread``.
     """
     resource = Dashboard(db, reactor, dispatcher, actions_token,
-                         loopback_only=_is_loopback(host))
+                         loopback_only=_is_loopback(host),
+                         allow_replay=allow_replay)
     site = _Site(resource)
 
     def listen():
@@ -340,9 +365,10 @@ def start_dashboard(db, reactor, port, host='127.0.0.1', dispatcher=None,
     else:
         res = listen()
     address = res.getHost()
-    utils.log.info('dashboard listening on http://%s:%d/ (actions %s)',
+    utils.log.info('dashboard listening on http://%s:%d/ (actions %s%s)',
                    address.host, address.port,
-                   'enabled' if actions_token else 'disabled')
+                   'enabled' if actions_token else 'disabled',
+                   '; replay and dry-run enabled' if allow_replay else '')
     return res
 
 

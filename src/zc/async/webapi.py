@@ -9,21 +9,27 @@ and the monitor agree on states, filters, order and job summaries.
 
 Bad input raises :class:`RequestError` with the HTTP status to answer
 (400 for a malformed request, 404 for something that does not exist).
-The two actions, :func:`retry` and :func:`cancel`, change the database;
-the caller commits.
+The actions, :func:`retry`, :func:`cancel` and :func:`abort`, change the
+database; the caller commits.  :func:`replay` and :func:`dry_run` run a job
+in a sandbox (:mod:`zc.async.sandbox`) and change nothing.
 """
 import itertools
 
+import ZODB.broken
 import ZODB.POSException
 import ZODB.utils
 
 from . import interfaces
+from . import jobactions
 from . import monitor
 from . import monitordb
 from . import monitorquery
+from . import sandbox
+from . import schedule
 from . import utils
 from .dispatcher import getId
-from .job import Job, isFailure
+from .job import isFailure
+from .unloadable import callable_name
 
 #: Compact JSON with the monitor's encodings (times, durations, job ids).
 encoder = monitor.Encoder(sort_keys=True)
@@ -96,12 +102,14 @@ def glob_escape(name):
                    for char in name)
 
 
-def overview(conn, dispatcher_status=None, actions=False):
-    """Queues (pending, job counts, quotas, dispatchers and agents).
+def overview(conn, dispatcher_status=None, actions=False, replay=False):
+    """Queues (pending, job counts, quotas, dispatchers and agents, and
+    schedules: see :func:`zc.async.schedule.describe`).
 
     ``dispatcher_status`` is the status of the dashboard's own dispatcher
     (:meth:`~zc.async.dispatcher.Dispatcher.getStatusInfo`), if any;
-    ``actions`` tells whether the dashboard's actions are enabled.
+    ``actions`` tells whether the dashboard's actions are enabled,
+    ``replay`` whether replay and dry-run are.
     Dispatchers are listed whether activated or not, with ``dead`` (no
     ping within the ping death interval), ``last ping`` and ``uptime``
     (null when not activated).
@@ -117,10 +125,11 @@ def overview(conn, dispatcher_status=None, actions=False):
         counts.update(_recent_counts(conn, queue.name))
         found[queue.name] = {
             'counts': counts, 'quotas': _quotas(queue),
-            'dispatchers': _dispatchers(queue, now)}
+            'dispatchers': _dispatchers(queue, now),
+            'schedules': schedule.report(queue)}
     return {'now': now, 'database': conn.db().database_name,
             'queues': found, 'this dispatcher': dispatcher_status,
-            'actions': actions}
+            'actions': actions, 'replay': replay}
 
 
 # ------------------------------------------------------------ job lists
@@ -135,6 +144,13 @@ def _callable_name(job):
 
 def job_row(job):
     """The short description of ``job`` in a job list."""
+    if isinstance(job, ZODB.broken.Broken):  # its class is missing here
+        summary = monitordb.jobsummary(job)
+        row = {key: summary[key] for key in (
+            'status', 'failed', 'queue', 'agent', 'dispatcher',
+            'begin after', 'active start', 'active end')}
+        row.update(id=getId(job), callable=callable_name(job))
+        return row
     agent = job.agent
     queue = job.queue
     return {
@@ -225,7 +241,7 @@ def get_job(conn, oid_text, database=None):
     except ZODB.POSException.POSKeyError:
         raise RequestError('no job with oid %d in database %r' % (
             oid, other.db().database_name), 404) from None
-    if not interfaces.IJob.providedBy(res):
+    if not monitordb.is_job(res):
         raise RequestError('oid %d is not a job' % (oid,), 404)
     return res
 
@@ -252,11 +268,15 @@ def job_detail(conn, oid_text, database=None):
     """
     job = get_job(conn, oid_text, database)
     res = monitordb.jobsummary(job)
+    if isinstance(job, ZODB.broken.Broken):  # its class is missing here
+        res.update({'id': getId(job), 'callable': callable_name(job),
+                    'annotations': {}, 'retry': None, 'traceback': None})
+        return res
     result = job.result
     res.update({
         'id': getId(job),
         'callable': _callable_name(job),
-        'annotations': {str(key): utils.custom_repr(value)
+        'annotations': {str(key): utils.bounded_repr(value)
                         for key, value in job.annotations.items()},
         'retry': _retry_data(job),
         'traceback': (result.getTraceback() if isFailure(result)
@@ -275,12 +295,32 @@ def cancel(conn, oid_text, database=None):
     commits.  Other jobs: RequestError (409).
     """
     job = get_job(conn, oid_text, database)
-    if job.status != interfaces.PENDING:
+    status = monitorquery.status_word(job)
+    if status != 'pending':
         raise RequestError('only pending jobs can be cancelled; job %s is '
-                           '%s' % (oid_text, monitorquery.status_word(job)),
-                           409)
-    job.queue.remove(job)
+                           '%s' % (oid_text, status), 409)
+    jobactions.remove(job)  # also a job that cannot be changed here
     return {'cancelled': getId(job)}
+
+
+def abort(conn, oid_text, database=None):
+    """Ask for the abort of the pending or running job ``oid_text``
+    (``job.requestAbort()``).
+
+    The dispatcher running it stops it once the caller commits (it fails
+    with AbortRequested); a pending job fails at once (committed).  Jobs
+    that have their result: RequestError (409).
+    """
+    job = get_job(conn, oid_text, database)
+    word = monitorquery.status_word(job)
+    if word not in ('pending', 'assigned', 'active'):
+        raise RequestError('only pending or running jobs can be aborted; job '
+                           '%s is %s' % (oid_text, word), 409)
+    try:
+        jobactions.abort(job)
+    except jobactions.Refused as e:  # a job that cannot be changed here
+        raise RequestError(str(e), 409) from None
+    return {'abort requested': getId(job)}
 
 
 def retry(conn, oid_text, database=None):
@@ -293,18 +333,51 @@ def retry(conn, oid_text, database=None):
     RequestError (409).
     """
     job = get_job(conn, oid_text, database)
-    if job.status != interfaces.COMPLETED or not isFailure(job.result):
+    if monitorquery.status_word(job) != 'completed' or not isFailure(
+            getattr(job, 'result', None)):
         raise RequestError('only failed jobs can be retried; job %s is %s'
                            % (oid_text, monitorquery.status_word(job)), 409)
     queue = job.queue
     if queue is None:
         raise RequestError('job %s has no queue to retry it in'
                            % (oid_text,), 409)
-    copy = Job(job.callable, *job.args, **dict(job.kwargs))
-    copy.retry_policy_factory = job.retry_policy_factory
-    copy.failure_log_level = job.failure_log_level
-    copy.quota_names = job.quota_names
+    copy = job._replica()
     queue._p_jar.add(copy)  # gives the new job its oid now
     queue.put(copy)
     return {'retried': getId(job),
             'new job': getId(copy)}
+
+
+# -------------------------------------------------------------- sandbox
+
+
+def replay(conn, oid_text, database=None):
+    """The report of the failed job ``oid_text`` called again in a sandbox
+    at the snapshot it saw (:func:`zc.async.sandbox.replay`, as
+    ``ISandboxReport.as_dict``).  Nothing is written.  Jobs that did not
+    fail, or whose snapshot is gone: RequestError (409).
+    """
+    job = get_job(conn, oid_text, database)
+    if job.status != interfaces.COMPLETED or not isFailure(job.result):
+        raise RequestError('only failed jobs can be replayed; job %s is %s'
+                           % (oid_text, monitorquery.status_word(job)), 409)
+    return _in_sandbox(sandbox.replay, job._p_jar.db(), job._p_oid)
+
+
+def dry_run(conn, oid_text, database=None):
+    """The report of the pending job ``oid_text`` run against the current
+    data in a sandbox (:func:`zc.async.sandbox.dry_run`).  Nothing is
+    written; the job stays pending.  Other jobs: RequestError (409).
+    """
+    job = get_job(conn, oid_text, database)
+    if job.status != interfaces.PENDING:
+        raise RequestError('only pending jobs can be dry-run; job %s is %s'
+                           % (oid_text, monitorquery.status_word(job)), 409)
+    return _in_sandbox(sandbox.dry_run, conn.db(), job)
+
+
+def _in_sandbox(run, *args):
+    try:
+        return run(*args).as_dict()
+    except (interfaces.AsyncError, ValueError) as e:
+        raise RequestError(str(e), 409) from None

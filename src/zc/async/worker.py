@@ -4,10 +4,14 @@ The worker opens a database from a ZODB URI (``file://``, ``zeo://``,
 RelStorage's ``postgres://`` ...) or from a ZConfig file with a ``<zodb>``
 section, imports the application modules that job pickles refer to, and runs
 a :class:`zc.async.dispatcher.Dispatcher` on the main Twisted reactor until
-SIGTERM or SIGINT stops the reactor.  Stopping the reactor fires the
-dispatcher's before-shutdown trigger, which deactivates its records in every
-queue: jobs it had not started go back to their queue, and jobs it was
-running are queued for ``handleInterrupt`` (their retry policy decides).
+SIGTERM or SIGINT.  The first signal stops the dispatcher warmly (see
+:mod:`zc.async.shutdown`): it claims no more jobs, lets the running ones
+finish for up to ``--shutdown-timeout`` seconds, then deactivates its
+records in every queue (the jobs still running are queued for
+``handleInterrupt``: their retry policy decides) and the reactor stops.  A
+second signal stops it at once.  The worker holds a lock on its UUID file
+while it runs (see :mod:`zc.async.instanceuuid`), so that the next process
+of the same instance takes over at once after a crash.
 
 Problems found before the reactor starts (an unknown URI scheme, an
 unreachable server, a missing ZConfig file, a module that cannot be
@@ -23,11 +27,13 @@ import datetime
 import importlib
 import logging
 import os
+import signal
 import sys
 
 import transaction
 
 from . import interfaces
+from . import shutdown
 
 EXIT_OK = 0
 EXIT_ERROR = 2
@@ -37,9 +43,13 @@ EXIT_INTERRUPTED = 130
 #: the URI sets its own limit.
 DEFAULT_CONNECT_TIMEOUT = 30
 
+#: Seconds a stopping worker waits for its running jobs by default.
+DEFAULT_SHUTDOWN_TIMEOUT = 30
+
 DESCRIPTION = (
     'Run a zc.async dispatcher on a ZODB database until SIGTERM or SIGINT, '
-    'which deactivate it cleanly.')
+    'which let the running jobs finish (up to --shutdown-timeout) and '
+    'deactivate it cleanly; a second signal stops it at once.')
 LOG_FORMAT = '%(asctime)s %(levelname)s %(name)s %(message)s'
 
 log = logging.getLogger('zc.async.worker')
@@ -56,8 +66,8 @@ def add_arguments(parser):
     parser.add_argument(
         'database',
         help='a ZODB URI (file://PATH, zeo://HOST:PORT, postgres://... with '
-             'RelStorage, zconfig://PATH) or the path of a ZConfig file '
-             'with a <zodb> section')
+             'RelStorage, zconfig://PATH), the path of a FileStorage file '
+             'or the path of a ZConfig file with a <zodb> section')
     parser.add_argument(
         '--uuid-file', metavar='PATH',
         help='file holding this instance\'s UUID; created if missing '
@@ -83,7 +93,8 @@ def add_arguments(parser):
     parser.add_argument(
         '--install', action='store_true',
         help='create the queues mapping and the --queue queues (default: '
-             "the '' queue) when they are missing")
+             "the '' queue) when they are missing, and a missing "
+             'FileStorage file')
     parser.add_argument(
         '--import', metavar='MODULE', dest='imports', action='append',
         default=[],
@@ -98,6 +109,16 @@ def add_arguments(parser):
         help='set after how long without a ping siblings declare this '
              'dispatcher dead (default: keep the stored value, 60 s when '
              'new)')
+    parser.add_argument(
+        '--shutdown-timeout', metavar='SECONDS', type=_not_negative_float,
+        default=DEFAULT_SHUTDOWN_TIMEOUT,
+        help='on SIGTERM or SIGINT, wait up to this long for the running '
+             'jobs to finish before handing them back (default: '
+             '%(default)s; 0: hand them back at once)')
+    parser.add_argument(
+        '--time-limit', metavar='SECONDS', type=_positive_float,
+        help='stop the jobs of the added agent that run longer than this, '
+             'unless they have a time_limit of their own (default: none)')
     parser.add_argument(
         '--connect-timeout', metavar='SECONDS', type=_positive_int,
         default=DEFAULT_CONNECT_TIMEOUT,
@@ -144,6 +165,14 @@ def _positive_float(text):
     return value
 
 
+def _not_negative_float(text):
+    value = float(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(
+            'expected a number of 0 or more, got %r' % text)
+    return value
+
+
 def _positive_int(text):
     value = int(text)
     if value <= 0:
@@ -178,17 +207,23 @@ def run_worker(options):
     signal stops it.  Raises :class:`WorkerError` for start-up problems."""
     uuid = read_uuid(options.uuid_file)
     import_modules(options.imports)
-    opener = database_opener(options.database, options.connect_timeout)
+    opener = database_opener(options.database, options.connect_timeout,
+                             create=options.install)
     # Logging starts only now, so that bad input has no side effects, and
     # before opening, so that an operator sees the attempts to connect.
     configure_logging(options.log_level, options.log_file)
+    lock_uuid_file(uuid)
     db = _open(opener, options.database)
     try:
         from twisted.internet import reactor
         dispatcher = start_dispatcher(db, reactor, uuid, options)
         start_dashboard(db, reactor, dispatcher, options)
         start_monitor(dispatcher, options)
-        reactor.run()  # Twisted's SIGTERM/SIGINT handlers stop it.
+        # Ours, not Twisted's (a second signal stops at once), and from now
+        # on: a signal that comes before the reactor runs stops it as soon
+        # as it does.
+        install_signal_handlers(reactor, dispatcher)
+        reactor.run(installSignalHandlers=False)
     finally:
         db.close()
     log.info('worker %s stopped', uuid)
@@ -231,6 +266,39 @@ def read_uuid(path=None):
         raise WorkerError('cannot read or create the UUID file: %s' % e)
 
 
+def lock_uuid_file(uuid):
+    """Lock the UUID file (see :func:`zc.async.instanceuuid.lock`); say so
+    when another process holds the lock."""
+    from . import instanceuuid
+    held = instanceuuid.lock(uuid)
+    if not held.held:
+        log.warning(
+            'the UUID file %s is locked by another process: two processes '
+            'share UUID %s?  This worker claims nothing until that one '
+            'deactivates or dies', held.path, uuid)
+
+
+def install_signal_handlers(reactor, dispatcher):
+    """Stop on SIGTERM and SIGINT: warmly the first time (the reactor
+    stops once the dispatcher has), at once the next times."""
+    received = []
+
+    def on_signal(signum, frame):
+        name = signal.Signals(signum).name
+        received.append(name)
+        if len(received) == 1:
+            log.info('received %s: stopping; running jobs get up to %s '
+                     'seconds to finish (send %s again to stop at once)',
+                     name, dispatcher.shutdown_timeout, name)
+            reactor.callFromThread(shutdown.end_reactor, reactor)
+        else:
+            log.info('received %s again: stopping at once', name)
+            reactor.callFromThread(dispatcher.stop, 0)
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, on_signal)
+
+
 def import_modules(names):
     """Import the application modules that job pickles refer to."""
     for name in names:
@@ -241,24 +309,38 @@ def import_modules(names):
 
 
 def open_database(uri_or_zconfig_path,
-                  connect_timeout=DEFAULT_CONNECT_TIMEOUT):
-    """Open a ZODB database from a URI or a ZConfig file path.
+                  connect_timeout=DEFAULT_CONNECT_TIMEOUT, create=False):
+    """Open a ZODB database from a URI, a FileStorage path or a ZConfig
+    file path.
 
     A ``zeo://`` URI without ``wait_timeout`` (a ``postgres://`` one
     without ``connect_timeout``) waits ``connect_timeout`` seconds for the
-    server.  Any failure raises :class:`WorkerError` naming
-    the database and the reason.
+    server.  A missing FileStorage is created only with ``create`` (or
+    ``create=true`` in the URI; see :mod:`zc.async.dburi`).  Any failure
+    raises :class:`WorkerError` naming the database and the reason.
     """
-    return _open(database_opener(uri_or_zconfig_path, connect_timeout),
-                 uri_or_zconfig_path)
+    return _open(database_opener(uri_or_zconfig_path, connect_timeout,
+                                 create), uri_or_zconfig_path)
+
+
+def database_argument(text, create=False):
+    """The URI or ZConfig path that the database argument ``text``
+    means (see :mod:`zc.async.dburi`); WorkerError if it is wrong."""
+    from . import dburi
+    try:
+        return dburi.checked(text, create)
+    except ValueError as e:
+        raise WorkerError(str(e))
 
 
 def database_opener(uri_or_zconfig_path,
-                    connect_timeout=DEFAULT_CONNECT_TIMEOUT):
+                    connect_timeout=DEFAULT_CONNECT_TIMEOUT, create=False):
     """Check the database argument; return a function that opens it.
 
-    Raises :class:`WorkerError` for an unknown scheme or a missing file.
+    Raises :class:`WorkerError` for an unknown scheme, a missing file or a
+    URI that names no server.
     """
+    uri_or_zconfig_path = database_argument(uri_or_zconfig_path, create)
     if '://' in uri_or_zconfig_path:
         return _opener_from_uri(
             _with_connect_timeout(uri_or_zconfig_path, connect_timeout))
@@ -339,18 +421,24 @@ def start_dispatcher(db, reactor, uuid, options):
     if options.agent:
         zope.component.provideHandler(subscribers.AgentInstaller(
             options.agent_name, size=options.agent_size,
-            queue_names=options.queues))
+            queue_names=options.queues,
+            time_limit=_seconds(options.time_limit)))
     if options.ping_interval or options.ping_death_interval:
         zope.component.provideHandler(PingSettings(
             uuid, options.ping_interval, options.ping_death_interval))
     dispatcher = Dispatcher(db, reactor, poll_interval=options.poll_interval,
                             uuid=uuid)
+    dispatcher.shutdown_timeout = options.shutdown_timeout
     if options.metrics_port is not None:
         _serve_metrics(dispatcher, options.metrics_port)
     dispatcher.activate()
     log.info('worker %s started (poll interval %s s)',
              uuid, options.poll_interval)
     return dispatcher
+
+
+def _seconds(value):
+    return None if value is None else datetime.timedelta(seconds=value)
 
 
 def _serve_metrics(dispatcher, port):
@@ -419,10 +507,15 @@ def add_dashboard_arguments(parser):
     parser.add_argument(
         '--actions-token', metavar='TOKEN',
         default=os.environ.get(ACTIONS_TOKEN_VARIABLE),
-        help='enable the dashboard\'s retry and cancel actions for '
+        help='enable the dashboard\'s retry, cancel and abort actions for '
              'requests with the header "Authorization: Bearer TOKEN" (at '
              'least 8 characters; default: $%s, else read-only)'
              % (ACTIONS_TOKEN_VARIABLE,))
+    parser.add_argument(
+        '--allow-replay', action='store_true',
+        help='let the dashboard replay failed jobs and dry-run pending ones '
+             'in a sandbox that writes nothing (runs job code in this '
+             'process)')
 
 
 def start_dashboard(db, reactor, dispatcher, options):
@@ -434,7 +527,7 @@ def start_dashboard(db, reactor, dispatcher, options):
     try:
         return web.start_dashboard(
             db, reactor, port, options.dashboard_host, dispatcher,
-            options.actions_token)
+            options.actions_token, getattr(options, 'allow_replay', False))
     except Exception as e:  # a busy port, a bad address or token
         raise WorkerError('cannot start the dashboard on %s:%s: %s' % (
             options.dashboard_host, port, e))

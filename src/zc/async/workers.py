@@ -26,7 +26,9 @@ from . import interfaces
 from . import utils
 from . import claims
 from . import coroutines
+from . import watchdog
 from .threadlocal import local
+from .threadlocal import waiting_for_reactor
 
 RESULT_LIMIT = 10000  # characters of a job info's 'result' kept
 
@@ -36,14 +38,7 @@ def _utcnow():
     return utils.now().replace(tzinfo=None)
 
 
-def _handoff(method):
-    """Mark a method that worker threads send to the reactor thread.
-
-    :class:`zc.async.testing.Reactor` runs these reports as soon as it runs
-    anything and leaves them out of its call counts.
-    """
-    method.zc_async_handoff = True
-    return method
+_handoff = utils.handoff
 
 
 class _Commit(threading.local):
@@ -99,6 +94,7 @@ class AgentThreadPool:
         self.threads = []  # started threads that have not reported their end
         self.jobids = {}  # {thread id: (oid, db name) running, or None}
         self.saturated = False  # the agent was full with work waiting
+        self.abandoned = []  # threads given up (see zc.async.watchdog)
         self._size = 0
         self._stopping = 0  # stop sentinels queued and not yet taken
         self.setSize(size)
@@ -141,8 +137,27 @@ class AgentThreadPool:
 
     @property
     def busy(self):
-        """Whether a handed-off item is waiting or being worked on."""
-        return self.queue.unfinished_tasks > 0
+        """Whether a handed-off item is waiting or being worked on (by a
+        thread not blocked until the reactor answers it, nor abandoned)."""
+        waiting = sum(1 for thread in list(self.threads)
+                      if thread.ident in waiting_for_reactor)
+        return self.queue.unfinished_tasks > waiting + len(self.abandoned)
+
+    @property
+    def working(self):
+        """Whether a handed-off item is waiting or being worked on by a
+        thread that was not abandoned."""
+        return self.queue.unfinished_tasks > len(self.abandoned)
+
+    def abandon(self, thread):
+        """Give up ``thread``, stuck in a job that was told to stop (see
+        :mod:`zc.async.watchdog`): another thread takes its place.  The
+        stuck thread ends when its job returns, taking no more work."""
+        if thread in self.threads:
+            self.threads.remove(thread)
+            self.jobids.pop(thread.ident, None)
+            self.abandoned.append(thread)
+            self.setSize()
 
     # The methods below run in the worker threads.
 
@@ -157,9 +172,10 @@ class AgentThreadPool:
         conn = self.dispatcher.db.open()
         claimer = _NextClaimer(self)
         transaction.manager.registerSynch(claimer)
+        slot = watchdog.Slot(self)
         stopped = False
         try:
-            while not stopped:
+            while not (stopped or slot.abandoned):
                 item = self.queue.get()
                 try:
                     stopped = item is None
@@ -172,6 +188,7 @@ class AgentThreadPool:
             # that ends this thread (the pool starts another).
             utils.log.critical('unexpected error', exc_info=True)
         finally:
+            slot.close()
             transaction.manager.unregisterSynch(claimer)
             utils.abort(transaction.manager, 'ending worker thread',
                         wait=False)
@@ -295,6 +312,8 @@ class AgentThreadPool:
 
     @_handoff
     def _threadEnded(self, thread, stopped):
+        if thread in self.abandoned:
+            self.abandoned.remove(thread)
         if thread in self.threads:
             self.threads.remove(thread)
         self.jobids.pop(thread.ident, None)
@@ -361,13 +380,25 @@ class _NextClaimer:
     conflict the claim adds costs a retry of that commit, never a second
     run.  Agents with a chooser, or classes of their own, are left to the
     poll, and so is everything when the dispatcher is not activated.
+
+    A claim never costs the completed job its outcome: any error of a
+    commit with a claim is retried at once (see
+    ``zc.async.utils.spoiled_commit``); the retry first blames the job
+    claimed last if it cannot be stored (so the claims pass over it), and
+    after :data:`CLAIM_TRIES` failed commits the job's commits claim no
+    more (the poll does).
     """
+
+    #: Commits of one job that may carry a claim.
+    CLAIM_TRIES = 3
 
     def __init__(self, pool):
         self.pool = pool
         self.job = self.agent = None
         self.pending = None  # (job, started) claimed by the commit under way
         self.claimed = None  # (job, started) claimed by a commit that landed
+        self.suspect = None  # the job claimed by a commit that failed
+        self.failures = 0  # commits with a claim that failed, for this job
         self.waiting = []  # see claims.claim
 
     def watch(self, job):
@@ -376,7 +407,8 @@ class _NextClaimer:
         plain = (claims.plain(agent) and agent.name == self.pool.name
                  and self.pool.dispatcher._instant)
         self.job, self.agent = job, agent if plain else None
-        self.pending = self.claimed = None
+        self.pending = self.claimed = self.suspect = None
+        self.failures = 0
         del self.waiting[:]
 
     def take(self):
@@ -389,7 +421,7 @@ class _NextClaimer:
         return claimed, waiting
 
     def newTransaction(self, txn):
-        pass
+        utils.spoiled_commit(False)
 
     def beforeCompletion(self, txn):
         job, agent = self.job, self.agent
@@ -397,12 +429,17 @@ class _NextClaimer:
         if (agent is None or self.pending is not None
                 or txn.status is not Status.ACTIVE
                 or not job._p_changed or job.status != interfaces.COMPLETED
-                or not self.pool.dispatcher.activated):
+                or not self.pool.dispatcher.activated
+                or self.pool.dispatcher.stopping):
             return
         length = getattr(agent.queue, '_length', None)
         quiet = not getattr(length, '_p_changed', True)  # the job put none
+        dispatcher = self.pool.dispatcher
         try:
-            claimed = claims.claim(self.pool.dispatcher, agent, self.waiting)
+            suspect, self.suspect = self.suspect, None
+            if suspect is not None:
+                claims.blame(dispatcher, agent.queue, [suspect])
+            claimed = claims.claim(dispatcher, agent, self.waiting)
             if claimed is not None:
                 self.pending = (claimed, claims.start_claimed(claimed))
                 # A commit that only claims brings no new work: it need not
@@ -413,6 +450,9 @@ class _NextClaimer:
             utils.log.warning('could not claim the next job for agent %r',
                               agent.name, exc_info=True)
             self.agent = None
+            dispatcher.reactor.callFromThread(dispatcher._claimError, {
+                'queue': agent.queue.name, 'agent': agent.name,
+                'reason': 'error'})
 
     def afterCompletion(self, txn):
         _commit.claim_only = False
@@ -423,4 +463,9 @@ class _NextClaimer:
                 claims.landed(self.pool.dispatcher, self.claimed[0])
             else:  # still queued: let the next claim have it
                 claims.forget(self.pool.dispatcher, self.pending[0])
+                utils.spoiled_commit(True)
+                self.suspect = self.pending[0]
+                self.failures += 1
+                if self.failures >= self.CLAIM_TRIES:
+                    self.agent = None
             self.pending = None

@@ -17,11 +17,11 @@ which a site may also use itself, with its own settings::
 It registers the default-queue adapters (``IQueue(obj)`` and
 ``IQueue(connection)``) and, as subscribers of ``IDatabaseOpenedEvent``
 (fired by ``zope.app.appsetup`` when the site's database opens), a queue
-installer, a threaded dispatcher installer and a hook that deactivates the
-dispatcher when the process exits; agent ``'main'`` is added by a subscriber
-of ``IDispatcherActivated``.  With 1.5's default settings these are the
-pre-built installers of :mod:`zc.async.subscribers`, so a policy file
-registers exactly what zc.async 1.5's did.
+installer and a threaded dispatcher installer (whose dispatcher also stops
+when the process exits: see :mod:`zc.async.shutdown`); agent ``'main'`` is
+added by a subscriber of ``IDispatcherActivated``.  With 1.5's default
+settings these are the pre-built installers of :mod:`zc.async.subscribers`,
+so a policy file registers exactly what zc.async 1.5's did.
 
 The directive checks its arguments when the configuration is processed: an
 unknown policy, a ``multidb`` policy without a database name, or two
@@ -33,20 +33,27 @@ serves the ``async`` and ``asyncdb`` monitor commands, and the
 ``IMonitorPlugin`` utilities, on that port once the dispatcher exists (see
 :mod:`zc.async.monitorserver`).  One per site; its installer runs after
 every dispatcher installer, wherever the directive appears.
+
+``<async:schedule name="nightly" callable="myapp.jobs.cleanup"
+cron="0 3 * * *" timezone="Europe/Berlin" />`` keeps a recurring job in a
+queue (``queue=""``, the default queue, unless told otherwise; ``every``
+is a number of seconds instead of ``cron``; ``catch_up`` and ``overlap``
+as for :class:`zc.async.schedule.Schedule`).  Its settings are checked
+when the configuration is processed; its installer runs after the queue
+installer, and adds the schedule, or replaces it if its definition
+changed.
 """
-import atexit
-import threading
-import weakref
+import datetime
 
 import persistent.interfaces
 import zope.component
 import zope.component.zcml
 import zope.configuration.exceptions
+import zope.configuration.fields
 import zope.interface
 import zope.schema
 import ZODB.interfaces
 
-from . import dispatcher as dispatcher_registry
 from . import interfaces
 from . import monitorserver
 from . import subscribers
@@ -59,10 +66,6 @@ POLICIES = {
     'basic': 'the queues in the main database',
     'multidb': 'the queues in another database, named by database=',
 }
-
-# How long the exit hook waits for a dispatcher's reactor thread.
-STOP_TIMEOUT = 3
-
 
 class IPolicyDirective(zope.interface.Interface):
     """Run a dispatcher in this process, with its queues and agent."""
@@ -137,7 +140,6 @@ def installers(database=None, poll_interval=5.0, agent_size=3):
             (subscribers.threaded_dispatcher_installer,),
             subscribers.ThreadedDispatcherInstaller,
             poll_interval=poll_interval),
-        stop_dispatcher_at_exit,
         _prebuilt_or_new(
             (subscribers.agent_installer,), subscribers.AgentInstaller,
             agent_name='main', size=agent_size),
@@ -191,42 +193,70 @@ def monitor(_context, port, host='127.0.0.1'):
         order=MONITOR_ORDER)
 
 
-# ------------------------------------------------------- shutdown at exit
+# ---------------------------------------------------------- schedules
 
-_running = weakref.WeakSet()  # threaded dispatchers to stop at exit
-_exit_hook_lock = threading.Lock()
-_exit_hook_registered = False
-
-
-@zope.component.adapter(interfaces.IDatabaseOpenedEvent)
-def stop_dispatcher_at_exit(event):
-    """Deactivate this process's threaded dispatcher when the process exits.
-
-    Signals are handled by the dispatcher installer; this covers a normal
-    exit (the end of the main program, ``sys.exit``), after which the
-    dispatcher's daemon threads would otherwise just vanish and its records
-    stay active until other dispatchers declare it dead.
-    """
-    global _exit_hook_registered
-    dispatcher = dispatcher_registry.get()
-    if dispatcher is None or getattr(dispatcher, 'thread', None) is None:
-        return
-    with _exit_hook_lock:
-        _running.add(dispatcher)
-        if not _exit_hook_registered:
-            atexit.register(stop_running_dispatchers)
-            _exit_hook_registered = True
+# Action order of schedule installers: after the queue installer of any
+# policy (order 0).
+SCHEDULE_ORDER = 1
 
 
-def stop_running_dispatchers(timeout=STOP_TIMEOUT):
-    """Stop the reactor threads of the dispatchers noted for exit.
+class IScheduleDirective(zope.interface.Interface):
+    """Keep a recurring job in a queue (see zc.async.schedule)."""
 
-    Stopping a dispatcher's reactor deactivates the dispatcher (its records
-    in every queue are committed as deactivated).
-    """
-    for dispatcher in list(_running):
-        thread = dispatcher.thread
-        if thread.is_alive():
-            dispatcher.reactor.callFromThread(dispatcher.reactor.stop)
-            thread.join(timeout)
-        _running.discard(dispatcher)
+    name = zope.schema.TextLine(
+        title='Name', description='The name in ``queue.schedules``.')
+
+    callable = zope.configuration.fields.GlobalObject(
+        title='Callable',
+        description='The dotted name of the function each tick\'s job'
+                    ' calls (without arguments).')
+
+    cron = zope.schema.TextLine(
+        title='Cron rule',
+        description='A cron expression, read in ``timezone`` (give it or'
+                    ' ``every``).', required=False)
+
+    every = zope.schema.Float(
+        title='Interval',
+        description='Seconds between ticks (give it or ``cron``).',
+        required=False)
+
+    timezone = zope.schema.TextLine(
+        title='Time zone',
+        description='The IANA time zone of a cron rule (default: UTC).',
+        required=False)
+
+    catch_up = zope.schema.Choice(
+        title='Catch up',
+        description='What due ticks put after a downtime: "once", "all"'
+                    ' or "skip".',
+        values=('once', 'all', 'skip'), required=False, default='once')
+
+    overlap = zope.schema.Bool(
+        title='Overlap',
+        description='False: no job while the last one is not finished.',
+        required=False, default=True)
+
+    queue = zope.schema.TextLine(
+        title='Queue', description='The queue\'s name (default: "").',
+        required=False, default='')
+
+
+def schedule(_context, name, callable, cron=None, every=None, timezone=None,
+             catch_up='once', overlap=True, queue=''):
+    """Handle ``<async:schedule>``: see :class:`IScheduleDirective`."""
+    if every is not None:
+        every = datetime.timedelta(seconds=every)
+    try:
+        installer = subscribers.ScheduleInstaller(
+            name, callable, queue=queue, cron=cron, every=every,
+            timezone=timezone or None, catch_up=catch_up, overlap=overlap)
+    except (TypeError, ValueError) as e:
+        raise zope.configuration.exceptions.ConfigurationError(
+            'schedule %r: %s' % (name, e))
+    _context.action(
+        discriminator=('zc.async', 'schedule', queue, name),
+        callable=zope.component.zcml.handler,
+        args=('registerHandler', installer, installer.__component_adapts__,
+              '', _context.info),
+        order=SCHEDULE_ORDER)

@@ -71,6 +71,25 @@ def gated(tally, n, directory):
     return 2 * n
 
 
+def sleepy(tally, n, directory, seconds):
+    """Record the start in ``starts.log``, work (in Python) for ``seconds``,
+    then count the committed run and return ``2 * n``."""
+    append_line(os.path.join(directory, STARTS), '%d %d' % (n, os.getpid()))
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        time.sleep(0.01)
+    tally.change(1)
+    return 2 * n
+
+
+def spin(tally, n, directory):
+    """Record the start in ``starts.log``, then loop in Python forever:
+    only a time limit or an abort request ends it."""
+    append_line(os.path.join(directory, STARTS), '%d %d' % (n, os.getpid()))
+    while True:
+        time.sleep(0.01)
+
+
 def contended(counter, directory):
     """Increment ``counter['n']`` (a PersistentMapping, which does not
     resolve conflicts).
@@ -101,6 +120,13 @@ def claim_at_barrier(directory, agent):
         append_line(path, str(os.getpid()))
         wait_until(lambda: count_lines(path) >= 2, 'a second claim')
     return job
+
+
+def note_failure(tally, result):
+    """A callback: counts its committed run; returns the name of the
+    exception class of ``result`` (a Failure)."""
+    tally.change(1)
+    return type(result.value).__name__
 
 
 def refuse_after(path, job):

@@ -24,6 +24,7 @@ import zc.asynchronous.dispatcher
 import zc.asynchronous.interfaces
 import zc.asynchronous.job
 import zc.asynchronous.queue
+import zc.asynchronous.shutdown
 import zc.asynchronous.testing
 import zc.asynchronous.twist
 from zc.asynchronous.tests import processes
@@ -64,12 +65,15 @@ def wait_until(condition, seconds=10, message='condition never became true'):
 class LiveDispatcher:
     """A dispatcher on a private Twisted reactor running in a thread."""
 
-    def __init__(self, db, poll_interval=0.5, uuid=None, instant=True):
+    def __init__(self, db, poll_interval=0.5, uuid=None, instant=True,
+                 before_activate=None):
         self.reactor = twisted.internet.selectreactor.SelectReactor()
         if not instant:
             self.reactor.instant_dispatch = False
         self.dispatcher = zc.asynchronous.dispatcher.Dispatcher(
             db, self.reactor, poll_interval=poll_interval, uuid=uuid)
+        if before_activate is not None:  # e.g. listeners for the first poll
+            before_activate(self.dispatcher)
         self.dispatcher.activate()
         thread = threading.Thread(
             target=self.reactor.run, kwargs={'installSignalHandlers': False},
@@ -108,11 +112,13 @@ class LiveDispatcher:
                 self.reactor.removeReader(waker)
                 waker.connectionLost(None)
 
-    def stop_reactor(self):
-        """Stop the reactor (deactivating the dispatcher), as SIGTERM does;
-        running jobs go on.  Another dispatcher may then use the UUID."""
-        self.reactor.callFromThread(self.reactor.stop)
-        self.dispatcher.thread.join(10)
+    def stop_reactor(self, timeout=None):
+        """Stop the dispatcher warmly, giving its running jobs up to
+        ``timeout`` seconds (None: its ``shutdown_timeout``), then its
+        reactor, as SIGTERM does; jobs still running are handed back, and
+        their threads go on.  Another dispatcher may then use the UUID."""
+        assert zc.asynchronous.shutdown.stop_reactor_thread(
+            self.dispatcher, timeout), 'the reactor did not stop'
         self._unregister()
 
     def crash(self):
@@ -172,9 +178,11 @@ class DispatcherTestCase(unittest.TestCase):
         zc.asynchronous.dispatcher.clear()
         zope.component.testing.tearDown()
 
-    def start(self, poll_interval=0.5, uuid=None, instant=True):
+    def start(self, poll_interval=0.5, uuid=None, instant=True,
+              before_activate=None):
         live = LiveDispatcher(self.db, poll_interval,
-                              self.uuid if uuid is None else uuid, instant)
+                              self.uuid if uuid is None else uuid, instant,
+                              before_activate)
         self.live.append(live)
         return live
 

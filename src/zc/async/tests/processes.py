@@ -49,11 +49,12 @@ def subprocess_env(**extra):
     return env
 
 
-def start_process(argv, log_path, **env):
-    """Start ``argv`` with stdout and stderr appended to ``log_path``."""
+def start_process(argv, log_path, cwd=None, **env):
+    """Start ``argv`` (in directory ``cwd``) with stdout and stderr
+    appended to ``log_path``."""
     with open(log_path, 'ab') as log:
         process = subprocess.Popen(
-            argv, stdout=log, stderr=subprocess.STDOUT,
+            argv, stdout=log, stderr=subprocess.STDOUT, cwd=cwd,
             stdin=subprocess.DEVNULL, env=subprocess_env(**env))
     _started.append(process)
     return process
@@ -215,10 +216,11 @@ class WorkerProcess:
     ``start()`` after ``kill()`` or ``stop()`` restarts the same instance.
     """
 
-    def __init__(self, uri, directory, name, *options):
+    def __init__(self, uri, directory, name, *options, env=None):
         self.uri = uri
         self.name = name
         self.options = options
+        self.env = env or {}  # more environment variables
         self.uuid = uuid.uuid1()
         self.uuid_path = os.path.join(directory, name + '-uuid.txt')
         self.log_path = os.path.join(directory, name + '.log')
@@ -234,7 +236,7 @@ class WorkerProcess:
 
     def start(self):
         assert not self.running, 'already running'
-        self.process = start_process(self.argv(), self.log_path)
+        self.process = start_process(self.argv(), self.log_path, **self.env)
         return self
 
     @property

@@ -272,10 +272,69 @@ class DatabaseErrorTests(unittest.TestCase):
         status, out, err = zc_async('status', uri)
         self.assertEqual(status, 2)
         self.assertTrue(err.startswith(
-            "zc-async status: error: cannot open database '%s" % uri), err)
+            "zc-async status: error: no FileStorage file '%s'" % (
+                os.path.join(directory, 'nosuch.fs'),)), err)
         self.assertFalse(os.path.exists(os.path.join(directory,
                                                      'nosuch.fs')))
         status, out, err = zc_async('jobs', 'nosuch://x')
         self.assertEqual((status, err.strip()), (
             2, "zc-async jobs: error: unknown database URI scheme 'nosuch' "
                "in 'nosuch://x'"))
+
+
+class AbortTests(unittest.TestCase):
+    """``zc-async abort`` (zc.async.clijobs) on a copy of the scene."""
+
+    def setUp(self):
+        self.directory = tempfile.mkdtemp(prefix='zc.async-abort-')
+        self.addCleanup(shutil.rmtree, self.directory)
+        self.path = os.path.join(self.directory, 'Data.fs')
+        shutil.copy(os.path.join(SceneLayer.directory, 'Data.fs'), self.path)
+        self.uri = 'file://' + self.path
+
+    layer = SceneLayer
+
+    def abort(self, name):
+        return zc_async('abort', self.uri, str(SceneLayer.oids[name]))
+
+    def job(self, name):
+        db = ZODB.DB(self.path)
+        try:
+            job = db.open().get(ZODB.utils.p64(SceneLayer.oids[name]))
+            return job.status, job.abort_requested, job.result
+        finally:
+            db.close()
+
+    def test_a_pending_job_fails_at_once(self):
+        status, out, err = self.abort('pending')
+        self.assertEqual((status, out), (0, (
+            'failed job %d (_operator.sub) with AbortRequested: it had not '
+            'started\n' % (SceneLayer.oids['pending'],))))
+        status, requested, result = self.job('pending')
+        self.assertEqual((status, requested), (interfaces.COMPLETED, True))
+        self.assertIsNotNone(result.check(interfaces.AbortRequested))
+
+    def test_a_running_job_gets_the_request(self):
+        status, out, err = self.abort('active')
+        self.assertEqual((status, out, err), (0, (
+            'asked for the abort of job %d (sys.exit): the dispatcher running '
+            'it stops it\n' % (SceneLayer.oids['active'],)), ''))
+        self.assertEqual(self.job('active')[:2], (interfaces.ACTIVE, True))
+
+    def test_jobs_with_a_result_and_unknown_oids_are_errors(self):
+        status, out, err = self.abort('good')
+        self.assertEqual((status, out, err), (
+            2, '', 'zc-async abort: error: cannot abort job %d '
+                   '(_operator.add): only pending or running jobs can be '
+                   'aborted, and it is completed\n'
+                   % (SceneLayer.oids['good'],)))
+        status, out, err = zc_async('abort', self.uri + '.missing', '1')
+        self.assertEqual(status, 2)
+        self.assertTrue(err.startswith(
+            "zc-async abort: error: no FileStorage file '%s.missing'"
+            % (self.path,)), err)
+        self.assertFalse(os.path.exists(self.path + '.missing'))
+        status, out, err = zc_async('abort', self.uri, '999999')
+        self.assertEqual((status, err), (2, "zc-async abort: error: no "
+                                            "object with oid 999999 in "
+                                            "database 'unnamed'\n"))

@@ -2,13 +2,16 @@
 import operator
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
 import textwrap
+import time
 import unittest
 import uuid
 
+import persistent.interfaces
 import persistent.mapping
 import transaction
 import transaction.interfaces
@@ -28,6 +31,7 @@ import zc.asynchronous.interfaces as interfaces
 import zc.asynchronous.job
 import zc.asynchronous.legacy
 import zc.asynchronous.monitorserver as monitorserver
+import zc.asynchronous.queue
 import zc.asynchronous.subscribers as subscribers
 from zc.asynchronous.tests.test_subscribers import DEADLINE
 from zc.asynchronous.tests.test_subscribers import Reader
@@ -126,6 +130,30 @@ class RegistrationTests(TempDirMixin, unittest.TestCase):
         self.assertIs(transaction.interfaces.ITransactionManager(conn),
                       conn.transaction_manager)
 
+    def test_client_registers_the_default_queue_adapters(self):
+        # A client-only process: base() alone cannot find the queue.
+        configure.base()
+        obj, conn = self.stored(self.db)
+        with self.assertRaises(TypeError):
+            interfaces.IQueue(conn)
+        conn.root()[interfaces.KEY] = zc.asynchronous.queue.Queues()
+        queue = conn.root()[interfaces.KEY][''] = zc.asynchronous.queue.Queue()
+        conn.transaction_manager.commit()
+        self.assertIsNone(configure.client())
+        self.assertIs(interfaces.IQueue(conn), queue)
+        self.assertIs(interfaces.IQueue(obj), queue)
+        job = interfaces.IQueue(conn).put(a_function)
+        self.assertEqual(job.status, interfaces.PENDING)
+
+    def test_client_takes_a_registry(self):
+        configure.client(self.registry)
+        obj, conn = self.stored(self.db)
+        self.assertIsNone(zope.component.queryAdapter(conn, interfaces.IQueue))
+        self.assertEqual(
+            [r.required[0] for r in self.registry.registeredAdapters()
+             if r.provided is interfaces.IQueue],
+            [persistent.interfaces.IPersistent, ZODB.interfaces.IConnection])
+
 
 class StartTests(TempDirMixin, unittest.TestCase):
     """start() with a real threaded dispatcher on a FileStorage."""
@@ -193,6 +221,29 @@ class StartTests(TempDirMixin, unittest.TestCase):
         wait_until(
             lambda: reader.root() and job.status == interfaces.COMPLETED)
         self.assertEqual(job.result, 42)
+
+    def test_stop_lets_the_running_job_finish_and_forgets_the_dispatcher(
+            self):
+        previous = signal.getsignal(signal.SIGTERM)
+        dispatcher = self.start()
+        self.assertIsNot(signal.getsignal(signal.SIGTERM), previous)
+        reader = Reader(self.db)
+        self.addCleanup(reader.close)
+        wait_until(lambda: interfaces.KEY in reader.root())
+        queue = interfaces.IQueue(reader.conn)
+        job = queue.put(zc.asynchronous.job.Job(time.sleep, 1))
+        reader.tm.commit()
+        reader.tm.begin()
+        wait_until(lambda: reader.root() is not None
+                   and job.status == interfaces.ACTIVE)
+        configure.stop(10)
+        self.assertIsNone(zc.asynchronous.dispatcher.get())
+        self.assertFalse(dispatcher.activated)
+        self.assertFalse(dispatcher.thread.is_alive())
+        self.assertIs(signal.getsignal(signal.SIGTERM), previous)
+        reader.root()
+        self.assertEqual(job.status, interfaces.COMPLETED)
+        configure.stop()  # nothing to stop
 
     def test_db_name_puts_the_queues_in_that_database(self):
         databases = {}
@@ -285,9 +336,41 @@ TWISTED_SCRIPT = textwrap.dedent('''
 ''')
 
 
+# 1.5's Twisted program: the job's callback stops the reactor.  The
+# reactor's shutdown waits for the worker thread to finish the callback and
+# commit the job's completion.
+CALLBACK_STOPS_SCRIPT = textwrap.dedent('''
+    import operator, sys
+    import transaction, ZODB, ZODB.FileStorage
+    from twisted.internet import reactor
+    import zc.asynchronous.configure
+    from zc.asynchronous.interfaces import COMPLETED, IQueue
+    from zc.asynchronous.job import Job
+
+    def stop_reactor(result):
+        reactor.callFromThread(reactor.stop)
+        return 'stopping at %r' % (result,)
+
+    db = ZODB.DB(ZODB.FileStorage.FileStorage(sys.argv[1]))
+    zc.asynchronous.configure.base()
+    zc.asynchronous.configure.start(db, poll_interval=0.1, twisted=True)
+    tm = transaction.TransactionManager(explicit=True)
+    conn = db.open(transaction_manager=tm)
+    with tm:
+        job = IQueue(conn).put(Job(operator.mul, 21, 2))
+        callback = job.addCallback(stop_reactor)
+    reactor.run()
+    with tm:
+        print('job:', job.status == COMPLETED, job.result)
+        print('callback:', callback.status == COMPLETED, callback.result)
+    conn.close()
+    db.close()
+''')
+
+
 class TwistedStartTests(unittest.TestCase):
 
-    def test_start_with_twisted_runs_jobs_on_the_main_reactor(self):
+    def run_script(self, script, *args):
         tmpdir = tempfile.mkdtemp(prefix='zc.async-configure-')
         self.addCleanup(shutil.rmtree, tmpdir, True)
         env = dict(os.environ)
@@ -295,15 +378,22 @@ class TwistedStartTests(unittest.TestCase):
             [SRC] + [p for p in [env.get('PYTHONPATH')] if p])
         env[instanceuuid.key] = os.path.join(tmpdir, 'uuid.txt')
         process = subprocess.run(
-            [sys.executable, '-c', TWISTED_SCRIPT,
-             os.path.join(tmpdir, 'Data.fs'), str(DEADLINE)],
-            cwd=tmpdir, env=env, capture_output=True, text=True,
+            [sys.executable, '-c', script, os.path.join(tmpdir, 'Data.fs'),
+             *args], cwd=tmpdir, env=env, capture_output=True, text=True,
             timeout=DEADLINE * 2)
         self.assertEqual(process.returncode, 0, process.stderr)
-        self.assertEqual(process.stdout.splitlines(), [
+        return process.stdout.splitlines()
+
+    def test_start_with_twisted_runs_jobs_on_the_main_reactor(self):
+        self.assertEqual(self.run_script(TWISTED_SCRIPT, str(DEADLINE)), [
             'global reactor: True',
             'result: 42',
             'activated after the reactor stopped: False'])
+
+    def test_a_callback_that_stops_the_reactor(self):
+        self.assertEqual(self.run_script(CALLBACK_STOPS_SCRIPT), [
+            'job: True 42',
+            'callback: True stopping at 42'])
 
 
 def test_suite():

@@ -17,6 +17,7 @@ import tempfile
 import threading
 import unittest
 
+import persistent.mapping
 import transaction
 import zope.component
 import zope.component.testing
@@ -211,12 +212,44 @@ class FTestingTests(unittest.TestCase):
 
     def test_set_up_needs_a_connection_or_database(self):
         with self.assertRaises(ValueError) as caught:
-            ftesting.setUp()
+            ftesting.setUp()  # and no getRootFolder in this module
         self.assertIn('getRootFolder()._p_jar', str(caught.exception))
         with self.assertRaises(TypeError) as caught:
             ftesting.setUp('Data.fs')
         self.assertIn("not 'Data.fs'", str(caught.exception))
         self.assertEqual(ftesting._state, {})
+
+    def test_set_up_finds_getRootFolder_in_the_callers_globals(self):
+        # A zope.app.testing functional doctest has getRootFolder in its
+        # globals; 1.5 tests call setUp() with no argument there.
+        folder = self.conn.root()['folder'] = (
+            persistent.mapping.PersistentMapping())
+        self.conn.transaction_manager.commit()
+        doctest_globals = {'getRootFolder': lambda: folder,
+                           'zc': __import__('zc.asynchronous.ftesting')}
+        exec('zc.asynchronous.ftesting.setUp(log_file=None)',
+             doctest_globals)
+        dispatcher = zc.asynchronous.dispatcher.get()
+        self.assertIs(dispatcher.db, self.db)
+        self.assertTrue(dispatcher.activated)
+        exec('zc.asynchronous.ftesting.tearDown()', doctest_globals)
+        self.assertIsNone(zc.asynchronous.dispatcher.get())
+
+    def test_tear_down_stops_a_dispatcher_it_did_not_start(self):
+        # 1.5's tearDown stopped the process's dispatcher, whatever had
+        # started it, and restored the signal handlers.
+        subscribers.queue_installer(interfaces.DatabaseOpened(self.db))
+        self.assertIsNone(subscribers.ThreadedDispatcherInstaller(
+            poll_interval=0.1)(interfaces.DatabaseOpened(self.db)))
+        dispatcher = zc.asynchronous.dispatcher.get()
+        self.assertIsNot(signal.getsignal(signal.SIGTERM), self.sigterm)
+        zc.asynchronous.testing.get_poll(dispatcher, 0)
+        ftesting.tearDown()
+        self.assertIsNone(zc.asynchronous.dispatcher.get())
+        self.assertFalse(dispatcher.activated)
+        self.assertFalse(dispatcher.thread.is_alive())
+        self.assertIs(signal.getsignal(signal.SIGTERM), self.sigterm)
+        self.assertNotIn(id(dispatcher), subscribers.signal_handlers)
 
     def test_set_up_twice_and_tear_down_without_set_up(self):
         ftesting.setUp(self.conn, log_file=None)
@@ -225,8 +258,9 @@ class FTestingTests(unittest.TestCase):
         self.assertIn('setUp was called twice', str(caught.exception))
         ftesting.tearDown()
         with self.assertRaises(ValueError) as caught:
-            ftesting.tearDown()
-        self.assertIn('tearDown called without setUp', str(caught.exception))
+            ftesting.tearDown()  # nothing left to stop
+        self.assertIn('no dispatcher runs in this process',
+                      str(caught.exception))
 
     def test_a_failing_set_up_undoes_itself(self):
         def broken_installer(event):

@@ -120,9 +120,12 @@ class MetricsTests(DispatcherTestCase):
         installed = metrics.install_metrics(live.dispatcher, self.registry)
         self.addCleanup(installed.uninstall)
         self.put(blocked)
+        # The claim's commit makes the job ACTIVE in the database before
+        # its worker reports the start: wait for both.
         wait_until(lambda: self.jobs('active') == 1,
                    message='an active job in %r' % self.scrape())
-        self.assertEqual(self.count('started'), 1)
+        wait_until(lambda: self.count('started') == 1,
+                   message='a started job in %r' % self.scrape())
         self.assertEqual(self.count('succeeded'), 0)
         _gate.set()
         wait_until(lambda: self.jobs('completed') == 1)

@@ -566,7 +566,7 @@ class HelpTests(SceneTestCase):
     def test_help(self):
         text = run(monitordb.asyncdb)
         self.assertTrue(text.startswith(
-            'Monitor zc.async activity in the database.\n'))
+            'Monitor and introspect zc.async activity in the database.\n'))
         text = run(monitordb.asyncdb, 'help')
         for name, func in monitordb.funcs.items():
             self.assertIn('\n%s: %s\n' % (name, func.__doc__.split('\n')[0]),

@@ -63,7 +63,7 @@ class ProtocolTests(MonitorTestCase):
         status = json.loads(self.send(b'  async   status \n'))
         self.assertEqual(status['status'], 'STOPPED')
         self.assertEqual(self.send(b'async utcnow\nasync UUID\n'),
-                         '"2006-08-10T15:44:22.000211Z"\n%s\n' % (UUID,))
+                         '2006-08-10T15:44:22.000211Z\n%s\n' % (UUID,))
         self.assertEqual(self.send(b'async\n'),
                          inspect.getdoc(monitor.async_) + '\n')
 
@@ -76,14 +76,16 @@ class ProtocolTests(MonitorTestCase):
         self.assertEqual(text, '\n'.join([
             'Supported commands:',
             '  async -- Monitor zc.async activity in this process.',
-            '  asyncdb -- Monitor zc.async activity in the database.',
+            '  asyncdb -- Monitor and introspect zc.async activity in the '
+            'database.',
             '  help -- Get help about the server\'s commands.',
             '  interactive -- Keep the session open for more commands (it '
             'always is).',
             '  quit -- End the session.', '']))
         text = self.send(b'help asyncdb\n')
         self.assertTrue(text.startswith(
-            'Monitor zc.async activity in the database.\n\nUsage:'))
+            'Monitor and introspect zc.async activity in the database.\n\n'
+            "To see a list of asyncdb tools, use 'asyncdb help'."))
         self.assertEqual(
             self.send(b'help nope\n'),
             "Error: ValueError: unknown command 'nope'; the commands are "
@@ -313,9 +315,10 @@ class InstallerTests(DispatcherTestCase):
                          (interfaces.IDatabaseOpenedEvent,))
         running = self.start(uuid=self.uuid)
         event = interfaces.DatabaseOpened(self.db)
-        port = installer(event)
-        self.assertIs(installer(event), port)  # once per dispatcher
-        self.assertEqual(installer.servers[running.dispatcher], port)
+        self.assertIsNone(installer(event))  # as every installer
+        port = installer.servers[running.dispatcher]
+        installer(event)
+        self.assertIs(installer.servers[running.dispatcher], port)  # once
         address = port.getHost()
         self.assertEqual(address.host, '127.0.0.1')
         self.assertEqual(session((address.host, address.port), 'async UUID'),

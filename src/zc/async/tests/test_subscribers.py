@@ -315,7 +315,8 @@ class ThreadedDispatcherInstallerTests(RegistryMixin, unittest.TestCase):
     def start(self, **kw):
         installer = subscribers.ThreadedDispatcherInstaller(
             poll_interval=0.5, uuid=self.uuid, **kw)
-        dispatcher = installer(interfaces.DatabaseOpened(self.db))
+        self.assertIsNone(installer(interfaces.DatabaseOpened(self.db)))
+        dispatcher = zc.asynchronous.dispatcher.get(self.uuid)
         self.addCleanup(self.tear_down, dispatcher)
         return dispatcher
 

@@ -15,9 +15,8 @@ from zc.asynchronous import testing
 from zc.asynchronous import utils
 from zc.asynchronous.job import Job
 from zc.asynchronous.queue import Queue, Queues
-from zc.asynchronous.tests import processes
 from zc.asynchronous.tests.reactorcase import ReactorTestCase
-from zc.asynchronous.tests.test_reliability import Scenario
+from zc.asynchronous.tests.test_reliability import ZEOScenario
 
 KEY = 'invoice-42'
 GATE = threading.Event()  # opened by the tests to let ``gated`` return
@@ -229,17 +228,8 @@ class ConcurrentPutTests(unittest.TestCase):
         self.assertEqual(len(q1), 4)
 
 
-class ProducerProcessTests(Scenario, unittest.TestCase):
+class ProducerProcessTests(ZEOScenario, unittest.TestCase):
     """Four producer processes put the same key 100 times each."""
-
-    layer = processes.ZEOLayer
-
-    @property
-    def uri(self):
-        return processes.ZEOLayer.server.uri
-
-    def open_db(self):
-        return processes.ZEOLayer.server.open_db()
 
     def test_four_producers_leave_exactly_one_pending_job(self):
         reports = self.produce(4, 100, KEY)

@@ -271,6 +271,19 @@ class WaitForSystemRecoveryTests(RetryTestBase):
         self.assertEqual(res, 'done')
         self.assertEqual(self.sleeps(), [5, 10])
 
+    def test_system_errors_are_logged_first_and_every_fifth(self):
+        errors = [ZEO.Exceptions.ClientDisconnected()] * 10
+        with self.assertLogs('zc.async.events', logging.ERROR) as logs:
+            utils.wait_for_system_recovery(
+                self.failing(errors), 'counting', self.tm)
+        self.assertEqual(  # as in 1.5
+            [record.getMessage() for record in logs.records],
+            ['first error while counting; will continue in 5 seconds',
+             '5 consecutive errors while counting; will continue in 25 '
+             'seconds',
+             '10 consecutive errors while counting; will continue in 50 '
+             'seconds'])
+
     def test_other_errors_are_returned_as_failures(self):
         with self.assertLogs('zc.async.events', logging.ERROR) as logs:
             res = utils.wait_for_system_recovery(
@@ -299,6 +312,8 @@ class TryFiveTimesTests(RetryTestBase):
                 self.failing(conflicts), 'counting', self.tm)
         self.assertTrue(res.check(ZODB.POSException.ConflictError))
         self.assertEqual(len(logs.records), 1)
+        self.assertEqual(logs.records[0].getMessage(),  # 1.5's words
+                         'Five consecutive transaction errors while counting')
         self.assertEqual(self.stored_count(), 0)
 
     def test_other_and_system_errors_fail_at_once(self):

@@ -18,6 +18,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 import unittest
 import uuid
 
@@ -48,6 +49,11 @@ def boom():
 
 def fresh_job():
     return 'fresh'
+
+
+def loops():
+    while True:
+        time.sleep(0.005)
 
 
 def with_progress():
@@ -313,7 +319,7 @@ class APITests(DashboardTestCase):
 
     def test_actions_are_refused_when_disabled(self):
         pending = self.later(add)
-        for action in ('retry', 'cancel'):
+        for action in ('retry', 'cancel', 'abort'):
             self.assertEqual(
                 self.error('/api/jobs/%d/%s' % (self.oid(pending), action),
                            403, method='POST',
@@ -366,6 +372,23 @@ class ActionTests(DashboardTestCase):
         self.assertEqual(self.post(pending, 'cancel', status=409), {
             'error': 'only pending jobs can be cancelled; job %d is new'
             % (self.oid(pending),)})
+
+    def test_abort_stops_a_running_job_and_fails_a_pending_one(self):
+        pending = self.later(add)
+        self.assertEqual(self.post(pending, 'abort'),
+                         {'abort requested': [self.oid(pending), 'unnamed']})
+        transaction.begin()
+        self.assertEqual(str(pending.result.value),
+                         'its abort was requested before it started')
+        running = self.put(loops)
+        testing.wait_for_start(running)
+        self.assertEqual(self.post(running, 'abort'),
+                         {'abort requested': [self.oid(running), 'unnamed']})
+        self.assertEqual(str(testing.wait_for_result(running).value),
+                         'its abort was requested')
+        self.assertEqual(self.post(running, 'abort', status=409), {
+            'error': 'only pending or running jobs can be aborted; job %d '
+                     'is completed' % (self.oid(running),)})
 
     def test_retry_puts_a_copy_of_a_failed_job(self):
         failed = self.finished(boom)
@@ -538,6 +561,23 @@ class BrowserTests(DashboardTestCase):
         self.assertEqual(self.text('#error'),
                          "no job with oid 999999 in database 'unnamed'")
 
+    def test_a_running_job_can_be_aborted(self):
+        job = self.put(loops)
+        testing.wait_for_start(job)
+        self.port = self.start_dashboard(TOKEN)
+        self.open('/jobs/%d' % (self.oid(job),))
+        self.browser.wait_for('!document.querySelector("#actions").hidden')
+        self.assertFalse(self.browser.evaluate(
+            'document.querySelector("#abort-button").hidden'))
+        self.browser.evaluate(
+            'document.querySelector("#token").value = %s;'
+            'document.querySelector("#abort-button").click()'
+            % (json.dumps(TOKEN),))
+        self.browser.wait_for('document.querySelector("#action-result")'
+                              '.innerText.includes("abort requested")')
+        self.assertEqual(str(testing.wait_for_result(job).value),
+                         'its abort was requested')
+
     def test_actions_need_the_token(self):
         job = self.finished(boom)
         self.port = self.start_dashboard(TOKEN)
@@ -545,6 +585,8 @@ class BrowserTests(DashboardTestCase):
         self.browser.wait_for('!document.querySelector("#actions").hidden')
         self.assertTrue(self.browser.evaluate(
             'document.querySelector("#cancel-button").hidden'))
+        self.assertTrue(self.browser.evaluate(
+            'document.querySelector("#abort-button").hidden'))
         click = ('document.querySelector("#token").value = %s;'
                  'document.querySelector("#retry-button").click()')
         self.browser.evaluate(click % (json.dumps('wrong-token'),))

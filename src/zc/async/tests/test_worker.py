@@ -92,7 +92,9 @@ class BadInputTests(unittest.TestCase):
 
     def test_file_storage_in_missing_directory(self):
         uri = 'file://%s/nosuch/Data.fs' % self.directory
-        self.assertFails('cannot open database %r' % uri, uri)
+        self.assertFails('no FileStorage file %r' % (
+            os.path.join(self.directory, 'nosuch', 'Data.fs'),), uri)
+        self.assertFails('cannot open database %r' % uri, uri, '--install')
 
     def test_corrupt_uuid_file(self):
         with open(self.uuid_file, 'w') as f:
@@ -139,7 +141,8 @@ class OpenDatabaseTests(unittest.TestCase):
         shutil.rmtree(self.directory)
 
     def test_file_uri(self):
-        db = worker.open_database('file://%s/Data.fs' % self.directory)
+        db = worker.open_database('file://%s/Data.fs' % self.directory,
+                                  create=True)
         try:
             self.assertIsInstance(db.storage, ZODB.FileStorage.FileStorage)
         finally:

@@ -22,6 +22,7 @@ import zc.asynchronous.dispatcher
 import zc.asynchronous.interfaces as interfaces
 import zc.asynchronous.job
 import zc.asynchronous.queue
+import zc.asynchronous.unloadable
 import zc.asynchronous.testing as testing
 import zc.asynchronous.utils
 from zc.asynchronous.dispatcher import getId
@@ -68,7 +69,7 @@ class ClaimCommitTests(DispatcherTestCase):
         # Two commits: the claim (which made it ACTIVE) and the result;
         # no commit of its own to go ACTIVE.
         claim, result = self.commits_touching(job, put_tid)
-        self.assertIn('getting jobs', claim)
+        self.assertIn('getting job for UUID', claim)
         transaction.begin()
         self.assertEqual(job.status, interfaces.COMPLETED)
         self.assertLess(job.active_start, job.active_end)
@@ -101,7 +102,7 @@ class ClaimCommitTests(DispatcherTestCase):
                           for job in jobs], [0, 2, 4, 6, 8])
         # The first job is claimed by the poll that the put woke; each
         # later one by the commit completing the one before it.
-        self.assertIn('getting jobs',
+        self.assertIn('getting job for UUID',
                       self.commits_touching(jobs[0], put_tid)[0])
         for before, job in zip(jobs, jobs[1:]):
             claim, result = self.commits_touching(job, put_tid)
@@ -273,7 +274,8 @@ class RecentClaimsTests(unittest.TestCase):
         conn.transaction_manager.commit()
         self.dispatcher = types.SimpleNamespace(
             recent_claims=collections.OrderedDict(), shares={},
-            claim_lock=threading.Lock())
+            claim_lock=threading.Lock(),
+            unloadable=zc.asynchronous.unloadable.Registry(self.uuid))
 
     def open(self):
         tm = transaction.TransactionManager()

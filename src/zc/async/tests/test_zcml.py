@@ -187,7 +187,7 @@ class ConfigureZCMLTests(ZCMLTestCase):
         self.process(INCLUDE, BASIC, INCLUDE,
                      '<include package="zc.async" file="dispatcher.zcml" />',
                      BASIC)
-        self.assertEqual(len(self.handlers()), 4)
+        self.assertEqual(len(self.handlers()), 3)
 
 
 class PolicyTests(ZCMLTestCase):
@@ -204,11 +204,10 @@ class PolicyTests(ZCMLTestCase):
         self.assertEqual(self.handlers(), [
             subscribers.queue_installer,
             subscribers.threaded_dispatcher_installer,
-            zcml.stop_dispatcher_at_exit,
             subscribers.agent_installer])
         required = [r.required
                     for r in ours(self.gsm.registeredHandlers())]
-        self.assertEqual(required, [(interfaces.IDatabaseOpenedEvent,)] * 3
+        self.assertEqual(required, [(interfaces.IDatabaseOpenedEvent,)] * 2
                          + [(interfaces.IDispatcherActivated,)])
         self.assertEqual(self.queue_adapters(),
                          ['IConnection', 'IPersistent'])
@@ -218,7 +217,6 @@ class PolicyTests(ZCMLTestCase):
         self.assertEqual(self.handlers(), [
             subscribers.multidb_queue_installer,
             subscribers.threaded_dispatcher_installer,
-            zcml.stop_dispatcher_at_exit,
             subscribers.agent_installer])
         self.assertEqual(subscribers.multidb_queue_installer.db_name, 'async')
         self.assertEqual(self.queue_adapters(),
@@ -228,13 +226,12 @@ class PolicyTests(ZCMLTestCase):
         self.process('<include package="zc.async" file="dispatcher.zcml" />',
                      '<async:policy name="multidb" database="queues"'
                      ' poll_interval="0.5" agent_size="2" />')
-        queue, dispatcher, exit_hook, agent = self.handlers()
+        queue, dispatcher, agent = self.handlers()
         self.assertIsInstance(queue, subscribers.QueueInstaller)
         self.assertEqual((queue.db_name, queue.queues), ('queues', ('',)))
         self.assertIsInstance(dispatcher,
                               subscribers.ThreadedDispatcherInstaller)
         self.assertEqual(dispatcher.poll_interval, 0.5)
-        self.assertIs(exit_hook, zcml.stop_dispatcher_at_exit)
         self.assertIsInstance(agent, subscribers.AgentInstaller)
         self.assertEqual((agent.agent_name, agent.size, agent.chooser,
                           agent.filter), ('main', 2, None, None))
@@ -248,16 +245,15 @@ class MonitorDirectiveTests(ZCMLTestCase):
     def test_registers_an_installer_after_the_policy_installers(self):
         self.process(INCLUDE, '<async:monitor port="8081" />', BASIC)
         handlers = self.handlers()
-        self.assertEqual(handlers[:4], [
+        self.assertEqual(handlers[:3], [
             subscribers.queue_installer,
             subscribers.threaded_dispatcher_installer,
-            zcml.stop_dispatcher_at_exit,
             subscribers.agent_installer])
-        installer = handlers[4]
+        installer = handlers[3]
         self.assertIsInstance(installer, monitorserver.MonitorInstaller)
         self.assertEqual((installer.port, installer.host),
                          (8081, '127.0.0.1'))
-        self.assertEqual(len(handlers), 5)
+        self.assertEqual(len(handlers), 4)
 
     def test_another_host_only_when_configured(self):
         self.process(INCLUDE, '<async:monitor port="0" host="0.0.0.0" />')
@@ -400,7 +396,6 @@ class StartUpTests(ZCMLTestCase):
         queue = self.assertRunsJobs(dispatcher)
         self.assertEqual(queue._p_jar.db().database_name, '')
         self.assertEqual(dispatcher.poll_interval, 5)
-        self.assertIn(dispatcher, zcml._running)
 
     def test_monitor_directive_serves_the_dispatcher(self):
         dispatcher = self.start([
