@@ -43,11 +43,14 @@ import ZODB.mvccadapter
 import ZODB.utils
 
 from . import _watchers
+from . import clock
 from . import instanceuuid
 from . import interfaces
+from . import logs
 from . import pgnotify
 from . import schedule
 from . import shutdown
+from . import txn
 from . import unloadable
 from . import utils
 from . import watchdog
@@ -133,7 +136,7 @@ class PollInfo(dict):
     def utc_timestamp(self):
         """When the poll was recorded, as a naive UTC datetime."""
         if self.key is not None:
-            return _naive(utils.long_to_dt(self.key))
+            return _naive(clock.long_to_dt(self.key))
 
 
 # ----------------------------------------------- invalidation watching
@@ -295,7 +298,7 @@ class Dispatcher:
         """
         if self.activated:
             raise ValueError('already activated')
-        utils.log.info('attempting to activate dispatcher %s', self.UUID)
+        logs.log.info('attempting to activate dispatcher %s', self.UUID)
         self.activated = _utcnow()
         self._activated_queues.clear()
         self.polls.clear()
@@ -346,7 +349,7 @@ class Dispatcher:
             for db, growth in self._pool_growth.items():
                 db.setPoolSize(db.getPoolSize() - growth)
             self._pool_growth.clear()
-            utils.log.info('deactivated dispatcher %s', self.UUID)
+            logs.log.info('deactivated dispatcher %s', self.UUID)
         finally:
             self.activated = False
 
@@ -366,8 +369,8 @@ class Dispatcher:
             if isinstance(handed_back, twisted.python.failure.Failure):
                 handed_back = ()  # logged
             for name, job, what in handed_back:
-                utils.log.info('dispatcher %s handed back %s in queue %r: %s',
-                               self.UUID, job, name, what)
+                logs.log.info('dispatcher %s handed back %s in queue %r: %s',
+                              self.UUID, job, name, what)
         finally:
             conn.close()
             if self.conn is not None:
@@ -439,7 +442,7 @@ class Dispatcher:
             self.poll()
         except Exception:
             # An escaping error would end the polling for good.
-            utils.log.critical('error while polling', exc_info=True)
+            logs.log.critical('error while polling', exc_info=True)
         self._scheduleNextPoll()
 
     def threadedPoll(self):
@@ -457,7 +460,7 @@ class Dispatcher:
         try:
             work = self._pollDatabase(conn)
         except Exception:
-            utils.log.critical('error while polling', exc_info=True)
+            logs.log.critical('error while polling', exc_info=True)
         finally:
             conn.close()
             self.reactor.callFromThread(self._threadedPollDone, work)
@@ -543,7 +546,7 @@ class Dispatcher:
         if da.activated:
             dead = da.dead
             if not dead and not instanceuuid.formerLife(da):
-                utils.log.error(
+                logs.log.error(
                     'UUID %s already activated in queue %s (oid %d): another '
                     'process?  (To stop poll attempts in this process, set '
                     '``zc.asynchronous.dispatcher.get().activated = False``.  '
@@ -553,7 +556,7 @@ class Dispatcher:
                 return False
             # An earlier life of this UUID, dead or ended: clean it.
             handed_back = da.deactivate()
-            utils.log_after_commit(
+            txn.log_after_commit(
                 queue, logging.WARNING,
                 'dispatcher %s took over its record in queue %r from %s; its '
                 'jobs: %s', self.UUID, queue.name,
@@ -569,7 +572,7 @@ class Dispatcher:
         """Put the jobs of the due ticks of ``queue``'s schedules, and
         commit (see :mod:`zc.async.schedule`); note its next tick."""
         due = schedule.next_due(queue)
-        if due is not None and due <= utils.now():
+        if due is not None and due <= clock.now():
             due = self._attempt(
                 tm, 'firing the schedules of queue %r' % (queue.name,),
                 lambda: schedule.fire_due(queue))
@@ -586,7 +589,7 @@ class Dispatcher:
             info['size'] = agent.size
             info['len'] = len(agent)
             info['active jobs'] = [getId(job) for job in agent]
-        except utils.EXPLOSIVE_ERRORS:
+        except txn.EXPLOSIVE_ERRORS:
             raise
         except Exception:
             info['error'] = Failure()
@@ -651,8 +654,8 @@ class Dispatcher:
         try:
             return batch.blame(queue)
         except Exception:  # the database is away, say: the next poll
-            utils.log.exception('cannot look for the job to blame for a '
-                                'failed claim')
+            logs.log.exception('cannot look for the job to blame for a '
+                               'failed claim')
             return False
         finally:
             tm.abort()
@@ -662,7 +665,7 @@ class Dispatcher:
         def unit():
             tm.get().note('zc.async: %s' % (description,))
             return call()
-        return utils.try_five_times(unit, description, tm)
+        return txn.try_five_times(unit, description, tm)
 
     def _applyPoll(self, work):
         """The memory half of a poll, in the reactor thread."""
@@ -721,7 +724,7 @@ class Dispatcher:
         for info in new_infos:
             info['poll id'] = poll_info.key
         if last is None or last != poll_info:
-            utils.tracelog.debug('poll %s: %r', poll_info.key, poll_info)
+            logs.tracelog.debug('poll %s: %r', poll_info.key, poll_info)
 
     def _claimedByWorker(self, jobid, info):
         """Record a job that a worker's commit claimed (see
@@ -763,8 +766,8 @@ class Dispatcher:
                 listener(event, info)
             except Exception:
                 # An observer must never break the dispatcher.
-                utils.log.exception('error in dispatcher listener %r',
-                                    listener)
+                logs.log.exception('error in dispatcher listener %r',
+                                   listener)
 
     # ------------------------------------------------ instant dispatch
 
@@ -852,7 +855,7 @@ class Dispatcher:
             if at <= due:
                 return  # an earlier one serves
             call.cancel()
-        delay = max(0.0, (due + claims.GRACE - utils.now()).total_seconds())
+        delay = max(0.0, (due + claims.GRACE - clock.now()).total_seconds())
         self._grace_wake = self.reactor.callLater(delay, self._wake), due
 
     def _wakeForTick(self, due):
@@ -866,7 +869,7 @@ class Dispatcher:
             if at <= due:
                 return  # an earlier one serves: its poll looks again
             call.cancel()
-        delay = (due - utils.now()).total_seconds()
+        delay = (due - clock.now()).total_seconds()
         if delay > 0:
             self._tick_wake = (
                 self.reactor.callLater(delay, self._wake, True), due)
@@ -1004,7 +1007,7 @@ def _key(value, ties):
     if isinstance(value, datetime.datetime):
         if value.tzinfo is None:
             value = value.replace(tzinfo=datetime.timezone.utc)
-        return utils.dt_to_long(value) + ties
+        return clock.dt_to_long(value) + ties
     return value
 
 

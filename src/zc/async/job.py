@@ -36,9 +36,12 @@ import zc.queue
 import zope.component
 import zope.interface
 
+from . import clock
 from . import coroutines
 from . import interfaces
+from . import logs
 from . import twist
+from . import txn
 from . import unique
 from . import utils
 from . import watchdog
@@ -87,7 +90,7 @@ class _Lazy:
             # Formatted late, maybe while the database is unreachable and a
             # job's repr cannot load its arguments: name objects by oid.
             return self.text.replace('%r', '%s') % tuple(
-                utils.custom_repr(arg) for arg in self.args)
+                logs.custom_repr(arg) for arg in self.args)
 
 
 _REASSIGNED = (  # 1.5's words, which log alerts match
@@ -167,14 +170,14 @@ class Job(_CallbackAdder, JobParts, utils.Base):
 
     def __repr__(self):
         try:
-            call = utils.bounded_repr(self._callable_root)
+            call = logs.bounded_repr(self._callable_root)
             if self._callable_name is not None:
                 call += ' :' + self._callable_name
-            arguments = [utils.bounded_repr(arg) for arg in self._args]
-            arguments.extend('%s=%s' % (key, utils.bounded_repr(value))
+            arguments = [logs.bounded_repr(arg) for arg in self._args]
+            arguments.extend('%s=%s' % (key, logs.bounded_repr(value))
                              for key, value in self._kwargs.items())
             return '<%s ``%s(%s)``>' % (
-                utils.custom_repr(self), call, ', '.join(arguments))
+                logs.custom_repr(self), call, ', '.join(arguments))
         except Exception:
             # A repr must not fail (say, for a job of a closed connection).
             return super().__repr__()
@@ -218,7 +221,7 @@ class Job(_CallbackAdder, JobParts, utils.Base):
     def _go_active(self, statuses):
         self._check_reassigned(statuses)
         self._status_id = _ACTIVE
-        self._active_start = utils.now()
+        self._active_start = clock.now()
 
     def _start_claimed(self):
         """ASSIGNED -> ACTIVE in the commit of the dispatcher's claim, which
@@ -239,7 +242,7 @@ class Job(_CallbackAdder, JobParts, utils.Base):
             res = twist.sanitize(res)
         self._result = res
         self._status_id = _CALLBACKS
-        self._active_end = utils.now()
+        self._active_end = clock.now()
         self._update_policy_data(data_cache)
 
     def _finish(self):
@@ -359,7 +362,7 @@ class Job(_CallbackAdder, JobParts, utils.Base):
             (NEW, PENDING, ASSIGNED, ACTIVE),
             'can only request the abort of a job that has no result yet')
         status = self.status
-        self._annotation_tree()[_ABORT_KEY] = utils.now()
+        self._annotation_tree()[_ABORT_KEY] = clock.now()
         if status in (NEW, PENDING):
             error = interfaces.AbortRequested(
                 'its abort was requested before it started')
@@ -405,7 +408,7 @@ class Job(_CallbackAdder, JobParts, utils.Base):
     def initial_callbacks_end(self):
         if self.key is None:
             return None
-        return utils.long_to_dt(self.key)
+        return clock.long_to_dt(self.key)
 
     def _expired(self):
         """Whether the ``begin_after + begin_by`` deadline has passed."""
@@ -442,16 +445,16 @@ class Job(_CallbackAdder, JobParts, utils.Base):
         self._check_reassigned((ACTIVE,))
         if self._expired():
             return False
-        policy = utils.never_fail(
+        policy = txn.never_fail(
             self.getRetryPolicy, _Lazy('getting retry policy for %r', self),
             tm)
         call = getattr(policy, call_name, None)
         if call is None:
-            utils.log.error(
+            logs.log.error(
                 'retry policy %r for %r does not have required %s method',
                 policy, self, call_name)
             return None
-        answer = utils.never_fail(
+        answer = txn.never_fail(
             lambda: call(*args),
             _Lazy('getting result for %s retry for %r', call_name, self), tm)
         self._check_reassigned((ACTIVE,))
@@ -467,11 +470,11 @@ class Job(_CallbackAdder, JobParts, utils.Base):
         if _is_time(answer):
             if (interfaces.IAgent.providedBy(self.parent)
                     and self.queue is not None):
-                return utils.never_fail(
+                return txn.never_fail(
                     lambda: self._reschedule(answer, data_cache),
                     _Lazy('rescheduling %r as requested by associated '
                           'IRetryPolicy %r', self, self._retry_policy), tm)
-            utils.log.critical(
+            logs.log.critical(
                 'error for IRetryPolicy %r on %r: can only reschedule a job '
                 'directly in an agent', self._retry_policy, self)
             return None
@@ -512,10 +515,10 @@ class Job(_CallbackAdder, JobParts, utils.Base):
                 _STATUS_NAMES.get(status, status),
                 ' or '.join(_STATUS_NAMES[s] for s in expected_statuses))
         if watchdog.dropped(self):  # handed back by a stop, or abandoned
-            utils.tracelog.info('dropping this attempt of %r: %s', self,
-                                reason)
+            logs.tracelog.info('dropping this attempt of %r: %s', self,
+                               reason)
         else:
-            utils.log.error(_REASSIGNED, self)
+            logs.log.error(_REASSIGNED, self)
         raise interfaces.ReassignedError('%r was reassigned: %s'
                                          % (self, reason))
 
@@ -555,7 +558,7 @@ class Job(_CallbackAdder, JobParts, utils.Base):
             tries.append(self._active_start)
             return prepared
 
-        call_args, call_kwargs = utils.never_fail(
+        call_args, call_kwargs = txn.never_fail(
             start, _Lazy('preparing for call of %r', self), tm)
         return self._run(call_args, call_kwargs, tm)
 
@@ -568,7 +571,7 @@ class Job(_CallbackAdder, JobParts, utils.Base):
         """
         self._check_reassigned((ACTIVE,))
         if self._active_start != started:
-            utils.log.error(_REASSIGNED + '  (It was started again.)', self)
+            logs.log.error(_REASSIGNED + '  (It was started again.)', self)
             raise interfaces.ReassignedError(
                 '%r was reassigned: started at %s, not %s'
                 % (self, self._active_start, started))
@@ -600,7 +603,7 @@ class Job(_CallbackAdder, JobParts, utils.Base):
             if decision is not None:
                 return decision
             self._log_lost_outcome(res)
-            utils.never_fail(
+            txn.never_fail(
                 lambda: self._complete_if_still_ours(failure, data_cache),
                 _Lazy('storing failure at commit of %r', self), tm)
         elif waiting:
@@ -609,8 +612,8 @@ class Job(_CallbackAdder, JobParts, utils.Base):
             return res
         self._log_completion(self._result)
         if self._status_id != _COMPLETED:  # else finished in the result commit
-            utils.never_fail(self.resumeCallbacks,
-                             _Lazy('performing callbacks of %r', self), tm)
+            txn.never_fail(self.resumeCallbacks,
+                           _Lazy('performing callbacks of %r', self), tm)
         return self._result
 
     def _invoke(self, args, kwargs, tm):
@@ -628,14 +631,14 @@ class Job(_CallbackAdder, JobParts, utils.Base):
             res = watchdog.watched(self, self.callable)(*args, **kwargs)
             if coroutines.is_coroutine(res):  # an async def function's
                 res = watchdog.watched(self, coroutines.run)(res)
-        except utils.EXPLOSIVE_ERRORS:
-            utils.abort(tm, _Lazy('calling %r', self), wait=False)
+        except txn.EXPLOSIVE_ERRORS:
+            txn.abort(tm, _Lazy('calling %r', self), wait=False)
             self._tear_down(setup_info)
             raise
         except BaseException:  # the job boundary: any error is a result
             res = twist.Failure()  # before the abort ghosts the locals
             # A disconnect may fail the abort too: wait for the database.
-            utils.abort(tm, _Lazy('calling %r', self))
+            txn.abort(tm, _Lazy('calling %r', self))
             self._tear_down(setup_info)
             return res, True, _nothing
         finally:
@@ -646,8 +649,8 @@ class Job(_CallbackAdder, JobParts, utils.Base):
         try:
             self.tearDown(setup_info)
         except Exception:
-            utils.log.critical('Error while tearDown for %r', self,
-                               exc_info=True)
+            logs.log.critical('Error while tearDown for %r', self,
+                              exc_info=True)
 
     def _store_and_commit(self, res, tm, data_cache, teardown, snapshot):
         """Record the callable's outcome, and the ``snapshot`` it ran in
@@ -674,18 +677,18 @@ class Job(_CallbackAdder, JobParts, utils.Base):
                     stored_end = self._active_end
                     finished = quiet and self._finish_if_no_callbacks()
                 tm.commit()
-            except utils.EXPLOSIVE_ERRORS:
-                utils.abort(tm, _Lazy('storing result of %r', self),
-                            wait=False)
+            except txn.EXPLOSIVE_ERRORS:
+                txn.abort(tm, _Lazy('storing result of %r', self),
+                          wait=False)
                 teardown()
                 raise
             except Exception as e:
                 # Nothing of the callable's is lost by a conflict of a
                 # result-only commit: store it again (no Failure needed).
-                again = finished and utils._error_kind(e) == 'conflict'
+                again = finished and txn._error_kind(e) == 'conflict'
                 failure = None if again else twist.Failure()
                 # A disconnect may fail the abort too: wait for the database.
-                utils.abort(tm, _Lazy('storing result of %r', self))
+                txn.abort(tm, _Lazy('storing result of %r', self))
                 if again:
                     continue
                 teardown()
@@ -728,7 +731,7 @@ class Job(_CallbackAdder, JobParts, utils.Base):
         # Equal times alone do not prove it (frozen or coarse clocks): a
         # dispatcher that took the job over may have completed it since.
         # Only a read: no commit (the sequence of commits stays 1.5's).
-        return utils.never_fail(
+        return txn.never_fail(
             lambda: (self._status_id != _ACTIVE
                      and self._active_end == stored_end
                      and self._foreign_agent() is None),
@@ -764,7 +767,7 @@ class Job(_CallbackAdder, JobParts, utils.Base):
     def _wait_for_deferred(self, deferred):
         """Complete the job, in a connection of its own, when ``deferred``
         fires."""
-        partial = twist.Partial(self._callback)
+        partial = txn.Partial(self._callback)
         partial.max_transaction_errors = None  # retry conflicts forever
         dispatcher = local.dispatcher
         if dispatcher is None:
@@ -791,10 +794,10 @@ class Job(_CallbackAdder, JobParts, utils.Base):
                 self._complete(res)
                 stored.append(self._active_end)
 
-        utils.never_fail(complete, _Lazy('storing result of %r', self), tm)
+        txn.never_fail(complete, _Lazy('storing result of %r', self), tm)
         self._log_completion(self._result)
-        utils.never_fail(self.resumeCallbacks,
-                         _Lazy('performing callbacks of %r', self), tm)
+        txn.never_fail(self.resumeCallbacks,
+                       _Lazy('performing callbacks of %r', self), tm)
 
     # ------------------------------------------------------------ logging
 
@@ -805,27 +808,27 @@ class Job(_CallbackAdder, JobParts, utils.Base):
 
     def _log_completion(self, res):
         if isFailure(res):
-            utils.log.log(self._failure_level(),
-                          '%r failed with traceback:\n%s', self,
-                          res.getTraceback(elideFrameworkCode=True,
-                                           detail='verbose'))
+            logs.log.log(self._failure_level(),
+                         '%r failed with traceback:\n%s', self,
+                         res.getTraceback(elideFrameworkCode=True,
+                                          detail='verbose'))
         else:
-            utils.tracelog.info('%r succeeded with result:\n%r', self,
-                                utils.BoundedRepr(res))
+            logs.tracelog.info('%r succeeded with result:\n%r', self,
+                               logs.BoundedRepr(res))
 
     def _log_lost_outcome(self, res):
         """The result's commit failed: say what the callable had done."""
         if isFailure(res):
-            utils.log.log(
+            logs.log.log(
                 self._failure_level(),
                 'Commit failed for %r (see subsequent traceback).  Prior to '
                 'this, job failed with traceback:\n%s', self,
                 res.getTraceback(elideFrameworkCode=True, detail='verbose'))
         else:
-            utils.log.info(
+            logs.log.info(
                 'Commit failed for %r (see subsequent traceback).  Prior to '
                 'this, job succeeded with result: %r', self,
-                utils.BoundedRepr(res))
+                logs.BoundedRepr(res))
 
     # ---------------------------------------------------------- callbacks
 
@@ -880,12 +883,12 @@ class Job(_CallbackAdder, JobParts, utils.Base):
         status = callback.status
         if status in (NEW, PENDING, ASSIGNED):
             if _deadline_passed(callback):
-                utils.log.error('failing expired callback %r to %r',
-                                callback, self)
+                logs.log.error('failing expired callback %r to %r',
+                               callback, self)
                 callback.fail()
             else:
-                utils.tracelog.debug('starting callback %r to %r',
-                                     callback, self)
+                logs.tracelog.debug('starting callback %r to %r',
+                                    callback, self)
                 callback(result)
         elif status == ACTIVE:
             callback.handleCallbackInterrupt(self)
@@ -909,8 +912,8 @@ class Job(_CallbackAdder, JobParts, utils.Base):
                 self._reschedule(answer if _is_time(answer)
                                  else datetime.timedelta(0))
                 return
-            utils.log.critical('cannot retry interrupted %r: it is in no '
-                               'queue; aborting it', self)
+            logs.log.critical('cannot retry interrupted %r: it is in no '
+                              'queue; aborting it', self)
         self._abort()
 
     def handleCallbackInterrupt(self, caller):
@@ -929,17 +932,17 @@ class Job(_CallbackAdder, JobParts, utils.Base):
         answer = self._ask_policy('interrupted',
                                   twist.transactionManager(self))
         if _is_time(answer):
-            utils.log.error(
+            logs.log.error(
                 'error for IRetryPolicy %r on %r: cannot reschedule a '
                 'callback, only retry.  We will retry now, for no clear '
                 '"right" action.', self._retry_policy, self)
         if answer or _is_time(answer):
-            utils.tracelog.debug('retrying interrupted callback %r to %r',
-                                 self, caller)
+            logs.tracelog.debug('retrying interrupted callback %r to %r',
+                                self, caller)
             self._reset()
             return self(caller.result)
-        utils.tracelog.debug('aborting interrupted callback %r to %r',
-                             self, caller)
+        logs.tracelog.debug('aborting interrupted callback %r to %r',
+                            self, caller)
         self._abort()
 
     def _abort(self, error=None):
@@ -964,16 +967,16 @@ class Job(_CallbackAdder, JobParts, utils.Base):
         failure = twist.Failure(error)
         decision = self._handle_error('jobError', failure, tm, {})
         if decision is _RETRY and self.queue is not None:
-            utils.never_fail(
+            txn.never_fail(
                 lambda: self._reschedule(datetime.timedelta(0)),
                 _Lazy('putting back abandoned %r', self), tm)
         elif decision is None or decision is _RETRY:
-            utils.never_fail(
+            txn.never_fail(
                 lambda: self._complete_if_still_ours(failure, {}),
                 _Lazy('storing the failure of abandoned %r', self), tm)
             self._log_completion(failure)
-            utils.never_fail(self.resumeCallbacks,
-                             _Lazy('performing callbacks of %r', self), tm)
+            txn.never_fail(self.resumeCallbacks,
+                           _Lazy('performing callbacks of %r', self), tm)
 
     def fail(self, e=None):
         """See IJob."""
@@ -1105,7 +1108,7 @@ def _deadline_passed(job):
     """Whether ``job``'s ``begin_after + begin_by`` deadline has passed."""
     begin_after, begin_by = job.begin_after, job.begin_by
     return (begin_after is not None and begin_by is not None
-            and begin_after + begin_by < utils.now())
+            and begin_after + begin_by < clock.now())
 
 
 def _is_time(answer):
@@ -1114,7 +1117,7 @@ def _is_time(answer):
 
 def _reschedule_time(when):
     """The ``begin_after`` for a reschedule answer; None: first in line."""
-    now = utils.now()
+    now = clock.now()
     if isinstance(when, datetime.timedelta):
         return now + when if when > datetime.timedelta(0) else None
     if when.tzinfo is None:  # naive answers of retry policies mean UTC

@@ -44,7 +44,7 @@ import weakref
 
 import transaction
 
-from . import utils
+from . import logs
 from .monitordb import status as db_status
 from .monitorquery import queues, status_word
 
@@ -237,8 +237,8 @@ class DatabaseCollector:
                 _read_database(db, local, *families)
             except Exception:
                 # A scrape must not fail because one database is away.
-                utils.log.warning('cannot read metrics from database %r',
-                                  db.database_name, exc_info=True)
+                logs.log.warning('cannot read metrics from database %r',
+                                 db.database_name, exc_info=True)
         return list(families)
 
 

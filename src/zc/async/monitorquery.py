@@ -16,6 +16,7 @@ import types
 
 import ZODB.broken
 
+from . import clock
 from . import interfaces
 from . import unloadable
 from . import utils
@@ -96,7 +97,7 @@ def parse_date_filter(name, value):
         try:
             if word is None or word in bounds:
                 raise ValueError()
-            bounds[word] = utils.now() - parse_interval(part[len(word):])
+            bounds[word] = clock.now() - parse_interval(part[len(word):])
         except ValueError:
             raise ValueError(
                 'bad value for filter "%s": %r (use sinceINTERVAL, '
@@ -235,7 +236,7 @@ class JobQuery:
         return res
 
     def _held(self, queues, states):
-        now = utils.now()
+        now = clock.now()
         jobs = [job for queue in queues for agent in self._agents(queue)
                 for job in agent if status_word(job) in states]
         jobs.sort(key=lambda job: getattr(job, 'active_start', None) or now)

@@ -106,7 +106,9 @@ import zope.interface
 import ZODB.interfaces
 
 from . import _merge
+from . import clock
 from . import interfaces
+from . import logs
 from . import pgnotify
 from . import twist
 from . import unique
@@ -214,7 +216,7 @@ class Queue(utils.Base):
                 return unique.duplicate(self, key, held, on_duplicate)
         if time_limit is not None:
             job.time_limit = time_limit  # its setter checks the value
-        now = utils.now()
+        now = clock.now()
         if begin_after is not None:
             job.begin_after = begin_after
         elif job.begin_after is None:
@@ -238,7 +240,7 @@ class Queue(utils.Base):
         It keeps its ``begin_after`` and ``assignerUUID`` and is not checked
         again: a quota removed meanwhile must not make cleaning fail.
         """
-        self._store(job, utils.now())
+        self._store(job, clock.now())
 
     def _check_puttable(self, job):
         if job.status != interfaces.NEW:
@@ -333,7 +335,7 @@ class Queue(utils.Base):
         """
         if not self._length():
             return default
-        now = utils.now()
+        now = clock.now()
         cleaned = set()  # quota names cleaned during this claim
         bad = _BadJobs(self, unloadable, fail_unloadable, now)
         found = None
@@ -509,7 +511,7 @@ class Queue(utils.Base):
     __nonzero__ = __bool__
 
     def __repr__(self):
-        return '<%s %r>' % (utils.custom_repr(self), self.name)
+        return '<%s %r>' % (logs.custom_repr(self), self.name)
 
 
 # ------------------------------------------------------------------ helpers

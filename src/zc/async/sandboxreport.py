@@ -9,7 +9,7 @@ objects that the changed ones no longer refer to.
 
 Stored states are read without loading the objects they refer to: a
 reference is shown as ``module.Class (oid N, db 'name')``, as
-:func:`zc.async.utils.custom_repr` shows a persistent object.  Long values,
+:func:`zc.async.logs.custom_repr` shows a persistent object.  Long values,
 long lists of differences and long lists of objects are cut short.
 """
 import io

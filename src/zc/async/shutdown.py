@@ -30,7 +30,7 @@ import twisted.internet.defer
 import twisted.internet.error
 import twisted.internet.threads
 
-from . import utils
+from . import logs
 
 #: Seconds that the end of the interpreter gives a dispatcher's jobs.
 EXIT_TIMEOUT = 5
@@ -66,7 +66,7 @@ class WarmStop:
         d.listeners.append(self._notified)
         if self._busy() and timeout > 0:
             running = d.getActiveJobIds()
-            utils.log.info(
+            logs.log.info(
                 'stopping dispatcher %s: claiming no more jobs, and waiting '
                 'up to %s seconds for %d running job(s): %s', d.UUID,
                 timeout, len(running), self._names(running))
@@ -79,8 +79,8 @@ class WarmStop:
         if not self._busy():
             self._finish()
         elif timeout <= 0:
-            utils.log.info('stopping dispatcher %s at once',
-                           self.dispatcher.UUID)
+            logs.log.info('stopping dispatcher %s at once',
+                          self.dispatcher.UUID)
             self._finish()
         else:
             self._timers.append(
@@ -115,7 +115,7 @@ class WarmStop:
 
     def _timedOut(self, timeout):
         if not self.finished:
-            utils.log.info(
+            logs.log.info(
                 'stopping dispatcher %s: %s seconds have passed; handing back '
                 'the jobs still running', self.dispatcher.UUID, timeout)
             self._finish()
@@ -265,5 +265,5 @@ def _stop_all():
             try:
                 stop_reactor_thread(dispatcher, EXIT_TIMEOUT)
             except Exception:  # the process is ending: tell, go on
-                utils.log.exception('could not stop dispatcher %s at exit',
-                                    dispatcher.UUID)
+                logs.log.exception('could not stop dispatcher %s at exit',
+                                   dispatcher.UUID)

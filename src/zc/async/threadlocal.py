@@ -12,9 +12,11 @@ dispatcher: live annotations then go to the sandbox, and
 :meth:`Local.isSandbox` tells the job.
 
 This module is imported by ``zc.async`` itself, so it imports nothing heavy
-at module level (Twisted and the dispatcher are imported on use).
+at module level (Twisted, ZODB and the dispatcher are imported on use).
 """
 import threading
+
+from . import clock
 
 _marker = object()
 
@@ -50,11 +52,6 @@ def _set_annotation(job, name, value):
 
 def _get_annotation(job, name):
     return job.annotations.get(name, _marker)
-
-
-def _now():
-    from . import utils  # deferred: utils imports ZODB and ZEO
-    return utils.now()
 
 
 class Local(threading.local):
@@ -122,7 +119,7 @@ class Local(threading.local):
                 self.job if job is None else job, name, value)
             return
         reactor, job = self._reactor_and_job(job)
-        from .twist import Partial
+        from .txn import Partial
         partial = Partial(_set_annotation, job, name, value)
         partial.setReactor(reactor)
         reactor.callFromThread(partial)
@@ -160,9 +157,9 @@ class Local(threading.local):
     def _get(self, reactor, job, name, default, timeout, poll, result,
              start=None):
         """In the reactor thread: read once, then re-check or answer."""
-        from .twist import Partial
+        from .txn import Partial
         if start is None:
-            start = _now()
+            start = clock.now()
         partial = Partial(_get_annotation, job, name)
         partial.setReactor(reactor)
 
@@ -170,7 +167,7 @@ class Local(threading.local):
             if value is not _marker:
                 result.set(value)
                 return
-            left = timeout - (_now() - start).total_seconds()
+            left = timeout - (clock.now() - start).total_seconds()
             if left <= 0:
                 result.set(default)
             else:

@@ -67,10 +67,12 @@ import ZODB.POSException
 import ZODB.serialize
 import ZODB.utils
 
+from . import clock
 from . import interfaces
+from . import logs
 from . import tolerant
 from . import twist
-from . import utils
+from . import txn
 from .threadlocal import local
 
 #: ``Queue.unloadable_timeout`` unless set: how long a job that no live
@@ -322,7 +324,7 @@ class Registry:
         error = check(job)
         if error is None:
             return None
-        new = Entry(key, queue.name, error, callable_name(job), utils.now(),
+        new = Entry(key, queue.name, error, callable_name(job), clock.now(),
                     isinstance(job, ZODB.broken.Broken))
         return self._add(new, queue)
 
@@ -330,7 +332,7 @@ class Registry:
         """Note ``job``, taken by a claim whose commit failed because of
         ``error`` (a text: see :func:`unstorable`); return its entry."""
         entry = Entry(job_key(job), queue.name, error, callable_name(job),
-                      utils.now(), False)
+                      clock.now(), False)
         return self._add(entry, queue)
 
     def _add(self, entry, queue):
@@ -352,7 +354,7 @@ class Registry:
         found it, and every other live dispatcher of the queue with agents
         recorded it as unloadable too (see the module docstring).
         """
-        now = utils.now()
+        now = clock.now()
         if entry.broken or (entry.failing_since is not None
                             and now - entry.failing_since < FAIL_RETRY):
             return None
@@ -439,7 +441,7 @@ def _log_found(entry, uuid, queue):
         fate = ('Unless a live dispatcher of the queue can load it, it is '
                 'failed with UnloadableJobError after %s.'
                 % (_timeout(queue),))
-    utils.log.error(
+    logs.log.error(
         'job %d (database %r, callable %s) in queue %r cannot be run by '
         '%s, which passes over it: %s.  To run it, install the code it '
         'needs in the worker processes, or route it with an agent filter '
@@ -469,7 +471,7 @@ def fail_unloadable(job, error):
         def unit():
             held = None if agent is None else conn.get(agent._p_oid)
             return jobactions.fail_pending(conn.get(oid), error, held)
-        res = utils.wait_for_system_recovery(
+        res = txn.wait_for_system_recovery(
             unit, 'failing unloadable job %d' % ZODB.utils.u64(oid),
             conn.transaction_manager)
     if isinstance(res, twist.Failure) and local.dispatcher is not None:
@@ -498,7 +500,7 @@ def warn_if_main(job):
     if name in _warned:
         return
     _warned.add(name)
-    utils.log.warning(
+    logs.log.warning(
         'the callable of %r is defined in __main__: only dispatchers of '
         'this process can run it, since other processes cannot import it '
         '(they pass over it, and fail it after the queue\'s '

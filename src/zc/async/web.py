@@ -48,9 +48,9 @@ import twisted.web.resource
 import twisted.web.server
 import ZODB.POSException
 
+from . import logs
 from . import monitor
 from . import tolerant
-from . import utils
 from . import webapi
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
@@ -308,11 +308,11 @@ class Dashboard(twisted.web.resource.Resource):
     def _failed(self, failure, request, gone):
         if gone:
             return
-        utils.log.error('dashboard request %s %s failed',
-                        request.method.decode('ascii', 'replace'),
-                        request.uri.decode('utf-8', 'replace'),
-                        exc_info=(failure.type, failure.value,
-                                  failure.getTracebackObject()))
+        logs.log.error('dashboard request %s %s failed',
+                       request.method.decode('ascii', 'replace'),
+                       request.uri.decode('utf-8', 'replace'),
+                       exc_info=(failure.type, failure.value,
+                                 failure.getTracebackObject()))
         message = ' '.join(str(failure.value).split())
         self._answer((500, _error_json('%s: %s' % (
             failure.type.__name__, message))), request, gone)
@@ -365,10 +365,10 @@ def start_dashboard(db, reactor, port, host='127.0.0.1', dispatcher=None,
     else:
         res = listen()
     address = res.getHost()
-    utils.log.info('dashboard listening on http://%s:%d/ (actions %s%s)',
-                   address.host, address.port,
-                   'enabled' if actions_token else 'disabled',
-                   '; replay and dry-run enabled' if allow_replay else '')
+    logs.log.info('dashboard listening on http://%s:%d/ (actions %s%s)',
+                  address.host, address.port,
+                  'enabled' if actions_token else 'disabled',
+                  '; replay and dry-run enabled' if allow_replay else '')
     return res
 
 

@@ -19,14 +19,15 @@ import ZODB.broken
 import ZODB.POSException
 import ZODB.utils
 
+from . import clock
 from . import interfaces
 from . import jobactions
+from . import logs
 from . import monitor
 from . import monitordb
 from . import monitorquery
 from . import sandbox
 from . import schedule
-from . import utils
 from .dispatcher import getId
 from .job import isFailure
 from .unloadable import callable_name
@@ -114,7 +115,7 @@ def overview(conn, dispatcher_status=None, actions=False, replay=False):
     ping within the ping death interval), ``last ping`` and ``uptime``
     (null when not activated).
     """
-    now = utils.now()
+    now = clock.now()
     found = {}
     for queue in monitorquery.queues(conn):
         counts = {'pending': len(queue)}
@@ -139,7 +140,7 @@ def _callable_name(job):
     try:
         return monitorquery.callable_name(job.callable, True)
     except Exception:  # a callable whose class is gone: still list the job
-        return utils.custom_repr(job)
+        return logs.custom_repr(job)
 
 
 def job_row(job):
@@ -276,7 +277,7 @@ def job_detail(conn, oid_text, database=None):
     res.update({
         'id': getId(job),
         'callable': _callable_name(job),
-        'annotations': {str(key): utils.bounded_repr(value)
+        'annotations': {str(key): logs.bounded_repr(value)
                         for key, value in job.annotations.items()},
         'retry': _retry_data(job),
         'traceback': (result.getTraceback() if isFailure(result)

@@ -30,9 +30,11 @@ import ZODB.POSException
 
 import zc.asynchronous
 import zc.asynchronous.job
+from zc.asynchronous import clock
 from zc.asynchronous import interfaces
 from zc.asynchronous import retry
 from zc.asynchronous import twist
+from zc.asynchronous import txn
 from zc.asynchronous import utils
 from zc.asynchronous.agent import Agent
 from zc.asynchronous.job import Job
@@ -225,10 +227,10 @@ class DatabaseTestCase(unittest.TestCase):
         self.db = ZODB.DB(ZODB.MappingStorage.MappingStorage())
         self.conn = self.db.open()
         self.root = self.conn.root()
-        utils._set_frozen_now(START)
+        clock._set_frozen_now(START)
         self.sleeps = []
         self._patch(retry, 'backoff_sleep', self.sleeps.append)
-        self._patch(utils, '_sleep', self.sleeps.append)
+        self._patch(txn, '_sleep', self.sleeps.append)
         self.records = []
         self._capture_logs()
 
@@ -236,7 +238,7 @@ class DatabaseTestCase(unittest.TestCase):
         transaction.abort()
         self.conn.close()
         self.db.close()
-        utils._set_frozen_now(None)
+        clock._set_frozen_now(None)
         zc.asynchronous.local.job = None
         zc.asynchronous.local.dispatcher = None
         zc.asynchronous.local.name = None
@@ -771,7 +773,7 @@ class RetryTests(DatabaseTestCase):
         queue, agent = self.make_queue()
         job = self.claimed(queue, agent, conflict_always,
                            begin_by=datetime.timedelta(minutes=1))
-        utils._set_frozen_now(START + datetime.timedelta(minutes=2))
+        clock._set_frozen_now(START + datetime.timedelta(minutes=2))
         job()
         self.assertEqual(len(calls), 1)
         self.assertTrue(job.result.check(ZODB.POSException.ConflictError))
@@ -1194,7 +1196,7 @@ class CallbackTests(DatabaseTestCase):
         callback.begin_after = START
         callback.begin_by = datetime.timedelta(seconds=1)
         job.addCallback(callback)
-        utils._set_frozen_now(START + datetime.timedelta(seconds=2))
+        clock._set_frozen_now(START + datetime.timedelta(seconds=2))
         job()
         self.assertTrue(isTimeoutError(callback.result))
         self.assertEqual(calls, [])

@@ -27,6 +27,7 @@ import ZODB.POSException
 import ZODB.serialize
 
 import zc.asynchronous.agent
+import zc.asynchronous.clock
 import zc.asynchronous.interfaces as interfaces
 import zc.asynchronous.job
 import zc.asynchronous.queue
@@ -66,7 +67,7 @@ def explode(result):
 
 
 def set_now(dt):
-    zc.asynchronous.utils._set_frozen_now(dt)
+    zc.asynchronous.clock._set_frozen_now(dt)
 
 
 class Clocked(unittest.TestCase):

@@ -15,6 +15,7 @@ import ZODB.Connection
 import ZODB.utils
 
 import zc.asynchronous.agent
+import zc.asynchronous.clock
 import zc.asynchronous.interfaces as interfaces
 import zc.asynchronous.queue
 import zc.asynchronous.testing as testing
@@ -273,7 +274,7 @@ class ClaimTests(DatabaseTestCase):
         dispatchers = self.queue.dispatchers
         start = zc.asynchronous.utils.now()
         testing.set_now(start)
-        self.addCleanup(zc.asynchronous.utils._set_frozen_now, None)
+        self.addCleanup(zc.asynchronous.clock._set_frozen_now, None)
         self.assertIsNone(self.claim(fail_unloadable=True))
         testing.set_now(start + datetime.timedelta(minutes=2))
         # The other live dispatcher may be able to run it.
