@@ -23,12 +23,9 @@ them under their 1.5 names (``zc.async.job.RetryCommonFourTimes``,
 """
 import datetime
 import functools
-import io
 import logging
-import pickle
 import types
 
-import persistent
 import persistent.list
 import twisted.internet.defer
 import twisted.python.failure
@@ -40,6 +37,7 @@ from . import clock
 from . import coroutines
 from . import interfaces
 from . import logs
+from . import pickling
 from . import twist
 from . import txn
 from . import unique
@@ -1039,7 +1037,7 @@ class Job(_CallbackAdder, JobParts, utils.Base):
         if self._callbacks is not None:
             parts.append(('callbacks', self._callbacks))
         for label, value in parts:
-            problem = _pickling_problem(value)
+            problem = pickling.pickling_problem(value)
             if problem is not None:
                 raise TypeError('cannot store %r: its %s cannot be pickled '
                                 '(%s)' % (self, label, problem))
@@ -1150,40 +1148,6 @@ def _prepare_callback(callback, failure_log_level, retry_policy_factory,
             callback.retry_policy_factory = callback_retry_policy_factory
     callback.parent = parent
     return callback
-
-
-class _CheckingPickler(pickle.Pickler):
-    """Pickles as a ZODB commit would: persistent objects are references;
-    new ones (not in a database yet) are collected to be checked too."""
-
-    def __init__(self, file, new_objects, seen):
-        super().__init__(file, 3)
-        self.new_objects = new_objects
-        self.seen = seen
-
-    def persistent_id(self, obj):
-        if not isinstance(obj, persistent.Persistent):
-            return None
-        if obj._p_jar is None and id(obj) not in self.seen:
-            self.seen.add(id(obj))
-            self.new_objects.append(obj)
-        return id(obj)
-
-
-def _pickling_problem(value):
-    """Why ``value`` cannot be stored in a ZODB, or None if it can."""
-    new_objects, seen = [], set()
-    pending = [value]
-    while pending:
-        obj = pending.pop()
-        try:
-            _CheckingPickler(io.BytesIO(), new_objects, seen).dump(obj)
-        except Exception as e:  # pickling fails in many ways
-            return '%s: %s' % (type(e).__name__, e)
-        # The state of each new persistent object met: the commit stores it.
-        pending.extend(ob.__getstate__() for ob in new_objects)
-        del new_objects[:]
-    return None
 
 
 # ----------------------------------------------------------- proxies

@@ -100,6 +100,7 @@ import zope.minmax
 from . import clock
 from . import interfaces
 from . import logs
+from . import pickling
 from . import txn
 from . import utils
 
@@ -503,8 +504,7 @@ def _check_zone(timezone):
     if not isinstance(timezone, datetime.tzinfo):
         raise TypeError('timezone must be a time zone name or a tzinfo,'
                         ' not %r' % (timezone,))
-    from .job import _pickling_problem
-    problem = _pickling_problem(timezone)
+    problem = pickling.pickling_problem(timezone)
     if problem is not None:
         raise TypeError('timezone %r cannot be stored (%s)'
                         % (timezone, problem))

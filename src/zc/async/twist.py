@@ -9,8 +9,6 @@ With :class:`zc.async.txn.Partial` (a call run in the reactor thread in a
 connection of its own), this module replaces the Python 2 package zc.twist.
 """
 import copyreg
-import io
-import pickle
 
 import persistent
 import persistent.interfaces
@@ -23,6 +21,7 @@ import zope.interface
 import ZODB.interfaces
 
 from . import legacy
+from . import pickling
 
 # ------------------------------------------------------------- failures
 
@@ -146,11 +145,11 @@ def _sanitize(failure):
     failure.pickled = 1
     failure.sanitized = True
     _forget_tracebacks(failure.value)
-    if not _stores_alone(failure.type, failure.value):
+    if not pickling.stores_alone(failure.type, failure.value):
         failure.value = UnpicklableError('%s: %s' % (
             twisted.python.reflect.qual(failure.type),
             twisted.python.reflect.safe_str(failure.value)))
-        if not _stores_alone(failure.type):
+        if not pickling.stores_alone(failure.type):
             failure.type = UnpicklableError
 
 
@@ -194,24 +193,6 @@ def _forget_tracebacks(error):
             seen.add(id(exc))
             exc.__traceback__ = None
             pending += [exc.__cause__, exc.__context__]
-
-
-class _NoPersistentPickler(pickle.Pickler):
-    def persistent_id(self, obj):
-        if isinstance(obj, persistent.Persistent):
-            raise pickle.PicklingError('refers to a persistent object')
-        return None
-
-
-def _stores_alone(*objects):
-    """Whether ``objects`` pickle and unpickle without database objects."""
-    buffer = io.BytesIO()
-    try:
-        _NoPersistentPickler(buffer, 3).dump(objects)
-        pickle.loads(buffer.getvalue())
-    except Exception:
-        return False
-    return True
 
 
 # ------------------------------------------------- connections of objects
