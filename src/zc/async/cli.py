@@ -25,7 +25,7 @@ from . import demo as demo_jobs
 from . import dispatcher as dispatcher_registry
 from . import instanceuuid
 from . import interfaces
-from . import shutdown
+from . import subscribers
 from . import twist
 
 # How long to wait, in all, for a dispatcher's threads when shutting down,
@@ -275,7 +275,7 @@ def stop_dispatcher(dispatcher, timeout=STOP_TIMEOUT):
     are left to their daemon threads), restores its signal handlers and
     removes it from the process's dispatcher registry.
     """
-    shutdown.stop_and_forget(dispatcher, timeout)
+    subscribers.stop_and_forget(dispatcher, timeout)
 
 
 if __name__ == '__main__':

@@ -37,7 +37,6 @@ from . import dispatcher
 from . import instanceuuid
 from . import interfaces
 from . import monitorserver
-from . import shutdown
 from . import subscribers
 from . import twist
 from . import z3
@@ -161,7 +160,7 @@ def stop(timeout=None):
     """
     running = dispatcher.get()
     if running is not None:
-        shutdown.stop_and_forget(running, timeout)
+        subscribers.stop_and_forget(running, timeout)
 
 
 def _notify(registry, event):

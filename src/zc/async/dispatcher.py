@@ -38,10 +38,10 @@ import time
 
 import transaction
 import twisted.python.failure
-import zope.component
 import ZODB.mvccadapter
 import ZODB.utils
 
+from . import _registry
 from . import _watchers
 from . import clock
 from . import instanceuuid
@@ -54,6 +54,7 @@ from . import txn
 from . import unloadable
 from . import utils
 from . import watchdog
+from ._registry import clear, get, pop  # noqa: F401  (1.5 names)
 from .dispatcheragents import describe_handed_back
 from .twist import Failure
 from .workers import AgentThreadPool, _handoff, _utcnow  # noqa: F401
@@ -67,33 +68,6 @@ STARTING = 'STARTING'
 DEGRADED = 'DEGRADED'  # polling, but the last poll's claims failed
 
 # ------------------------------------------------------------- registry
-
-_dispatchers = {}  # {UUID: Dispatcher}
-
-
-def _default_uuid():
-    return zope.component.getUtility(interfaces.IUUID)
-
-
-def get(uuid=None, default=None):
-    """The dispatcher registered for ``uuid`` (the instance UUID by default).
-    """
-    if uuid is None:
-        uuid = zope.component.queryUtility(interfaces.IUUID)
-    return _dispatchers.get(uuid, default)
-
-
-def pop(uuid=None):
-    """Unregister and return the dispatcher for ``uuid``; KeyError if none."""
-    if uuid is None:
-        uuid = _default_uuid()
-    return _dispatchers.pop(uuid)
-
-
-def clear():
-    """Forget every registered dispatcher (for tests)."""
-    _dispatchers.clear()
-
 
 def stop(timeout=None):
     """Stop the process's dispatcher (see :func:`get`), if any, warmly (see
@@ -242,8 +216,8 @@ class Dispatcher:
     def __init__(self, db, reactor=None, poll_interval=5, uuid=None,
                  jobs_size=200, polls_size=400):
         if uuid is None:
-            uuid = _default_uuid()
-        if uuid in _dispatchers:
+            uuid = _registry.default_uuid()
+        if uuid in _registry.dispatchers:
             raise ValueError('dispatcher for this UUID is already registered')
         self.db = db
         self._reactor = reactor
@@ -278,7 +252,7 @@ class Dispatcher:
         self.unloadable = unloadable.Registry(uuid, self._reportUnloadable)
         # Time limits and abort requests of running jobs.
         self.watchdog = watchdog.Watchdog(self)
-        _dispatchers[uuid] = self
+        _registry.dispatchers[uuid] = self
 
     @property
     def reactor(self):

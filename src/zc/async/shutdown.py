@@ -30,6 +30,7 @@ import twisted.internet.defer
 import twisted.internet.error
 import twisted.internet.threads
 
+from . import _registry
 from . import logs
 
 #: Seconds that the end of the interpreter gives a dispatcher's jobs.
@@ -232,18 +233,6 @@ def stop_and_wait(dispatcher, timeout=None):
     return [thread for thread in threads if thread.is_alive()]
 
 
-def stop_and_forget(dispatcher, timeout=None):
-    """:func:`stop_and_wait`, then restore the signal handlers that the
-    dispatcher's installer replaced and drop it from the process's
-    dispatchers."""
-    from . import subscribers  # it imports the dispatcher module
-    from .dispatcher import _dispatchers
-    stop_and_wait(dispatcher, timeout)
-    subscribers.restore_signal_handlers(dispatcher)
-    if _dispatchers.get(dispatcher.UUID) is dispatcher:
-        del _dispatchers[dispatcher.UUID]
-
-
 # ------------------------------------------------------ interpreter exit
 
 _exit_registered = []
@@ -258,8 +247,7 @@ def stop_at_exit():
 
 
 def _stop_all():
-    from .dispatcher import _dispatchers
-    for dispatcher in list(_dispatchers.values()):
+    for dispatcher in list(_registry.dispatchers.values()):
         thread = dispatcher.thread
         if dispatcher.activated and thread is not None and thread.is_alive():
             try:

@@ -29,6 +29,7 @@ import transaction
 import twisted.internet.selectreactor
 import zope.event
 
+from . import _registry
 from . import interfaces
 from . import logs
 from . import shutdown
@@ -235,6 +236,15 @@ def restore_signal_handlers(dispatcher):
         if signal.getsignal(signum) is installed:
             signal.signal(
                 signum, signal.SIG_DFL if previous is None else previous)
+
+
+def stop_and_forget(dispatcher, timeout=None):
+    """Stop ``dispatcher`` and wait (:func:`zc.async.shutdown.stop_and_wait`),
+    then restore the signal handlers that its installer replaced and drop
+    it from the process's dispatchers."""
+    shutdown.stop_and_wait(dispatcher, timeout)
+    restore_signal_handlers(dispatcher)
+    _registry.forget(dispatcher)
 
 
 class TwistedDispatcherInstaller:

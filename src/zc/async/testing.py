@@ -27,6 +27,7 @@ import ZODB
 import ZODB.FileStorage
 import ZODB.POSException
 
+from . import _registry
 from . import clock
 from . import interfaces
 
@@ -348,10 +349,9 @@ class Reactor:
 
     def _busy(self):
         """Whether dispatcher workers or callInThread threads are at work."""
-        from . import dispatcher
         if any(thread.is_alive() for thread in self._threads):
             return True
-        return any(pool.busy for d in list(dispatcher._dispatchers.values())
+        return any(pool.busy for d in list(_registry.dispatchers.values())
                    if d._reactor is self for pool in d._pools())
 
     def _let_threads_work(self, seconds):
@@ -394,7 +394,7 @@ def _records(job):
     if job._p_oid is None or job._p_jar is None:
         return []
     jobid = dispatcher.getId(job)
-    return [(d, d.jobs[jobid]) for d in list(dispatcher._dispatchers.values())
+    return [(d, d.jobs[jobid]) for d in list(_registry.dispatchers.values())
             if jobid in d.jobs]
 
 
@@ -410,9 +410,8 @@ def _reported(jobs, key):
 def _held_here(job):
     """Whether an agent of a dispatcher of this process holds ``job`` (a
     claim's commit is seen before the dispatcher records the claim)."""
-    from . import dispatcher
     uuid = getattr(getattr(job.agent, 'parent', None), 'UUID', None)
-    return uuid is not None and uuid in dispatcher._dispatchers
+    return uuid is not None and uuid in _registry.dispatchers
 
 
 def _wait_for_report(job, key, seconds=2):

@@ -67,6 +67,7 @@ import ZODB.POSException
 import ZODB.serialize
 import ZODB.utils
 
+from . import _registry
 from . import clock
 from . import interfaces
 from . import logs
@@ -409,8 +410,7 @@ def process_registry(db):
     """The registry of this process's dispatcher (that of the instance
     UUID) if it serves the database ``db``, else one for the claims made
     in ``db`` without a dispatcher."""
-    from . import dispatcher  # it imports the claims, which import queue
-    found = dispatcher.get()
+    found = _registry.get()
     if found is not None and db in found.db.databases.values():
         return found.unloadable
     return _registries.setdefault(db, Registry())
