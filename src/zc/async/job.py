@@ -365,8 +365,7 @@ class Job(_CallbackAdder, JobParts, utils.Base):
             error = interfaces.AbortRequested(
                 'its abort was requested before it started')
             if interfaces.IQueue.providedBy(self.parent):
-                from .jobactions import fail_pending  # it imports this
-                fail_pending(self, error)  # it keeps its queue
+                self._fail_pending(error)  # it keeps its queue
             else:
                 self.fail(error)
 
@@ -991,6 +990,24 @@ class Job(_CallbackAdder, JobParts, utils.Base):
         self._complete(failure)
         self._log_completion(failure)
         self.resumeCallbacks()
+
+    def _fail_pending(self, error, agent=None):
+        """Take this PENDING job out of its queue and fail it with
+        ``error``, running its callbacks.
+
+        With ``agent``, the job is held by that agent while it fails, and
+        ends in its completed jobs; without, it keeps its queue as
+        ``parent`` (it can be retried there), out of the pending jobs.
+        """
+        queue = self.queue
+        queue.remove(self)
+        if agent is None:
+            self.parent = queue
+        else:
+            # Held as a claim holds it: the agent completes it.
+            self.parent = agent
+            agent._data.put(self)
+        self.fail(error)
 
     def _replica(self):
         """A new job, to run this one again: the same callable, arguments,

@@ -46,7 +46,8 @@ import transaction
 
 from . import logs
 from .monitordb import status as db_status
-from .monitorquery import queues, status_word
+from .loadable import status_word
+from .monitorquery import queues
 
 try:
     import prometheus_client

@@ -21,7 +21,8 @@ from . import utils
 from .dispatcher import getId
 from .job import isFailure
 from .monitor import monitor, parse_int, parse_uuid, tool_help
-from .monitorquery import JobQuery, glob_test, queues, status_word
+from .loadable import status_word
+from .monitorquery import JobQuery, glob_test, queues
 
 _DISPLAYS = ('default', 'repr', 'details')
 _TRACEBACK_DETAILS = ('default', 'brief', 'verbose')

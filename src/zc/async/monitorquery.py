@@ -14,13 +14,12 @@ import itertools
 import re
 import types
 
-import ZODB.broken
-
 from . import clock
 from . import interfaces
-from . import unloadable
+from . import loadable
 from . import utils
 from .job import isFailure
+from .loadable import status_word
 from .monitor import parse_interval, parse_uuid
 
 STATES = ('pending', 'assigned', 'active', 'callbacks', 'completed',
@@ -28,43 +27,12 @@ STATES = ('pending', 'assigned', 'active', 'callbacks', 'completed',
 COMPLETED_STATES = ('completed', 'succeeded', 'failed')
 HELD_STATES = ('assigned', 'active', 'callbacks')
 
-#: The lower-case word of each job status.
-STATUS_WORDS = {
-    interfaces.NEW: 'new', interfaces.PENDING: 'pending',
-    interfaces.ASSIGNED: 'assigned', interfaces.ACTIVE: 'active',
-    interfaces.CALLBACKS: 'callbacks', interfaces.COMPLETED: 'completed'}
-
 #: Duration filters -> the job attribute each one reads.
 DATE_FILTERS = {'requested_start': 'begin_after', 'start': 'active_start',
                 'end': 'active_end',
                 'callbacks_completed': 'initial_callbacks_end'}
 
 FILTERS = ('callable', 'queue', 'agent', 'uuid') + tuple(DATE_FILTERS)
-
-
-# The words of the status ids that jobs store (see zc.async.job), for a job
-# whose class is missing here: only its record tells.
-_RECORDED_STATUS_WORDS = {1: 'active', 2: 'callbacks', 3: 'completed'}
-
-
-def status_word(job):
-    """``job``'s status as a lower-case word (``'pending'``, ...)."""
-    if isinstance(job, ZODB.broken.Broken):
-        return _recorded_status_word(job.__getstate__() or {})
-    return STATUS_WORDS[job.status]
-
-
-def _recorded_status_word(state):
-    """The status word of a job's state (a NEW job's is its parent's)."""
-    word = _RECORDED_STATUS_WORDS.get(state.get('_status_id'))
-    if word is not None:
-        return word
-    parent = state.get('parent')
-    if interfaces.IQueue.providedBy(parent):
-        return 'pending'
-    if interfaces.IAgent.providedBy(parent):
-        return 'assigned'
-    return 'new'
 
 
 def parse_states(states, default=()):
@@ -221,7 +189,7 @@ class JobQuery:
                 jobs = _accepted(jobs, self._acceptors(queue))
             sources.append(jobs)
         # Jobs that cannot be loaded here come first (see zc.async.unloadable).
-        return utils.sortedmerge(sources, key=unloadable.due_time)
+        return utils.sortedmerge(sources, key=loadable.due_time)
 
     def _acceptors(self, queue):
         """The filters of the chosen agents of ``queue`` (as predicates)."""

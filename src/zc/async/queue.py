@@ -108,6 +108,7 @@ import ZODB.interfaces
 from . import _merge
 from . import clock
 from . import interfaces
+from . import loadable
 from . import logs
 from . import pgnotify
 from . import twist
@@ -362,7 +363,7 @@ class Queue(utils.Base):
         out by the failing job).
         """
         for job, remove in pairs:
-            begin_after = unloadable.due_time(job)
+            begin_after = loadable.due_time(job)
             if begin_after > due_by:
                 if waiting is not None and begin_after <= now:
                     waiting.append(begin_after)
@@ -476,7 +477,7 @@ class Queue(utils.Base):
         if self._held:
             due = utils.sortedmerge(
                 [self._iter_scheduled(), _iter_fifo(self._queue)],
-                key=lambda pair: unloadable.due_time(pair[0]))
+                key=lambda pair: loadable.due_time(pair[0]))
         else:  # nothing to merge: no job loaded for its begin_after
             due = _iter_fifo(self._queue)
         if self._putback_queue is not None:

@@ -85,7 +85,7 @@ from . import logs
 from . import snapshot
 from .job import Job
 from .monitordb import get_job
-from .monitorquery import status_word
+from .loadable import status_word
 from .sandboxreport import Report, changes, cut
 from .threadlocal import local
 

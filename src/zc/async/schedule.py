@@ -99,6 +99,7 @@ import zope.minmax
 
 from . import clock
 from . import interfaces
+from . import loadable
 from . import logs
 from . import pickling
 from . import txn
@@ -433,7 +434,7 @@ def describe(schedule):
         'last run': schedule.last_run,
         'last job': None if job is None else getId(job),
         'last job status': (None if job is None
-                            else monitorquery.status_word(job)),
+                            else loadable.status_word(job)),
     }
 
 

@@ -22,6 +22,7 @@ import ZODB.utils
 from . import clock
 from . import interfaces
 from . import jobactions
+from . import loadable
 from . import logs
 from . import monitor
 from . import monitordb
@@ -30,7 +31,7 @@ from . import sandbox
 from . import schedule
 from .dispatcher import getId
 from .job import isFailure
-from .unloadable import callable_name
+from .loadable import callable_name
 
 #: Compact JSON with the monitor's encodings (times, durations, job ids).
 encoder = monitor.Encoder(sort_keys=True)
@@ -77,7 +78,7 @@ def _held_counts(queue):
     for agents in queue.dispatchers.values():
         for agent in agents.values():
             for job in agent:
-                word = monitorquery.status_word(job)
+                word = loadable.status_word(job)
                 if word in counts:
                     counts[word] += 1
     return counts
@@ -157,7 +158,7 @@ def job_row(job):
     return {
         'id': getId(job),
         'callable': _callable_name(job),
-        'status': monitorquery.status_word(job),
+        'status': loadable.status_word(job),
         'failed': isFailure(job.result),
         'queue': None if queue is None else queue.name,
         'agent': None if agent is None else agent.name,
@@ -296,7 +297,7 @@ def cancel(conn, oid_text, database=None):
     commits.  Other jobs: RequestError (409).
     """
     job = get_job(conn, oid_text, database)
-    status = monitorquery.status_word(job)
+    status = loadable.status_word(job)
     if status != 'pending':
         raise RequestError('only pending jobs can be cancelled; job %s is '
                            '%s' % (oid_text, status), 409)
@@ -313,7 +314,7 @@ def abort(conn, oid_text, database=None):
     that have their result: RequestError (409).
     """
     job = get_job(conn, oid_text, database)
-    word = monitorquery.status_word(job)
+    word = loadable.status_word(job)
     if word not in ('pending', 'assigned', 'active'):
         raise RequestError('only pending or running jobs can be aborted; job '
                            '%s is %s' % (oid_text, word), 409)
@@ -334,10 +335,10 @@ def retry(conn, oid_text, database=None):
     RequestError (409).
     """
     job = get_job(conn, oid_text, database)
-    if monitorquery.status_word(job) != 'completed' or not isFailure(
+    if loadable.status_word(job) != 'completed' or not isFailure(
             getattr(job, 'result', None)):
         raise RequestError('only failed jobs can be retried; job %s is %s'
-                           % (oid_text, monitorquery.status_word(job)), 409)
+                           % (oid_text, loadable.status_word(job)), 409)
     queue = job.queue
     if queue is None:
         raise RequestError('job %s has no queue to retry it in'
@@ -361,7 +362,7 @@ def replay(conn, oid_text, database=None):
     job = get_job(conn, oid_text, database)
     if job.status != interfaces.COMPLETED or not isFailure(job.result):
         raise RequestError('only failed jobs can be replayed; job %s is %s'
-                           % (oid_text, monitorquery.status_word(job)), 409)
+                           % (oid_text, loadable.status_word(job)), 409)
     return _in_sandbox(sandbox.replay, job._p_jar.db(), job._p_oid)
 
 
@@ -373,7 +374,7 @@ def dry_run(conn, oid_text, database=None):
     job = get_job(conn, oid_text, database)
     if job.status != interfaces.PENDING:
         raise RequestError('only pending jobs can be dry-run; job %s is %s'
-                           % (oid_text, monitorquery.status_word(job)), 409)
+                           % (oid_text, loadable.status_word(job)), 409)
     return _in_sandbox(sandbox.dry_run, conn.db(), job)
 
 

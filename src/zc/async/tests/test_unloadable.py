@@ -22,6 +22,7 @@ import zc.asynchronous.testing as testing
 import zc.asynchronous.utils
 from zc.asynchronous import clidb
 from zc.asynchronous import jobactions
+from zc.asynchronous import loadable
 from zc.asynchronous import metrics
 from zc.asynchronous import monitor
 from zc.asynchronous import monitordb
@@ -96,7 +97,7 @@ class CheckTests(DatabaseTestCase):
         }
         self.tm.commit()
         self.vanish()
-        found = {name: unloadable.check(self.job(oid))
+        found = {name: loadable.check(self.job(oid))
                  for name, oid in oids.items()}
         self.assertIsNone(found.pop('good'))
         name = gone.name
@@ -126,7 +127,7 @@ class CheckTests(DatabaseTestCase):
                 self.put(owner.run, 3), self.put(operator.mul, 6, 7)]
         self.vanish()
         self.assertEqual(
-            [unloadable.callable_name(self.job(oid)) for oid in oids],
+            [loadable.callable_name(self.job(oid)) for oid in oids],
             ['%s.double' % self.gone.name, 'builtins.len',
              '%s.Owner (oid %d).run' % (self.gone.name,
                                         ZODB.utils.u64(owner._p_oid)),
@@ -136,16 +137,16 @@ class CheckTests(DatabaseTestCase):
         bad = self.put(len, [badcode.Unstorable(1)])
         good = self.put(len, [1])
         self.vanish()
-        self.assertIsNone(unloadable.check(self.job(bad)))
-        self.assertEqual(unloadable.unstorable(self.job(bad)),
+        self.assertIsNone(loadable.check(self.job(bad)))
+        self.assertEqual(loadable.unstorable(self.job(bad)),
                          'it cannot be stored here: TypeError: Unstorable '
                          'refuses to be stored')
-        self.assertIsNone(unloadable.unstorable(self.job(good)))
+        self.assertIsNone(loadable.unstorable(self.job(good)))
 
     def test_the_check_leaves_new_objects_to_the_commit(self):
         job = self.job(self.put(len, [1]))
         job.annotations['first'] = 1  # a new OOBTree in the job's state
-        self.assertIsNone(unloadable.unstorable(job))
+        self.assertIsNone(loadable.unstorable(job))
         self.tm.commit()
         other = self.db.open(transaction.TransactionManager())
         self.addCleanup(other.close)
