@@ -16,13 +16,14 @@ from . import clock
 from . import interfaces
 from . import logs
 from . import retry
+from . import schedule
 from . import tolerant
 from . import utils
 from .dispatcher import getId
 from .job import isFailure
-from .monitor import monitor, parse_int, parse_uuid, tool_help
 from .loadable import status_word
-from .monitorquery import JobQuery, glob_test, queues
+from .monitor import monitor, parse_int, parse_uuid, tool_help
+from .monitorquery import JobQuery, callable_name, glob_test, queues
 
 _DISPLAYS = ('default', 'repr', 'details')
 _TRACEBACK_DETAILS = ('default', 'brief', 'verbose')
@@ -205,6 +206,41 @@ class _Stats:
                 res[extreme + kind] = (
                     None if found is None else [found[0], show(found[1])])
         return res
+
+
+# ------------------------------------------------------------ schedules
+
+def schedule_summaries(queue):
+    """:func:`schedule_summary` of each of ``queue``'s schedules, by name
+    (see :mod:`zc.async.schedule`)."""
+    schedules = schedule.schedules_of(queue)
+    return [] if schedules is None else [
+        schedule_summary(found) for found in schedules.values()]
+
+
+def schedule_summary(found):
+    """A summary of the schedule ``found`` (plain, JSON-ready data)."""
+    job = found.last_job
+    queue = found.parent.__parent__ if found.parent else None
+    return {
+        'name': found.name,
+        'queue': None if queue is None else queue.name,
+        'callable': _schedule_callable(found),
+        'rule': found.rule,
+        'catch up': found.catch_up,
+        'overlap': found.overlap,
+        'next run': found.next_run,
+        'last run': found.last_run,
+        'last job': None if job is None else getId(job),
+        'last job status': None if job is None else status_word(job),
+    }
+
+
+def _schedule_callable(found):
+    try:
+        return callable_name(found.job.callable, True)
+    except Exception:  # a template whose class is gone: still list it
+        return logs.custom_repr(found.job)
 
 
 # ---------------------------------------------------------------- tools

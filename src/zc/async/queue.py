@@ -116,7 +116,9 @@ from . import unique
 from . import unloadable
 from . import utils
 from .dispatcheragents import DispatcherAgents, Dispatchers  # noqa: F401
+from .job import Job
 from .quota import Quota, Quotas  # noqa: F401
+from .schedule import Schedules
 
 
 @zope.component.adapter(persistent.interfaces.IPersistent)
@@ -185,7 +187,6 @@ class Queue(utils.Base):
         load unchanged; reading it then writes the queue once.
         """
         if self._schedules is None:
-            from .schedule import Schedules
             self._schedules = Schedules()
             self._schedules.parent = self
         return self._schedules
@@ -525,7 +526,6 @@ def _adapt(item):
     if not callable(item):
         raise TypeError('cannot put %r in a queue: it is neither a job nor '
                         'callable' % (item,))
-    from .job import Job  # job.py is the bigger module: load it on use
     return Job(item)
 
 

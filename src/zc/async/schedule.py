@@ -99,11 +99,11 @@ import zope.minmax
 
 from . import clock
 from . import interfaces
-from . import loadable
 from . import logs
 from . import pickling
 from . import txn
 from . import utils
+from .job import Job
 
 UTC = clock.UTC
 
@@ -410,42 +410,6 @@ def fire_due(queue):
     return earliest
 
 
-def report(queue):
-    """:func:`describe` of each of ``queue``'s schedules, by name."""
-    schedules = schedules_of(queue)
-    return [] if schedules is None else [
-        describe(schedule) for schedule in schedules.values()]
-
-
-def describe(schedule):
-    """A summary of ``schedule`` for reports (plain, JSON-ready data)."""
-    from . import monitorquery  # a reporting module: loaded on use
-    from .dispatcher import getId
-    job = schedule.last_job
-    queue = schedule.parent.__parent__ if schedule.parent else None
-    return {
-        'name': schedule.name,
-        'queue': None if queue is None else queue.name,
-        'callable': _callable_name(schedule),
-        'rule': schedule.rule,
-        'catch up': schedule.catch_up,
-        'overlap': schedule.overlap,
-        'next run': schedule.next_run,
-        'last run': schedule.last_run,
-        'last job': None if job is None else getId(job),
-        'last job status': (None if job is None
-                            else loadable.status_word(job)),
-    }
-
-
-def _callable_name(schedule):
-    from . import monitorquery
-    try:
-        return monitorquery.callable_name(schedule.job.callable, True)
-    except Exception:  # a template whose class is gone: still list it
-        return logs.custom_repr(schedule.job)
-
-
 # ------------------------------------------------------------ checking
 
 def _check_rule(cron, every, timezone):
@@ -527,7 +491,6 @@ def _check_aware(value, argname):
 def _template(callable, args, kwargs):
     """The template job of a schedule: a new Job of ``callable(*args,
     **kwargs)``, or ``callable`` itself if it is a new job."""
-    from .job import Job  # job.py loads much more: load it on use
     if not interfaces.IJob.providedBy(callable):
         job = Job(callable, *args, **kwargs)
     elif args or kwargs:

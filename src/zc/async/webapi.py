@@ -28,7 +28,6 @@ from . import monitor
 from . import monitordb
 from . import monitorquery
 from . import sandbox
-from . import schedule
 from .dispatcher import getId
 from .job import isFailure
 from .loadable import callable_name
@@ -106,7 +105,7 @@ def glob_escape(name):
 
 def overview(conn, dispatcher_status=None, actions=False, replay=False):
     """Queues (pending, job counts, quotas, dispatchers and agents, and
-    schedules: see :func:`zc.async.schedule.describe`).
+    schedules: see :func:`zc.async.monitordb.schedule_summary`).
 
     ``dispatcher_status`` is the status of the dashboard's own dispatcher
     (:meth:`~zc.async.dispatcher.Dispatcher.getStatusInfo`), if any;
@@ -128,7 +127,7 @@ def overview(conn, dispatcher_status=None, actions=False, replay=False):
         found[queue.name] = {
             'counts': counts, 'quotas': _quotas(queue),
             'dispatchers': _dispatchers(queue, now),
-            'schedules': schedule.report(queue)}
+            'schedules': monitordb.schedule_summaries(queue)}
     return {'now': now, 'database': conn.db().database_name,
             'queues': found, 'this dispatcher': dispatcher_status,
             'actions': actions, 'replay': replay}
