@@ -3,7 +3,8 @@
 ``zc.async.events`` (:data:`log`) is for operators, ``zc.async.trace``
 (:data:`tracelog`) for detail.  Messages name objects with
 :func:`custom_repr`, and values that may be large with
-:func:`bounded_repr`.  ``zc.async.utils`` re-exports the 1.5 names
+:func:`bounded_repr`; a :class:`Lazy` text is formatted only if a message
+shows it.  ``zc.async.utils`` re-exports the 1.5 names
 (``log``, ``tracelog``, ``custom_repr``).
 """
 import logging
@@ -62,3 +63,27 @@ class BoundedRepr:
         return bounded_repr(self.obj)
 
     __str__ = __repr__
+
+
+class Lazy:
+    """``text % args``, formatted only when a log message prints it.
+
+    The retry loops describe what they do only when they log an error,
+    and a job's repr loads its arguments: passing a ``Lazy`` keeps that
+    cost off every successful call.
+    """
+
+    __slots__ = ('text', 'args')
+
+    def __init__(self, text, *args):
+        self.text = text
+        self.args = args
+
+    def __str__(self):
+        try:
+            return self.text % self.args
+        except Exception:
+            # Formatted late, maybe while the database is unreachable and a
+            # job's repr cannot load its arguments: name objects by oid.
+            return self.text.replace('%r', '%s') % tuple(
+                custom_repr(arg) for arg in self.args)

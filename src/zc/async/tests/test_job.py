@@ -32,6 +32,7 @@ import zc.asynchronous
 import zc.asynchronous.job
 from zc.asynchronous import clock
 from zc.asynchronous import interfaces
+from zc.asynchronous import logs
 from zc.asynchronous import retry
 from zc.asynchronous import twist
 from zc.asynchronous import txn
@@ -1757,7 +1758,7 @@ class LazyDescriptionTests(unittest.TestCase):
     name the job when its repr cannot be computed then."""
 
     def test_formats_on_demand(self):
-        text = zc.asynchronous.job._Lazy('calling %r for %r', 'x', 2)
+        text = logs.Lazy('calling %r for %r', 'x', 2)
         self.assertEqual(str(text), "calling 'x' for 2")
 
     def test_falls_back_to_a_name_without_state(self):
@@ -1765,7 +1766,7 @@ class LazyDescriptionTests(unittest.TestCase):
             def __repr__(self):
                 raise ZEO.Exceptions.ClientDisconnected()
         ob = Unloadable()
-        text = zc.asynchronous.job._Lazy('preparing for call of %r', ob)
+        text = logs.Lazy('preparing for call of %r', ob)
         self.assertEqual(
             str(text), 'preparing for call of '
             'zc.async.tests.test_job.Unloadable (oid ?, db ?)')
