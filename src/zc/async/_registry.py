@@ -2,9 +2,10 @@
 finds.
 
 A :class:`zc.async.dispatcher.Dispatcher` registers itself in
-:data:`dispatchers` when it is made.  The modules it uses look it up here too (the warm shutdown at the
-end of the interpreter, the claims of jobs that cannot be loaded), so they
-need not import the dispatcher's module.  ``zc.async.dispatcher``
+:data:`dispatchers` when it is made.  The modules it uses look it up
+here too (the warm shutdown at the end of the interpreter, the claims of
+jobs that cannot be loaded), so they need not import the dispatcher's
+module.  ``zc.async.dispatcher``
 re-exports :func:`get`, :func:`pop` and :func:`clear` (1.5's names).
 """
 import zope.component
