@@ -67,6 +67,8 @@ setup(
         'metrics': ['prometheus-client'],
         # Step 1 of upgrading a 1.5 database (docs/upgrading.rst).
         'upgrade': ['zodbupdate >= 3', 'pytz'],
+        # Building the documentation (.ci/run: sphinx-build -W).
+        'docs': ['Sphinx'],
     },
     entry_points={
         # Generated scripts import the module in Python source, where
