@@ -10,7 +10,10 @@ import inside a function, which runs late and so hides a cycle from
 Python, counts like one at the top of a module.
 """
 import ast
+import collections
+import glob
 import os
+import re
 import shutil
 import tempfile
 import textwrap
@@ -25,6 +28,7 @@ import zc.asynchronous
 MAX_MODULE_LINES = 650
 
 PACKAGE_DIR = os.path.dirname(zc.asynchronous.__file__)
+CHECKOUT_DIR = os.path.dirname(os.path.dirname(os.path.dirname(PACKAGE_DIR)))
 
 # Python source spells the package zc.asynchronous; pickles and ZCML say
 # zc.async.  Both name the same modules.
@@ -159,6 +163,40 @@ class LayoutTests(unittest.TestCase):
         if too_long:
             self.fail('modules over %d lines (split them by role): %s' % (
                 MAX_MODULE_LINES, ', '.join(too_long)))
+
+
+class MapTests(unittest.TestCase):
+    """The README's "Map of the code" matches the tree."""
+
+    def setUp(self):
+        path = os.path.join(CHECKOUT_DIR, 'README.rst')
+        if not os.path.exists(path):
+            self.skipTest('not a checkout')
+        with open(path, encoding='utf-8') as readme:
+            text = readme.read()
+        start = text.index('\nMap of the code\n===')
+        following = re.search(r'\n\S[^\n]*\n=+\n', text[start + 1:])
+        self.map = text[start:start + 1 + following.start()
+                        if following else None]
+
+    def test_every_module_is_on_the_map(self):
+        named = re.findall(r'``([\w/]+)\.py``', self.map)
+        modules = [name.replace('.', '/') for name in
+                   package_modules(PACKAGE_DIR) if name]
+        self.assertEqual(sorted(set(modules) - set(named)), [])
+        self.assertEqual(sorted(name for name, count in
+                                collections.Counter(named).items()
+                                if count > 1), [], 'named more than once')
+
+    def test_what_the_map_names_exists(self):
+        # Paths: with a slash, or a file name with a known extension.
+        paths = re.findall(r'``([\w.*]*/[\w.*/]*|[\w*]+\.(?:py|zcml|\*))``',
+                           self.map)
+        self.assertIn('dispatcher.py', paths)
+        missing = [path for path in paths
+                   if not glob.glob(os.path.join(PACKAGE_DIR, path))
+                   and not glob.glob(os.path.join(CHECKOUT_DIR, path))]
+        self.assertEqual(missing, [])
 
 
 class CycleFinderTests(unittest.TestCase):
