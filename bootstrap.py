@@ -9,9 +9,9 @@ Usage (from the checkout, with only ``python3`` installed)::
 
 It makes the virtual environment ``.venv`` (standard ``venv``), installs
 zc.buildout and this package (editable, with the extras listed in
-:data:`EXTRAS`, all that the test suite and the docs build use) there, and
-runs buildout on ``buildout.cfg``, which makes ``bin/test``,
-``bin/zc-async`` and the interpreter ``bin/py``.  Buildout takes the dependencies from
+:data:`EXTRAS`, all that the tests and docs use) there, and runs buildout on
+``buildout.cfg``, which makes ``bin/test``, ``bin/zc-async`` and the
+interpreter ``bin/py``.  Buildout takes the dependencies from
 ``.venv``, so ``.venv/bin/python`` (which tests use for subprocesses) and the
 ``bin/`` scripts see the same packages.  The installation steps run again
 only when ``buildout.cfg``, ``setup.py`` or this file changed, so re-running
