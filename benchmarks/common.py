@@ -203,7 +203,7 @@ class FileEnv:
         wait_active(self.db, [self.dispatcher.UUID])
 
     def stop_dispatchers(self):
-        from zc.asynchronous import cli
+        from zc.asynchronous.ops import cli
         if self.dispatcher is not None:
             cli.stop_dispatcher(self.dispatcher, timeout=30)
             self.dispatcher = None

@@ -36,7 +36,7 @@ import ZODB.interfaces
 from . import dispatcher
 from . import instanceuuid
 from . import interfaces
-from . import monitorserver
+from .ops import monitorserver
 from . import subscribers
 from . import twist
 from . import z3
@@ -121,7 +121,7 @@ def start(db, poll_interval=5, db_name=None, agent_chooser=None,
 
     With ``monitor_port`` (an integer, or its text, such as
     ``os.environ.get('MONITOR_PORT')``; 0 picks a free port) a
-    :class:`zc.async.monitorserver.MonitorInstaller` registered last
+    :class:`zc.async.ops.monitorserver.MonitorInstaller` registered last
     serves the ``async`` and ``asyncdb`` monitor commands on
     ``monitor_host:monitor_port`` (loopback by default) once the dispatcher
     exists.

@@ -298,7 +298,7 @@ class IJob(IAbstractJob):
         'the callable saw in the attempt whose outcome was stored last (its '
         'connection\'s snapshot), or None (never called, or called before '
         'zc.async 2).  Recorded in the commits the attempt makes anyway; '
-        'see zc.async.sandbox.replay.')
+        'see zc.async.ops.sandbox.replay.')
 
     initial_callbacks_end = zope.interface.Attribute(
         'When the callbacks first completed (UTC), from ``key``.')

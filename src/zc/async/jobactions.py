@@ -1,6 +1,6 @@
 """Acting on one job, whether or not this process can load its code.
 
-``zc-async remove|fail|retry|requeue|abort`` (:mod:`zc.async.clijobs`), the
+``zc-async remove|fail|retry|requeue|abort`` (:mod:`zc.async.ops.clijobs`), the
 dashboard's cancel, retry and abort and the failing of unloadable jobs
 (:func:`zc.async.unloadable.fail_unloadable`) run these on a job loaded in
 a tolerant connection (:func:`zc.async.tolerant.connection`): a job whose

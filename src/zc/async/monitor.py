@@ -5,7 +5,7 @@ A monitor command is a plain function ``command(connection, cmd=None,
 names one of the command's tools and ``raw`` holds the words that follow.
 :func:`monitor` runs the tool and writes its answer: strings as they are,
 anything else as pretty JSON (:data:`encoder`).  The line server of
-:mod:`zc.async.monitorserver` serves these commands; they also work from
+:mod:`zc.async.ops.monitorserver` serves these commands; they also work from
 Python, as in 1.5 (where ``zc.monitor`` served them).
 
 ``async`` is a keyword, so the command function is :func:`async_`; its

@@ -3,8 +3,8 @@
 Every tool takes a ZODB connection as its first argument (the command
 opens a private one to the default dispatcher's database; see
 :func:`zc.async.monitor.monitor`) and only reads.  The states and filters
-that choose jobs are in :mod:`zc.async.monitorquery`; modifier parsing and
-JSON encoding are those of :mod:`zc.async.monitor`.
+that choose jobs are in :mod:`zc.async.ops.monitorquery`; modifier parsing
+and JSON encoding are those of :mod:`zc.async.monitor`.
 """
 import inspect
 
@@ -23,7 +23,7 @@ from .dispatcher import getId
 from .job import isFailure
 from .loadable import status_word
 from .monitor import monitor, parse_int, parse_uuid, tool_help
-from .monitorquery import JobQuery, callable_name, glob_test, queues
+from .ops.monitorquery import JobQuery, callable_name, glob_test, queues
 
 _DISPLAYS = ('default', 'repr', 'details')
 _TRACEBACK_DETAILS = ('default', 'brief', 'verbose')

@@ -23,7 +23,7 @@ class IMonitorPlugin(zope.interface.Interface):
 
 
 class ISandboxReport(zope.interface.Interface):
-    """What a replay or dry-run did (see zc.async.sandbox)."""
+    """What a replay or dry-run did (see zc.async.ops.sandbox)."""
 
     kind = zope.interface.Attribute("'replay' or 'dry-run'.")
 

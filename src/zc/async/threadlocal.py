@@ -7,7 +7,7 @@ therefore find its job, queue, dispatcher and reactor, and publish or read
 *live* annotations: values written to ``job.annotations`` in a separate
 connection and transaction, committed through the dispatcher's reactor, so
 other connections see them while the job is still running.  A replay or
-dry-run (:mod:`zc.async.sandbox`) sets :attr:`Local.sandbox` instead of a
+dry-run (:mod:`zc.async.ops.sandbox`) sets :attr:`Local.sandbox` instead of a
 dispatcher: live annotations then go to the sandbox, and
 :meth:`Local.isSandbox` tells the job.
 
@@ -60,7 +60,7 @@ class Local(threading.local):
     job = None  # the job or callback running in this thread
     dispatcher = None  # the in-memory Dispatcher owning this worker thread
     name = None  # the name of the agent whose pool runs this thread
-    sandbox = None  # the zc.async.sandbox.Sandbox this thread runs a job in
+    sandbox = None  # the zc.async.ops.sandbox.Sandbox running this job
 
     def getJob(self):
         """The job (or callback) currently running in this thread."""
@@ -92,7 +92,7 @@ class Local(threading.local):
         return watchdog.abort_requested(self.job)
     def isSandbox(self):
         """Whether the running job runs in a sandbox (a replay or a
-        dry-run, see :mod:`zc.async.sandbox`): its commits go nowhere, but
+        dry-run, see :mod:`zc.async.ops.sandbox`): its commits go nowhere, but
         what it does outside the database happens for real, so a job skips
         side effects such as sending mail when this is true."""
         return self.sandbox is not None

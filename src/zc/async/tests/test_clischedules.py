@@ -1,4 +1,4 @@
-"""``zc-async schedules`` (zc.async.clischedules), run as a real process
+"""``zc-async schedules`` (zc.async.ops.clischedules), run as a real process
 against a FileStorage holding two schedules, one of which has fired."""
 import datetime
 import json

@@ -9,7 +9,7 @@ import zc.asynchronous.job
 from zc.asynchronous import logs
 from zc.asynchronous import monitordb
 from zc.asynchronous import utils
-from zc.asynchronous import webapi
+from zc.asynchronous.ops import webapi
 from zc.asynchronous.tests.live import DispatcherTestCase
 import zc.asynchronous.testing as testing
 

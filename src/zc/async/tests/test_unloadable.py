@@ -20,15 +20,15 @@ import zc.asynchronous.interfaces as interfaces
 import zc.asynchronous.queue
 import zc.asynchronous.testing as testing
 import zc.asynchronous.utils
-from zc.asynchronous import clidb
+from zc.asynchronous.ops import clidb
 from zc.asynchronous import jobactions
 from zc.asynchronous import loadable
-from zc.asynchronous import metrics
+from zc.asynchronous.ops import metrics
 from zc.asynchronous import monitor
 from zc.asynchronous import monitordb
 from zc.asynchronous import tolerant
 from zc.asynchronous import unloadable
-from zc.asynchronous import webapi
+from zc.asynchronous.ops import webapi
 from zc.asynchronous.dispatcher import getId
 from zc.asynchronous.job import Job
 from zc.asynchronous.tests import badcode

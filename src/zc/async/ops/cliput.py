@@ -32,11 +32,11 @@ import pkgutil
 import ZODB.utils
 
 from . import clidb
-from . import interfaces
-from . import job as job_module
-from . import clock
-from . import logs
-from . import monitor
+from .. import interfaces
+from .. import job as job_module
+from .. import clock
+from .. import logs
+from .. import monitor
 
 
 def add_put_parser(subparsers):

@@ -8,7 +8,7 @@ can be debugged.  :func:`dry_run` calls a pending job's callable, or any
 callable, against the current data, commits, and reports what it would
 add, change and leave unreferenced.  Both return a report
 (:class:`zc.async.interfaces.ISandboxReport`); the ``zc-async replay`` and
-``dry-run`` commands (:mod:`zc.async.sandboxcli`) and the dashboard
+``dry-run`` commands (:mod:`zc.async.ops.sandboxcli`) and the dashboard
 (``--allow-replay``) print or show it.
 
 Nothing is written to the database, whatever the code does: it runs in a
@@ -79,15 +79,15 @@ import ZODB.DemoStorage
 import ZODB.POSException
 import ZODB.utils
 
-from . import coroutines
-from . import interfaces
-from . import logs
-from . import snapshot
-from .job import Job
-from .monitordb import get_job
-from .loadable import status_word
+from .. import coroutines
+from .. import interfaces
+from .. import logs
+from .. import snapshot
+from ..job import Job
+from ..monitordb import get_job
+from ..loadable import status_word
 from .sandboxreport import Report, changes, cut
-from .threadlocal import local
+from ..threadlocal import local
 
 HISTORY_FREE = ('this storage is history-free: it keeps no past states, so '
                 'a job cannot be replayed there (a dry-run works)')

@@ -4,11 +4,11 @@ Lists the schedules of every queue (see :mod:`zc.async.schedule`): name,
 queue, callable, rule, next run, and the last tick that put a job, with
 that job's oid and status; ``--json`` prints the same as JSON.  The
 database is opened and read as the ``status``, ``jobs`` and ``job``
-commands do (:mod:`zc.async.clidb`).
+commands do (:mod:`zc.async.ops.clidb`).
 """
 from . import clidb
-from . import monitor
-from . import monitordb
+from .. import monitor
+from .. import monitordb
 from . import monitorquery
 
 _COLUMNS = ('NAME', 'QUEUE', 'CALLABLE', 'RULE', 'NEXT RUN', 'LAST RUN',

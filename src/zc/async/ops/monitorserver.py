@@ -31,11 +31,11 @@ import twisted.internet.threads
 import twisted.protocols.basic
 import zope.component
 
-from . import dispatcher as dispatcher_registry
-from . import interfaces
-from . import logs
-from . import monitor
-from . import monitordb
+from .. import dispatcher as dispatcher_registry
+from .. import interfaces
+from .. import logs
+from .. import monitor
+from .. import monitordb
 
 
 class _Output:

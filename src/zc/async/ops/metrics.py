@@ -44,9 +44,9 @@ import weakref
 
 import transaction
 
-from . import logs
-from .monitordb import status as db_status
-from .loadable import status_word
+from .. import logs
+from ..monitordb import status as db_status
+from ..loadable import status_word
 from .monitorquery import queues
 
 try:

@@ -1,17 +1,17 @@
 """The data of the web dashboard: JSON-ready answers read from the database.
 
 Every function takes an open ZODB connection (the dashboard opens a private
-one for each request, in a pool thread; see :mod:`zc.async.web`) and
+one for each request, in a pool thread; see :mod:`zc.async.ops.web`) and
 returns plain data that :data:`encoder` turns into JSON.  Jobs are chosen
 and described with the ``asyncdb`` monitor's tools
-(:mod:`zc.async.monitorquery`, :mod:`zc.async.monitordb`), so the dashboard
+(:mod:`zc.async.ops.monitorquery`, :mod:`zc.async.monitordb`), so the dashboard
 and the monitor agree on states, filters, order and job summaries.
 
 Bad input raises :class:`RequestError` with the HTTP status to answer
 (400 for a malformed request, 404 for something that does not exist).
 The actions, :func:`retry`, :func:`cancel` and :func:`abort`, change the
 database; the caller commits.  :func:`replay` and :func:`dry_run` run a job
-in a sandbox (:mod:`zc.async.sandbox`) and change nothing.
+in a sandbox (:mod:`zc.async.ops.sandbox`) and change nothing.
 """
 import itertools
 
@@ -19,18 +19,18 @@ import ZODB.broken
 import ZODB.POSException
 import ZODB.utils
 
-from . import clock
-from . import interfaces
-from . import jobactions
-from . import loadable
-from . import logs
-from . import monitor
-from . import monitordb
+from .. import clock
+from .. import interfaces
+from .. import jobactions
+from .. import loadable
+from .. import logs
+from .. import monitor
+from .. import monitordb
 from . import monitorquery
 from . import sandbox
-from .dispatcher import getId
-from .job import isFailure
-from .loadable import callable_name
+from ..dispatcher import getId
+from ..job import isFailure
+from ..loadable import callable_name
 
 #: Compact JSON with the monitor's encodings (times, durations, job ids).
 encoder = monitor.Encoder(sort_keys=True)
@@ -354,7 +354,7 @@ def retry(conn, oid_text, database=None):
 
 def replay(conn, oid_text, database=None):
     """The report of the failed job ``oid_text`` called again in a sandbox
-    at the snapshot it saw (:func:`zc.async.sandbox.replay`, as
+    at the snapshot it saw (:func:`zc.async.ops.sandbox.replay`, as
     ``ISandboxReport.as_dict``).  Nothing is written.  Jobs that did not
     fail, or whose snapshot is gone: RequestError (409).
     """
@@ -367,7 +367,7 @@ def replay(conn, oid_text, database=None):
 
 def dry_run(conn, oid_text, database=None):
     """The report of the pending job ``oid_text`` run against the current
-    data in a sandbox (:func:`zc.async.sandbox.dry_run`).  Nothing is
+    data in a sandbox (:func:`zc.async.ops.sandbox.dry_run`).  Nothing is
     written; the job stays pending.  Other jobs: RequestError (409).
     """
     job = get_job(conn, oid_text, database)

@@ -14,13 +14,13 @@ import itertools
 import re
 import types
 
-from . import clock
-from . import interfaces
-from . import loadable
-from . import utils
-from .job import isFailure
-from .loadable import status_word
-from .monitor import parse_interval, parse_uuid
+from .. import clock
+from .. import interfaces
+from .. import loadable
+from .. import utils
+from ..job import isFailure
+from ..loadable import status_word
+from ..monitor import parse_interval, parse_uuid
 
 STATES = ('pending', 'assigned', 'active', 'callbacks', 'completed',
           'succeeded', 'failed')
