@@ -256,6 +256,14 @@ class Dispatcher(DispatcherWakeUps, DispatcherReports):
         """Deactivate this UUID's records in every queue, committed."""
         conn = self.db.open(transaction_manager=transaction.TransactionManager())
         try:
+            if txn.disconnected(self.db):
+                # Waiting for the server would hold up the stop (and a
+                # second signal) for ZEO's wait_timeout, only to fail.
+                logs.log.critical(
+                    'Error while cleanly deactivating UUID %s: the database '
+                    'is disconnected; other dispatchers will find this one '
+                    'dead after its death interval', self.UUID)
+                return
             tm = conn.transaction_manager
             tm.begin()
             handed_back = self._attempt(

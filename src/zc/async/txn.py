@@ -102,6 +102,14 @@ def is_disconnect(error):
     return isinstance(error, disconnect_errors())
 
 
+def disconnected(db):
+    """Whether ``db``'s storage knows it has lost its server (ZEO's
+    ``is_connected``).  A commit then waits for the server (ZEO's
+    ``wait_timeout``, 30 seconds by default) before it fails."""
+    is_connected = getattr(db.storage, 'is_connected', None)
+    return is_connected is not None and not is_connected()
+
+
 def with_disconnects(classes):
     """``classes`` with ZEO's ``ClientDisconnected`` standing for all of
     :func:`disconnect_errors` (how retry policy tables are read)."""

@@ -78,6 +78,18 @@ class LifecycleTests(ZEOScenario, unittest.TestCase):
         self.assertEqual([self.interruptions(oid) for oid in oids],
                          [1, 1, 1])
 
+    def test_a_stop_does_not_wait_for_a_server_that_is_down(self):
+        a = self.worker('a', *FAST)
+        self.wait(lambda conn: a.uuid in self.records(conn), "a's record")
+        self.server.stop()
+        self.wait_log(a, 'Disconnected from storage')
+        self.assertEqual(a.stop(), 0, a.log)
+        # Without the server no deactivation can be recorded: the worker
+        # says so instead of waiting ZEO's wait_timeout for a commit.
+        self.assertIn('the database is disconnected', a.log)
+        self.assertNotIn('ClientDisconnected', a.log)
+        self.server.start()
+
     def test_a_time_limit_stops_a_looping_job(self):
         self.worker('a', *FAST, '--agent-size', '1')
         looping = self.put(jobs.spin, 1, self.directory,
