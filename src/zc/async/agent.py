@@ -30,6 +30,7 @@ class Agent(utils.Base):
     name = None
     _chooser = _filter = None
     _time_limit = None
+    _batch_size = 1  # 1.5 agents and older pickles: one job per commit
 
     def __init__(self, chooser=None, filter=None, size=3, time_limit=None):
         if chooser is not None and filter is not None:
@@ -57,6 +58,21 @@ class Agent(utils.Base):
     @time_limit.setter
     def time_limit(self, value):
         self._time_limit = watchdog.check_time_limit(value)
+
+    @property
+    def batch_size(self):
+        """How many small jobs a worker thread runs in one transaction
+        (see IAgent and zc.async.batches)."""
+        return self._batch_size
+
+    @batch_size.setter
+    def batch_size(self, value):
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise TypeError('batch_size must be an int, not %r' % (value,))
+        if value < 1:
+            raise ValueError('batch_size must be at least 1, not %r'
+                             % (value,))
+        self._batch_size = value
 
     # ----------------------------------------------------- choice policy
 
