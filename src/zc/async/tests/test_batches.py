@@ -4,10 +4,11 @@ A real dispatcher on a real reactor and FileStorage; the storage's
 transaction log tells which commits stored which job.
 """
 import datetime
-import operator
 import pickle
 import threading
+import unittest
 
+import BTrees.Length
 import persistent.mapping
 import transaction
 import twisted.internet.defer
@@ -18,7 +19,9 @@ import zc.asynchronous.interfaces as interfaces
 import zc.asynchronous.job
 import zc.asynchronous.testing as testing
 from zc.asynchronous.dispatcher import getId
+from zc.asynchronous.tests import jobs_for_processes as jobs
 from zc.asynchronous.tests.live import DispatcherTestCase, wait_until
+from zc.asynchronous.tests.test_reliability import ZEOScenario
 
 
 RUNS = []  # what the jobs below did, in order
@@ -274,3 +277,38 @@ def block(name):
     started.set()
     release.wait(30)
     return name
+
+
+class KilledMidBatchTests(ZEOScenario, unittest.TestCase):
+    """A real worker process killed (SIGKILL) in the middle of a batch."""
+
+    def test_the_batch_s_jobs_are_run_by_another_worker_at_once(self):
+        a = self.worker('a')
+        self.wait(lambda conn: a.uuid in self.records(conn)
+                  and 'main' in self.records(conn)[a.uuid], "a's agent")
+        self.tm.begin()
+        main = self.records()[a.uuid]['main']
+        main.size, main.batch_size = 1, 5
+        self.tm.commit()
+        # The first job comes from the poll; the batch after it claims the
+        # gated one and the two after it, and is killed in the gated one.
+        oids = [self.put(jobs.double, 0)]
+        self.tm.begin()
+        for n, func, args in ((1, jobs.gated, (self.directory,)),
+                              (2, jobs.double, ()), (3, jobs.double, ())):
+            oids.append(self.queue.put(zc.asynchronous.job.Job(
+                func, BTrees.Length.Length(), n, *args)))
+        self.tm.commit()
+        oids[1:] = [job._p_oid for job in oids[1:]]
+        self.wait_starts(1)
+        a.kill()
+        # Nothing of the batch was committed: b claims its jobs without
+        # waiting for a to be declared dead.
+        b = self.worker('b', '--poll-interval', '0.2', '--ping-interval',
+                        '0.5', '--ping-death-interval', '600')
+        self.wait_starts(2)
+        self.open_gate()
+        self.assertAllCompletedOnce(oids)
+        self.assertEqual([pid for n, pid in self.starts()], [a.pid, b.pid])
+        self.assertIsNone(self.interruptions(oids[1]))
+        self.assertWorkersRunning([b])
