@@ -162,7 +162,7 @@ class _Runner:
                     return
         finally:
             pool.batching.discard(me)
-            pool._report(dispatcher._wakeForRoom)  # for work left queued
+            pool._report(pool._roomFreed)
 
     @staticmethod
     def _go_on(dispatcher):
@@ -236,7 +236,8 @@ class _Batch:
         for _ in range(agent.batch_size):
             if not self.runner._go_on(self.dispatcher):
                 return False
-            job = claims.claim(self.dispatcher, agent, self.waiting)
+            job = claims.claim(self.dispatcher, agent, self.waiting,
+                               share_only=True)
             if job is None:
                 return False
             started = claims.start_claimed(job)

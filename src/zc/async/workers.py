@@ -326,8 +326,12 @@ class AgentThreadPool:
         # A poll running now may have seen this job still held, and found
         # the agent full: it must be followed by another one -- unless the
         # job's completing commit refilled its room.
-        if refilled:
-            return
+        if not refilled:
+            self._roomFreed()
+
+    @_handoff
+    def _roomFreed(self):
+        """A thread freed up (a job finished, batches ended)."""
         if self.saturated or self.dispatcher._polling:
             self.saturated = False
             self.dispatcher._wakeForRoom()
