@@ -119,6 +119,9 @@ class _Dispatcher:
         return getattr(self._dispatcher, name)
 
 
+_lock = threading.Lock()  # see _Runner.run
+
+
 class _Thread(threading.local):
     runner = None
 
@@ -154,7 +157,12 @@ class _Runner:
         pool = self.pool
         dispatcher = pool.dispatcher
         me = threading.get_ident()
-        pool.batching.add(me)  # the pool is full for the poll meanwhile
+        with _lock:
+            # One thread of an agent batches at a time: two would conflict
+            # on the agent's record at most of their commits.
+            if pool.batching:
+                return
+            pool.batching.add(me)  # the pool is full for the poll meanwhile
         try:
             # Jobs the poll handed to this thread meanwhile come first.
             while pool.queue.empty() and self._go_on(dispatcher):
