@@ -8,7 +8,12 @@ starts it, runs it inside a savepoint of its own, and so on, up to
 ``batch_size`` jobs, then commits once.  The claims, starts, results and
 callbacks of the whole batch land in that commit; a batch that claims
 nothing ends the batching, and the thread waits for work from the poll
-again.  What this means:
+again.  Two rules keep batches from conflicting, as a conflict costs the
+whole batch: one thread of an agent batches at a time (the others run
+what the poll gives them, one job per transaction), and a batch claims
+only its dispatcher's share of the queue when several dispatchers serve
+it (see :mod:`zc.async.claims`), even once the other dispatchers' jobs
+are past their grace.  What this means:
 
 * **A job that raises** is rolled back to its savepoint (the changes of
   the jobs before it stay), and its retry policy decides as always: it
