@@ -156,7 +156,12 @@ class _Runner:
     def __init__(self, pool):
         self.pool = pool
         self.tm = BatchManager(transaction.manager)
-        self.conn = pool.dispatcher.db.open(self.tm)
+        db = pool.dispatcher.db
+        # One more open connection than the dispatcher planned for: grow
+        # the pool (undone when the dispatcher deactivates) so that ZODB
+        # does not warn of too many.
+        pool._report(pool.dispatcher._growPool, db, 1)
+        self.conn = db.open(self.tm)
 
     def run(self, oid, dbname):
         pool = self.pool

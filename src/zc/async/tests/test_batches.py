@@ -163,6 +163,11 @@ class BatchTests(DispatcherTestCase):
             self.assertEqual(info['result'], repr(job.result))
             self.assertIsNotNone(info['started'])
             self.assertIsNotNone(info['completed'])
+        # The poll connection, the thread's, and its batch connection (the
+        # growth goes with the dispatcher's deactivation).
+        dispatcher = self.live_dispatcher.dispatcher
+        self.assertEqual(self.live_dispatcher.call(
+            lambda: dispatcher._pool_growth[self.db]), 1 + 1 + 1)
 
     def test_a_job_that_raises_is_rolled_back_alone_and_fails(self):
         jobs = self.put_all((note, 'first'), (note, 'before'),
