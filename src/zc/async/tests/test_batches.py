@@ -17,6 +17,7 @@ import ZODB.utils
 import zc.asynchronous.agent
 import zc.asynchronous.interfaces as interfaces
 import zc.asynchronous.job
+import zc.asynchronous.retry
 import zc.asynchronous.testing as testing
 from zc.asynchronous.dispatcher import getId
 from zc.asynchronous.tests import jobs_for_processes as jobs
@@ -59,6 +60,18 @@ def note_and_conflict(name):
         finally:
             conn.close()
     return name
+
+
+FLAKY = set()
+
+
+def flaky(name):
+    """``note``, after raising ValueError the first time."""
+    if name not in FLAKY:
+        FLAKY.add(name)
+        RUNS.append('raised ' + name)
+        raise ValueError(name)
+    return note(name)
 
 
 def deferred(value):
@@ -206,6 +219,27 @@ class BatchTests(DispatcherTestCase):
             'successful'], 4)
         self.assertTrue([r for r in self.log.records
                          if 'commit of a batch' in r.getMessage()])
+
+    def test_a_job_rescheduled_by_its_retry_policy_runs_again_later(self):
+        FLAKY.clear()
+        first, retried, other = [
+            self.queue.put(zc.asynchronous.job.Job(call, name), **kw)
+            for call, name, kw in (
+                (note, 'first', {}),
+                (flaky, 'retried', {'retry_policy_factory':
+                                    zc.asynchronous.retry.retrying(
+                                        delay=datetime.timedelta(0))}),
+                (note, 'other', {}))]
+        transaction.commit()
+        jobs = [first, retried, other]
+        self.assertEqual(self.wait(jobs), ['first', 'retried', 'other'])
+        # Put back by its batch, it was not claimed again by that batch
+        # (which had claimed it already), but by a later claim.
+        self.assertEqual(RUNS, ['first', 'raised retried', 'other',
+                                'retried'])
+        transaction.begin()
+        self.assertEqual(zc.asynchronous.retry.attempt(retried), 2)
+        self.completed_once(jobs)
 
     def test_a_job_with_a_time_limit_runs_alone(self):
         first, in_batch = [self.queue.put(zc.asynchronous.job.Job(note, n))
