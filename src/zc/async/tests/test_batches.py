@@ -6,6 +6,7 @@ transaction log tells which commits stored which job.
 import datetime
 import pickle
 import threading
+import time
 import unittest
 
 import BTrees.Length
@@ -72,6 +73,18 @@ def flaky(name):
         RUNS.append('raised ' + name)
         raise ValueError(name)
     return note(name)
+
+
+SPINNING = threading.Event()
+
+
+def spin(name):
+    """``note``, then wait (in short sleeps) until stopped."""
+    note(name)
+    SPINNING.set()
+    for _ in range(3000):  # 30 seconds at most
+        time.sleep(0.01)
+    return name
 
 
 def deferred(value):
@@ -240,6 +253,25 @@ class BatchTests(DispatcherTestCase):
         transaction.begin()
         self.assertEqual(zc.asynchronous.retry.attempt(retried), 2)
         self.completed_once(jobs)
+
+    def test_an_abort_requested_mid_batch_fails_the_job(self):
+        SPINNING.clear()
+        jobs = self.put_all((note, 'first'), (note, 'before'),
+                            (spin, 'spinning'), (note, 'after'))
+        self.assertTrue(SPINNING.wait(30))
+        # For everybody else the batch's jobs are still pending: the
+        # request fails the job at once, and the batch's commit conflicts.
+        for attempt in transaction.manager.attempts():
+            with attempt:
+                jobs[2].requestAbort()
+        results = self.wait(jobs)
+        self.assertIsInstance(results[2].value, interfaces.AbortRequested)
+        self.assertEqual([results[n] for n in (0, 1, 3)],
+                         ['first', 'before', 'after'])
+        self.completed_once([jobs[n] for n in (0, 1, 3)])
+        transaction.begin()
+        self.assertNotIn('spinning', self.conn.root()['notes'])
+        self.assertEqual(RUNS.count('spinning'), 1)
 
     def test_a_job_with_a_time_limit_runs_alone(self):
         first, in_batch = [self.queue.put(zc.asynchronous.job.Job(note, n))
