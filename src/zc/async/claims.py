@@ -63,15 +63,13 @@ def claim(dispatcher, agent, waiting=None, fail_unloadable=False,
     claims, see :mod:`zc.async.batches`: a conflict would cost the batch).
     """
     recent = dispatcher.recent_claims
-    preferences = _preferences(dispatcher, agent.queue, waiting)
-    mine = preferences.get('prefer') if share_only else None
-
-    def passed_over(job):
-        return _claimed_since(recent, job) or (
-            mine is not None and not mine(job))
     with dispatcher.claim_lock:
+        preferences = _preferences(dispatcher, agent.queue, waiting)
+        mine = preferences.get('prefer') if share_only else None
         job = agent._claim_passing_over(
-            passed_over, unloadable=dispatcher.unloadable,
+            lambda job: _claimed_since(recent, job) or (
+                mine is not None and not mine(job)),
+            unloadable=dispatcher.unloadable,
             fail_unloadable=fail_unloadable, **preferences)
         if job is not None:
             recent[job._p_oid] = None  # in flight
