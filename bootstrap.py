@@ -9,7 +9,7 @@ Usage (from the checkout, with only ``python3`` installed)::
 
 It makes the virtual environment ``.venv`` (standard ``venv``), installs
 zc.buildout and this package (editable, with the extras listed in
-:data:`EXTRAS`, all that the test suite uses) there, and runs buildout on
+:data:`EXTRAS`, all that the tests and docs use) there, and runs buildout on
 ``buildout.cfg``, which makes ``bin/test``, ``bin/zc-async`` and the
 interpreter ``bin/py``.  Buildout takes the dependencies from
 ``.venv``, so ``.venv/bin/python`` (which tests use for subprocesses) and the
@@ -34,7 +34,7 @@ SCRIPTS = ('test', 'zc-async', 'py')
 COMMANDS = {'test': ['test'], 'demo': ['zc-async', 'demo']}
 BUILDOUT_REQUIREMENT = 'zc.buildout >= 4'
 # The extras of setup.py installed with the package: the one list of them.
-EXTRAS = ('test', 'grok', 'relstorage', 'metrics', 'upgrade')
+EXTRAS = ('test', 'grok', 'relstorage', 'metrics', 'upgrade', 'docs')
 
 
 def venv_script(name):

@@ -67,11 +67,13 @@ setup(
         'metrics': ['prometheus-client'],
         # Step 1 of upgrading a 1.5 database (docs/upgrading.rst).
         'upgrade': ['zodbupdate >= 3', 'pytz'],
+        # Building the documentation (.ci/run: sphinx-build -W).
+        'docs': ['Sphinx'],
     },
     entry_points={
         # Generated scripts import the module in Python source, where
         # ``async`` is a keyword: name it by its importable spelling.
-        'console_scripts': ['zc-async = zc.asynchronous.cli:main'],
+        'console_scripts': ['zc-async = zc.asynchronous.ops.cli:main'],
         # zodbupdate applies these renames to a 1.5 database (see
         # zc.async.upgrade).
         'zodbupdate': ['zc.async = zc.asynchronous.upgrade:RENAMES'],

@@ -206,7 +206,7 @@ class FileEnv:
         set_batch_size(self.db, BATCH_SIZE)
 
     def stop_dispatchers(self):
-        from zc.asynchronous import cli
+        from zc.asynchronous.ops import cli
         if self.dispatcher is not None:
             cli.stop_dispatcher(self.dispatcher, timeout=30)
             self.dispatcher = None

@@ -1,7 +1,9 @@
 """Sphinx configuration for the zc.async documentation.
 
-Build with ``sphinx-build docs docs/_build/html``.  Every chapter's examples
-also run as doctests in the test suite (``src/zc/async/tests/test_docs.py``).
+Build with ``sphinx-build -W -b html docs docs/_build/html`` (Sphinx comes
+with the ``docs`` extra; ``.ci/run`` builds them so, warnings as errors).
+Every chapter's examples also run as doctests in the test suite
+(``src/zc/async/tests/test_docs.py``).
 """
 import os
 import sys

@@ -33,17 +33,16 @@ conflict.  :meth:`JobParts._p_resolveConflict` merges exactly that case.
 """
 import collections
 import collections.abc
-import io
-import pickle
 import types
 
 import BTrees.OOBTree
 import persistent
 import persistent.list
 import persistent.mapping
-import ZODB.ConflictResolution
 import ZODB.POSException
 import zc.queue
+
+from . import pickling
 
 #: The largest pickle, in bytes, of ``args`` (or of ``kwargs``) stored in
 #: the job's own state rather than in a persistent object of its own.
@@ -190,25 +189,12 @@ class JobParts:
 
 # --------------------------------------------------------- stored forms
 
-class _SizingPickler(pickle.Pickler):
-    """Pickles as a commit would, persistent objects as references."""
-
-    def persistent_id(self, obj):
-        if isinstance(obj, persistent.Persistent):
-            return b'\0' * 8  # about an oid
-        return None
-
-
 def _fits_inline(value):
     """Whether ``value`` is small enough to store in the job's state."""
-    out = io.BytesIO()
-    try:
-        _SizingPickler(out, 3).dump(value)
-    except Exception:  # pickling fails in many ways
-        # Where it is kept makes no difference: Queue.put's check names
-        # the argument that cannot be stored.
-        return True
-    return out.tell() <= INLINE_LIMIT
+    size = pickling.pickled_size(value)
+    # One that cannot be pickled may be kept anywhere: Queue.put's check
+    # names the argument that cannot be stored.
+    return size is None or size <= INLINE_LIMIT
 
 
 def _stored_args(values):
@@ -567,35 +553,8 @@ def _merge_created_annotations(old, committed, new):
     for adder, other in ((committed, new), (new, committed)):
         if '_annotations' in adder and '_annotations' not in other:
             rest = {k: v for k, v in adder.items() if k != '_annotations'}
-            if _same_state(rest, old):
+            if pickling.same_state(rest, old):
                 merged = dict(other)
                 merged['_annotations'] = adder['_annotations']
                 return merged
     return None
-
-
-class _ComparingPickler(pickle.Pickler):
-    """Pickles a state read by conflict resolution, so that equal pickles
-    mean equal states: references by their data, and the stand-ins for
-    globals the resolving process cannot import (say, a job's callable on
-    a ZEO server without the application) by their names."""
-
-    def persistent_id(self, obj):
-        if isinstance(obj, ZODB.ConflictResolution.PersistentReference):
-            return repr(obj.data)
-        if isinstance(obj, ZODB.ConflictResolution.BadClass):
-            return ('global',) + obj.args
-        return None
-
-
-def _same_state(a, b):
-    """Whether two states pickle alike (unpicklable: not known, so no)."""
-    try:
-        pickles = []
-        for state in (a, b):
-            out = io.BytesIO()
-            _ComparingPickler(out, 3).dump(state)
-            pickles.append(out.getvalue())
-    except Exception:  # pickling fails in many ways
-        return False
-    return pickles[0] == pickles[1]

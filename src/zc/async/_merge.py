@@ -1,6 +1,6 @@
 """Conflict resolution of persistent records that hold tuples of items.
 
-The queue's FIFO parts (see :mod:`zc.async.queue`) and an agent's jobs
+The queue's FIFO parts (see :mod:`zc.async.duefifo`) and an agent's jobs
 record (see :mod:`zc.async.agentjobs`) keep tuples of items that
 concurrent transactions add to and remove from.  :func:`merge_items`
 merges two such changes of one tuple in linear time: what one side

@@ -9,7 +9,7 @@ last one.  Each subclass has a registry of its own.
 """
 import threading
 
-from . import utils
+from . import logs
 
 
 class Watcher:
@@ -61,8 +61,8 @@ class Watcher:
             except Exception:
                 # Never let a callback break the commit (or thread) that
                 # tells it.
-                utils.log.exception('error in a %s callback',
-                                    type(self).__name__)
+                logs.log.exception('error in a %s callback',
+                                   type(self).__name__)
 
     @classmethod
     def get(cls, source):

@@ -12,6 +12,7 @@ import zope.component
 import zope.interface
 
 from . import interfaces
+from . import logs
 from . import utils
 from . import watchdog
 from .agentjobs import AgentJobs
@@ -198,7 +199,7 @@ class Agent(utils.Base):
     __nonzero__ = __bool__
 
     def __repr__(self):
-        return '<%s %r>' % (utils.custom_repr(self), self.name)
+        return '<%s %r>' % (logs.custom_repr(self), self.name)
 
 
 @zope.component.adapter(interfaces.IDispatcherActivated)

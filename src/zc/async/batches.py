@@ -46,13 +46,12 @@ are past their grace.  What this means:
 import threading
 
 import transaction
-import ZODB.utils
 
 from . import claims
 from . import interfaces
-from . import utils
+from . import logs
+from . import txn
 from . import watchdog
-from . import workers
 from .job import Job
 from .threadlocal import local
 from .threadlocal import waiting_for_reactor
@@ -196,7 +195,7 @@ class _Batch:
         self.pool = runner.pool
         self.dispatcher = runner.pool.dispatcher
         self.oid, self.dbname = oid, dbname
-        self.ran = []  # (job, started, info, outcome) of the jobs it ran
+        self.ran = []  # (job, report entry): see pool._batchedJob
         self.alone = None  # (job, started): claimed, to run on its own
         self.calls = []  # held reactor calls (see _Held)
         self.waiting = []  # see claims.claim
@@ -210,13 +209,13 @@ class _Batch:
             full = self._claim_and_run(agent)
         except interfaces.ReassignedError:
             # Its thread was abandoned, or its dispatcher handed it back.
-            utils.tracelog.info('dropping a batch', exc_info=True)
+            logs.tracelog.info('dropping a batch', exc_info=True)
             self._drop('dropping a batch')
             return False
         except Exception:
             # A disconnect, say: nothing of the batch lands, the poll goes
             # on (and claims its jobs again).
-            utils.log.warning('a batch failed; its jobs are queued again',
+            logs.log.warning('a batch failed; its jobs are queued again',
                               exc_info=True)
             self._drop('running a batch')
             return False
@@ -225,26 +224,23 @@ class _Batch:
             raise
         claimed = self._claimed()
         if not claimed:
-            utils.abort(transaction.manager, 'empty batch')
+            txn.abort(transaction.manager, 'empty batch')
             if self.waiting:
                 self.pool._report(self.dispatcher._wakeAfterGrace,
                                   min(self.waiting))
             return False
-        # A full batch is followed by another, which claims what its jobs
-        # put: its commit need not wake this process's dispatcher.
-        workers._commit.claim_only = full
         try:
-            transaction.commit()
+            # A full batch is followed by another, which claims what its
+            # jobs put: its commit need not wake this process's dispatcher.
+            self.pool._commitBatch(claim_only=full)
         except Exception:
-            utils.log.info('the commit of a batch of %d job(s) failed; '
+            logs.log.info('the commit of a batch of %d job(s) failed; '
                            'its jobs are queued again', len(claimed),
                            exc_info=True)
             self._drop('committing a batch')
             claims.blame(self.dispatcher, agent.queue, claimed)
-            utils.abort(transaction.manager, 'blaming a batch')
+            txn.abort(transaction.manager, 'blaming a batch')
             return False
-        finally:
-            workers._commit.claim_only = False
         self._landed(claimed, agent)
         return full
 
@@ -262,8 +258,7 @@ class _Batch:
             if started is None or not _small(job, agent):
                 self.alone = (job, started)
                 return False
-            info = _info(job, agent)
-            began = workers._utcnow()
+            entry = self.pool._batchedJob(job, agent)
             tm.savepoint = transaction.savepoint(optimistic=True)
             previous, local.dispatcher = local.dispatcher, _Dispatcher(
                 self.dispatcher, self.calls)
@@ -273,17 +268,18 @@ class _Batch:
                 local.dispatcher = previous
                 local.job = None
                 tm.savepoint = None
-            self.ran.append((job, info, began, workers.job_outcome(job)))
+            self.pool._batchedJobRan(entry, job)
+            self.ran.append((job, entry))
         return True
 
     def _drop(self, identifier):
         """Nothing of the batch lands: its jobs stay queued."""
-        utils.abort(transaction.manager, identifier)
+        txn.abort(transaction.manager, identifier)
         for job in self._claimed():
             claims.forget(self.dispatcher, job)
 
     def _claimed(self):
-        jobs = [job for job, *_ in self.ran]
+        jobs = [job for job, _ in self.ran]
         return jobs + ([self.alone[0]] if self.alone is not None else [])
 
     def _landed(self, claimed, agent):
@@ -292,23 +288,14 @@ class _Batch:
         reactor = self.dispatcher.reactor
         for call, args, kwargs in self.calls:
             reactor.callFromThread(call, *args, **kwargs)
-        for job, info, began, outcome in self.ran:
-            self.pool._reportBatched(_jobid(job), info, began, outcome)
+        self.pool._reportBatched([entry for _, entry in self.ran])
         if self.alone is not None:
             job, started = self.alone
-            self.pool._queueClaimed(_info(job, agent), job, started)
+            self.pool._queueClaimed({'queue': agent.queue.name,
+                                     'agent': agent.name}, job, started)
 
 
 def _small(job, agent):
     """Whether ``job`` may run in a batch (see the module)."""
     return (type(job) is Job and job.time_limit is None
             and agent.time_limit is None)
-
-
-def _info(job, agent):
-    return workers.job_info(job, agent.queue.name, agent.name)
-
-
-def _jobid(job):
-    return ZODB.utils.u64(job._p_oid), job._p_jar.db().database_name
-

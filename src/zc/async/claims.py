@@ -29,7 +29,7 @@ import datetime
 import ZODB.utils
 
 from . import interfaces
-from . import unloadable
+from . import loadable
 from .agent import Agent
 from .job import Job
 
@@ -99,7 +99,7 @@ def blame(dispatcher, queue, claimed):
     found = False
     for job in claimed:
         for stored in taken(job):
-            error = unloadable.unstorable(stored)
+            error = loadable.unstorable(stored)
             if error is not None:
                 dispatcher.unloadable.blame(stored, queue, error)
                 found = True

@@ -1,13 +1,16 @@
-"""Serial and parallel jobs built from other jobs.
+"""The steps of serial and parallel jobs, which run other jobs.
 
-``serial(a, b, c, postprocess=p)`` and ``parallel(a, b, c, postprocess=p)``
-return a composite :class:`~zc.async.job.Job`.  Put in a queue and run, the
-composite puts its component jobs in the same queue, one after another
-(serial: each component's callback queues the next) or all at once
-(parallel: each component's callback checks whether all are done).  When the
-components are done, the postprocess job is queued with the component jobs
-appended to its arguments; the composite's result is the postprocess
-result.  The default postprocess returns the tuple of component jobs.
+``zc.async.job.serial(a, b, c, postprocess=p)`` and
+``zc.async.job.parallel(a, b, c, postprocess=p)`` return a composite
+:class:`~zc.async.job.Job` whose callable is one of the schedulers here
+(:func:`_schedule_serial`, :func:`_schedule_parallel`).  Put in a queue
+and run, the composite puts its component jobs in the same queue, one
+after another (serial: each component's callback queues the next) or all
+at once (parallel: each component's callback checks whether all are
+done).  When the components are done, the postprocess job is queued with
+the component jobs appended to its arguments; the composite's result is
+the postprocess result.  The default postprocess returns the tuple of
+component jobs.
 
 The composite's ``args`` are its components and ``kwargs['postprocess']``
 its postprocess job; jobs appended to ``args`` before the last component
@@ -15,37 +18,18 @@ finishes are run too.  Scheduling is safe to repeat: after an interruption
 the composite runs again, skips components already under way and does not
 queue a postprocess that was queued before.
 
-The functions keep 1.5's dotted names (``zc.async.job.serial``, ...), which
-stored jobs refer to; ``zc.async.job`` provides them.
+The functions keep 1.5's dotted names (``zc.async.job._queue_next``, ...),
+which stored jobs refer to; ``zc.async.job`` provides them, so this module
+does not import it: the jobs these steps make are of the composite job's
+own class (:func:`_new_job`).
 """
 from . import interfaces
-from .job import Job, _adapt
 from .threadlocal import local
 
 
 def _transparent(*results):
     """The default postprocess: return the component jobs as a tuple."""
     return results
-
-
-def serial(*jobs, **kw):
-    """A job running ``jobs`` one after the other, then ``postprocess``."""
-    return _composite(_schedule_serial, jobs, kw)
-
-
-def parallel(*jobs, **kw):
-    """A job running ``jobs`` all at once, then ``postprocess``."""
-    return _composite(_schedule_parallel, jobs, kw)
-
-
-def _composite(scheduler, jobs, kw):
-    unknown = sorted(set(kw) - {'postprocess'})
-    if unknown:
-        raise TypeError('only accepts one keyword argument, ``postprocess``'
-                        ' (got %s)' % ', '.join(unknown))
-    postprocess = _adapt(kw.get('postprocess', _transparent))
-    return Job(scheduler, *[_adapt(job) for job in jobs],
-               postprocess=postprocess)
 
 
 def _schedule_serial(*jobs, **kw):
@@ -87,7 +71,8 @@ def _queue_next(main_job, ix=0, prior_result=None):
             continue
         if status == interfaces.NEW:
             queue.put(job)
-            job.addCallback(Job(_queue_next, main_job, index + 1))
+            job.addCallback(_new_job(main_job, _queue_next, main_job,
+                                     index + 1))
         return
     _queue_postprocess(main_job, queue)
 
@@ -103,7 +88,7 @@ def _queue_all(main_job, prior_result=None):
         status = job.status
         if status == interfaces.NEW:
             queue.put(job)
-            job.addCallback(Job(_queue_all, main_job))
+            job.addCallback(_new_job(main_job, _queue_all, main_job))
         if status not in (interfaces.CALLBACKS, interfaces.COMPLETED):
             done = False
     if done:
@@ -114,8 +99,16 @@ def _component(main_job, index):
     """Component ``index`` as a job (callables appended later get one)."""
     job = main_job.args[index]
     if not interfaces.IJob.providedBy(job):
-        job = main_job.args[index] = _adapt(job)
+        adapted = interfaces.IJob(job, None)
+        job = main_job.args[index] = (
+            _new_job(main_job, job) if adapted is None else adapted)
     return job
+
+
+def _new_job(main_job, *args):
+    """A new job of ``main_job``'s class, ``Job(*args)``: a
+    :class:`zc.async.job.Job`, which serial and parallel make."""
+    return type(main_job)(*args)
 
 
 def _queue_postprocess(main_job, queue):
@@ -126,7 +119,7 @@ def _queue_postprocess(main_job, queue):
 
 
 # 1.5 defined these in zc.async.job: stored jobs and reprs name them there.
-for _function in (_transparent, serial, parallel, _schedule_serial,
-                  _schedule_parallel, _queue_next, _queue_all):
+for _function in (_transparent, _schedule_serial, _schedule_parallel,
+                  _queue_next, _queue_all):
     _function.__module__ = 'zc.async.job'
 del _function

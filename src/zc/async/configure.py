@@ -36,8 +36,7 @@ import ZODB.interfaces
 from . import dispatcher
 from . import instanceuuid
 from . import interfaces
-from . import monitorserver
-from . import shutdown
+from .ops import monitorserver
 from . import subscribers
 from . import twist
 from . import z3
@@ -122,7 +121,7 @@ def start(db, poll_interval=5, db_name=None, agent_chooser=None,
 
     With ``monitor_port`` (an integer, or its text, such as
     ``os.environ.get('MONITOR_PORT')``; 0 picks a free port) a
-    :class:`zc.async.monitorserver.MonitorInstaller` registered last
+    :class:`zc.async.ops.monitorserver.MonitorInstaller` registered last
     serves the ``async`` and ``asyncdb`` monitor commands on
     ``monitor_host:monitor_port`` (loopback by default) once the dispatcher
     exists.
@@ -161,7 +160,7 @@ def stop(timeout=None):
     """
     running = dispatcher.get()
     if running is not None:
-        shutdown.stop_and_forget(running, timeout)
+        subscribers.stop_and_forget(running, timeout)
 
 
 def _notify(registry, event):

@@ -18,17 +18,13 @@ Threads never touch the dispatcher's memory (pools, job records, poll
 history): workers report back with ``reactor.callFromThread``, and a
 threaded poll hands its findings to the reactor thread the same way.
 
-**Instant dispatch.**  Besides the ``poll_interval`` heartbeat, a dispatcher
-watches the ZODB invalidations of every queue's ``_length`` counter (which
-changes with each put, claim and removal), and of the root while it has no
-queues.  When another connection commits a change to one, the dispatcher
-polls at once instead of at the next beat; the beat then follows
-``poll_interval`` after that poll.  Commits of this process's workers
-that only claim do not wake it.  A worker that finishes a job of an agent
-that was full, without claiming the next one, also wakes a poll, so queued
-work flows on.  Wake-ups coalesce: never two polls at once.  A reactor whose
-``instant_dispatch`` attribute is false (the virtual-time
-:class:`zc.async.testing.Reactor`) gets only the heartbeat, as in 1.5.
+The dispatcher is built from parts: the poll is here;
+:class:`~zc.async.dispatcherwakeups.DispatcherWakeUps` polls at once when
+a queue changes (instant dispatch), between the beats;
+:class:`~zc.async.dispatcherreports.DispatcherReports` keeps the poll
+history and job records and reports on them (status, statistics,
+listeners).  This module re-exports the 1.5 names they define
+(``PollInfo``, ``STOPPED``, ``RUNNING``, ...).
 """
 import collections
 import datetime
@@ -38,59 +34,30 @@ import time
 
 import transaction
 import twisted.python.failure
-import zope.component
-import ZODB.mvccadapter
 import ZODB.utils
 
-from . import _watchers
+from . import _registry
+from . import clock
 from . import instanceuuid
 from . import interfaces
-from . import pgnotify
+from . import logs
 from . import schedule
 from . import shutdown
+from . import txn
 from . import unloadable
 from . import utils
 from . import watchdog
+from ._registry import clear, get, pop  # noqa: F401  (1.5 names)
 from .dispatcheragents import describe_handed_back
+from .dispatcherreports import (  # noqa: F401  (1.5 names)
+    DEGRADED, RUNNING, STARTING, STOPPED, STUCK, DispatcherReports, PollInfo)
+from .dispatcherwakeups import DispatcherWakeUps, hook
 from .twist import Failure
-from .workers import AgentThreadPool, _handoff, _utcnow  # noqa: F401
+from .workers import AgentThreadPool, _utcnow  # noqa: F401
 from . import claims
-from .workers import claim_only_commit, job_info
-
-STOPPED = 'STOPPED'
-RUNNING = 'RUNNING'
-STUCK = 'STUCK'
-STARTING = 'STARTING'
-DEGRADED = 'DEGRADED'  # polling, but the last poll's claims failed
+from .workers import job_info
 
 # ------------------------------------------------------------- registry
-
-_dispatchers = {}  # {UUID: Dispatcher}
-
-
-def _default_uuid():
-    return zope.component.getUtility(interfaces.IUUID)
-
-
-def get(uuid=None, default=None):
-    """The dispatcher registered for ``uuid`` (the instance UUID by default).
-    """
-    if uuid is None:
-        uuid = zope.component.queryUtility(interfaces.IUUID)
-    return _dispatchers.get(uuid, default)
-
-
-def pop(uuid=None):
-    """Unregister and return the dispatcher for ``uuid``; KeyError if none."""
-    if uuid is None:
-        uuid = _default_uuid()
-    return _dispatchers.pop(uuid)
-
-
-def clear():
-    """Forget every registered dispatcher (for tests)."""
-    _dispatchers.clear()
-
 
 def stop(timeout=None):
     """Stop the process's dispatcher (see :func:`get`), if any, warmly (see
@@ -109,75 +76,6 @@ def stop(timeout=None):
 def getId(obj):
     """``(integer oid, database name)`` of a stored persistent object."""
     return ZODB.utils.u64(obj._p_oid), obj._p_jar.db().database_name
-
-
-def _naive(dt):
-    """``dt`` as a naive UTC datetime (naive values are taken as UTC)."""
-    if dt.tzinfo is not None:
-        dt = dt.astimezone(datetime.timezone.utc).replace(tzinfo=None)
-    return dt
-
-
-class PollInfo(dict):
-    """What one poll saw: ``{queue name: None | {agent name: info}}``.
-
-    An agent info has 'size', 'len', 'error' (None or a Failure), 'new
-    jobs' (ids claimed by this poll) and 'active jobs' (ids held when the
-    poll began).  None means the dispatcher is not activated in that queue.
-    ``key`` is set when the poll is recorded (newer polls: smaller keys).
-    """
-
-    key = None
-
-    @property
-    def utc_timestamp(self):
-        """When the poll was recorded, as a naive UTC datetime."""
-        if self.key is not None:
-            return _naive(utils.long_to_dt(self.key))
-
-
-# ----------------------------------------------- invalidation watching
-
-class _InvalidationHook(_watchers.Watcher):
-    """Tells listeners which oids were committed, for one MVCC adapter.
-
-    It shadows the adapter's two invalidation entry points with instance
-    attributes: ``invalidate(tid, oids)`` (commits of other processes, from
-    ZEO) and ``_invalidate_finish(tid, oids, committing_instance)`` (commits
-    of this process).  Listeners (``listen(adapter, listener)``) are
-    called as ``listener(adapter, oids, committing_instance)`` in the
-    committing thread, after the original.  The hook removes itself when
-    its last listener leaves (``unlisten``).
-    """
-
-    def start(self):
-        self.source.invalidate = self.invalidate
-        self.source._invalidate_finish = self._invalidate_finish
-
-    def stop(self):
-        vars(self.source).pop('invalidate', None)
-        vars(self.source).pop('_invalidate_finish', None)
-
-    def invalidate(self, tid, oids):
-        type(self.source).invalidate(self.source, tid, oids)
-        self._tell(oids, None)
-
-    def _invalidate_finish(self, tid, oids, committing_instance):
-        type(self.source)._invalidate_finish(
-            self.source, tid, oids, committing_instance)
-        self._tell(oids, committing_instance)
-
-
-
-def _hook(adapter):
-    """What tells of commits to a database's storage (its MVCC adapter or
-    RelStorage): ZODB's invalidations, PostgreSQL's notifications (see
-    :mod:`zc.async.pgnotify`), or None (the dispatcher only polls)."""
-    if isinstance(adapter, ZODB.mvccadapter.MVCCAdapter):
-        return _InvalidationHook
-    if pgnotify.enabled and pgnotify.postgresql(adapter):
-        return pgnotify.Listener
-    return None
 
 
 # ----------------------------------------------------------- the poll
@@ -208,7 +106,7 @@ class _PollWork:
         if jar is None or obj._p_oid is None:
             return
         adapter = jar.db()._mvcc_storage
-        if _hook(adapter) is not None:
+        if hook(adapter) is not None:
             self.watched.setdefault(adapter, set()).add(obj._p_oid)
 
     def claim(self, queue_name, agent_name, job, started, agent_info):
@@ -220,7 +118,7 @@ class _PollWork:
             (queue_name, agent_name, (job._p_oid, jobid[1], info, started)))
 
 
-class Dispatcher:
+class Dispatcher(DispatcherWakeUps, DispatcherReports):
     """Polls the queues of ``db`` and runs the jobs its agents claim.
 
     See the module docstring; ``uuid`` defaults to the ``IUUID`` utility,
@@ -239,8 +137,8 @@ class Dispatcher:
     def __init__(self, db, reactor=None, poll_interval=5, uuid=None,
                  jobs_size=200, polls_size=400):
         if uuid is None:
-            uuid = _default_uuid()
-        if uuid in _dispatchers:
+            uuid = _registry.default_uuid()
+        if uuid in _registry.dispatchers:
             raise ValueError('dispatcher for this UUID is already registered')
         self.db = db
         self._reactor = reactor
@@ -275,7 +173,7 @@ class Dispatcher:
         self.unloadable = unloadable.Registry(uuid, self._reportUnloadable)
         # Time limits and abort requests of running jobs.
         self.watchdog = watchdog.Watchdog(self)
-        _dispatchers[uuid] = self
+        _registry.dispatchers[uuid] = self
 
     @property
     def reactor(self):
@@ -295,7 +193,7 @@ class Dispatcher:
         """
         if self.activated:
             raise ValueError('already activated')
-        utils.log.info('attempting to activate dispatcher %s', self.UUID)
+        logs.log.info('attempting to activate dispatcher %s', self.UUID)
         self.activated = _utcnow()
         self._activated_queues.clear()
         self.polls.clear()
@@ -346,7 +244,7 @@ class Dispatcher:
             for db, growth in self._pool_growth.items():
                 db.setPoolSize(db.getPoolSize() - growth)
             self._pool_growth.clear()
-            utils.log.info('deactivated dispatcher %s', self.UUID)
+            logs.log.info('deactivated dispatcher %s', self.UUID)
         finally:
             self.activated = False
 
@@ -366,8 +264,8 @@ class Dispatcher:
             if isinstance(handed_back, twisted.python.failure.Failure):
                 handed_back = ()  # logged
             for name, job, what in handed_back:
-                utils.log.info('dispatcher %s handed back %s in queue %r: %s',
-                               self.UUID, job, name, what)
+                logs.log.info('dispatcher %s handed back %s in queue %r: %s',
+                              self.UUID, job, name, what)
         finally:
             conn.close()
             if self.conn is not None:
@@ -439,7 +337,7 @@ class Dispatcher:
             self.poll()
         except Exception:
             # An escaping error would end the polling for good.
-            utils.log.critical('error while polling', exc_info=True)
+            logs.log.critical('error while polling', exc_info=True)
         self._scheduleNextPoll()
 
     def threadedPoll(self):
@@ -457,7 +355,7 @@ class Dispatcher:
         try:
             work = self._pollDatabase(conn)
         except Exception:
-            utils.log.critical('error while polling', exc_info=True)
+            logs.log.critical('error while polling', exc_info=True)
         finally:
             conn.close()
             self.reactor.callFromThread(self._threadedPollDone, work)
@@ -543,7 +441,7 @@ class Dispatcher:
         if da.activated:
             dead = da.dead
             if not dead and not instanceuuid.formerLife(da):
-                utils.log.error(
+                logs.log.error(
                     'UUID %s already activated in queue %s (oid %d): another '
                     'process?  (To stop poll attempts in this process, set '
                     '``zc.asynchronous.dispatcher.get().activated = False``.  '
@@ -553,7 +451,7 @@ class Dispatcher:
                 return False
             # An earlier life of this UUID, dead or ended: clean it.
             handed_back = da.deactivate()
-            utils.log_after_commit(
+            txn.log_after_commit(
                 queue, logging.WARNING,
                 'dispatcher %s took over its record in queue %r from %s; its '
                 'jobs: %s', self.UUID, queue.name,
@@ -569,7 +467,7 @@ class Dispatcher:
         """Put the jobs of the due ticks of ``queue``'s schedules, and
         commit (see :mod:`zc.async.schedule`); note its next tick."""
         due = schedule.next_due(queue)
-        if due is not None and due <= utils.now():
+        if due is not None and due <= clock.now():
             due = self._attempt(
                 tm, 'firing the schedules of queue %r' % (queue.name,),
                 lambda: schedule.fire_due(queue))
@@ -586,7 +484,7 @@ class Dispatcher:
             info['size'] = agent.size
             info['len'] = len(agent)
             info['active jobs'] = [getId(job) for job in agent]
-        except utils.EXPLOSIVE_ERRORS:
+        except txn.EXPLOSIVE_ERRORS:
             raise
         except Exception:
             info['error'] = Failure()
@@ -651,8 +549,8 @@ class Dispatcher:
         try:
             return batch.blame(queue)
         except Exception:  # the database is away, say: the next poll
-            utils.log.exception('cannot look for the job to blame for a '
-                                'failed claim')
+            logs.log.exception('cannot look for the job to blame for a '
+                               'failed claim')
             return False
         finally:
             tm.abort()
@@ -662,7 +560,7 @@ class Dispatcher:
         def unit():
             tm.get().note('zc.async: %s' % (description,))
             return call()
-        return utils.try_five_times(unit, description, tm)
+        return txn.try_five_times(unit, description, tm)
 
     def _applyPoll(self, work):
         """The memory half of a poll, in the reactor thread."""
@@ -712,282 +610,6 @@ class Dispatcher:
             if not pools:
                 del self.queues[queue_name]
 
-    def _recordPoll(self, poll_info, new_infos):
-        try:
-            last = self.polls.first()
-        except ValueError:
-            last = None
-        self.polls.add(poll_info)
-        for info in new_infos:
-            info['poll id'] = poll_info.key
-        if last is None or last != poll_info:
-            utils.tracelog.debug('poll %s: %r', poll_info.key, poll_info)
-
-    def _claimedByWorker(self, jobid, info):
-        """Record a job that a worker's commit claimed (see
-        ``zc.async.workers``) as claimed by the newest poll."""
-        self.jobs[jobid] = info
-        last = self.getPollInfo()
-        if last is not None:
-            info['poll id'] = last.key
-            agents = last.get(info['queue']) or {}
-            if info['agent'] in agents:
-                agents[info['agent']]['new jobs'].append(jobid)
-
-    def _reportUnloadable(self, entry):
-        """In a claiming thread: a job was found unloadable (see
-        ``zc.async.unloadable``)."""
-        self.reactor.callFromThread(self._claimError, {
-            'queue': entry.queue_name, 'agent': None,
-            'reason': 'unloadable'})
-
-    @_handoff
-    def _claimError(self, info):
-        self.notify('claim error', info)
-
-    def notify(self, event, info):
-        """Call each of :attr:`listeners` as ``listener(event, info)``.
-
-        Runs in the reactor thread.  Events: ``'poll'`` after each poll
-        (info: ``'duration'``, the seconds its database half took, and
-        ``'poll'``, its :class:`PollInfo`); ``'job started'`` and ``'job
-        finished'`` for each job attempt a worker thread runs (info: the
-        job's record, see :meth:`getJobInfo`; listeners must not change
-        it); ``'claim error'`` for each claim that failed, and each job
-        found unloadable (info: ``'queue'``, ``'agent'`` (None for an
-        unloadable job) and ``'reason'``, ``'error'`` or
-        ``'unloadable'``).
-        """
-        for listener in list(self.listeners):
-            try:
-                listener(event, info)
-            except Exception:
-                # An observer must never break the dispatcher.
-                utils.log.exception('error in dispatcher listener %r',
-                                    listener)
-
-    # ------------------------------------------------ instant dispatch
-
-    @property
-    def _instant(self):
-        return getattr(self.reactor, 'instant_dispatch', True)
-
-    def _watch(self, watched):
-        """Listen to the invalidations of ``{adapter: oids}`` only."""
-        if not self._instant:
-            return
-        old, self._watched = self._watched, {
-            adapter: frozenset(oids) for adapter, oids in watched.items()}
-        for adapter in set(old) - set(watched):
-            _hook(adapter).unlisten(adapter, self._invalidated)
-        for adapter in set(watched) - set(old):
-            _hook(adapter).listen(adapter, self._invalidated)
-
-    def _invalidated(self, adapter, oids, committing_instance):
-        """In a committing thread (or a listener's): wake if a watched
-        queue changed (``oids`` None: it may have)."""
-        if oids is not None:
-            self.watchdog.invalidated(oids)  # an abort request?
-        if committing_instance in self._own_storages or claim_only_commit():
-            return  # our own claims
-        watched = self._watched.get(adapter)
-        if (watched and (oids is None or not watched.isdisjoint(oids))
-                and self.activated):
-            if not self._wake_requested:
-                self._wake_requested = True
-                self.reactor.callFromThread(self._wake)
-
-    def _wake(self, tick=False):
-        """Poll now (coalesced with a running poll); the beat follows.
-
-        ``tick``: for a schedule's tick, which fires even when every
-        thread is busy.
-        """
-        self._wake_requested = False
-        if not self.activated or self.stopping:
-            return
-        if self._polling:
-            self._wake_pending = True
-        elif self._busy() and not tick:
-            # A poll would find no room to claim in: the next thread that
-            # frees up without claiming a job itself wakes one instead.
-            for pool in self._livePools():
-                pool.saturated = True
-        elif self._threaded:
-            self.threadedPoll()
-        else:
-            self.directPoll()
-
-    def _busy(self):
-        """Whether every thread of every pool has a job (there is a pool)."""
-        pools = self._livePools()
-        return bool(pools) and all(pool.full for pool in pools)
-
-    def _livePools(self):
-        return [pool for pools in self.queues.values()
-                for pool in pools.values()]
-
-    def _wakeForRoom(self):
-        """A full agent finished a job: poll soon for its queued work.
-
-        Jobs whose reports the reactor runs in the same turn share one poll
-        (a wake-up already on its way serves them too).
-        """
-        if self._instant and not self._wake_requested:
-            self._wake_requested = True
-            self.reactor.callFromThread(self._wakeAfterReports)
-
-    @_handoff  # the tail of a worker's report (see zc.async.testing)
-    def _wakeAfterReports(self):
-        self._wake()
-
-    @_handoff
-    def _wakeAfterGrace(self, due):
-        """Poll when a job that a claim left to another dispatcher, due at
-        ``due``, becomes anybody's (see ``zc.async.claims``)."""
-        if not self._instant or not self.activated:
-            return
-        call, at = self._grace_wake or (None, None)
-        if call is not None and call.active():
-            if at <= due:
-                return  # an earlier one serves
-            call.cancel()
-        delay = max(0.0, (due + claims.GRACE - utils.now()).total_seconds())
-        self._grace_wake = self.reactor.callLater(delay, self._wake), due
-
-    def _wakeForTick(self, due):
-        """Poll when the next tick of a schedule is due, at ``due``.
-
-        Not for a tick already due: it could not fire (its schedule is
-        logged), and the heartbeat retries it.
-        """
-        call, at = self._tick_wake or (None, None)
-        if call is not None and call.active():
-            if at <= due:
-                return  # an earlier one serves: its poll looks again
-            call.cancel()
-        delay = (due - utils.now()).total_seconds()
-        if delay > 0:
-            self._tick_wake = (
-                self.reactor.callLater(delay, self._wake, True), due)
-
-    # ---------------------------------------------------- reporting
-
-    def _pools(self):
-        """Every pool, live or stopped (for tests and tear-down)."""
-        yield from self._livePools()
-        yield from self.dead_pools
-
-    def getStatusInfo(self):
-        """Status, poll interval, time since last poll, uptime and UUID.
-
-        The status is STOPPED, STARTING, RUNNING, STUCK (no poll for a poll
-        interval) or DEGRADED (the last poll's claims failed).
-        """
-        interval = datetime.timedelta(seconds=self.poll_interval)
-        res = {'poll interval': interval, 'time since last poll': None,
-               'uptime': None, 'uuid': self.UUID, 'status': STOPPED}
-        if not self.activated:
-            return res
-        now = _utcnow()
-        res['uptime'] = now - self.activated
-        last = self.getPollInfo()
-        if last is None:
-            stuck = self.activated + interval < now
-            res['status'] = STUCK if stuck else STARTING
-        else:
-            since = res['time since last poll'] = now - last.utc_timestamp
-            res['status'] = (STUCK if since > interval
-                             else DEGRADED if _claims_failed(last)
-                             else RUNNING)
-        return res
-
-    def getJobInfo(self, oid, database_name=None):
-        """A copy of the record of job ``oid`` (an int or packed oid)."""
-        if isinstance(oid, bytes):
-            oid = ZODB.utils.u64(oid)
-        if database_name is None:
-            names = [name for key, name in self.jobs if key == oid]
-            if len(names) > 1:
-                raise ValueError('ambiguous database name')
-            if not names:
-                raise ValueError('unknown job oid %d' % (oid,))
-            database_name = names[0]
-        jobid = (oid, database_name)
-        info = dict(self.jobs[jobid])
-        if not info['completed'] and not info['reassigned']:
-            info['reassigned'] = self._missingFromLastPoll(info, jobid)
-        return info
-
-    def _missingFromLastPoll(self, info, jobid):
-        last = self.getPollInfo()
-        agents = last.get(info['queue']) if last is not None else None
-        agent = (agents or {}).get(info['agent'])
-        if agent is None:
-            return last is not None and agents is not None
-        return (jobid not in agent['active jobs']
-                and jobid not in agent['new jobs'])
-
-    def getActiveJobIds(self, queue=None, agent=None):
-        """``(oid, db name)`` of the jobs this process's threads run now."""
-        res = []
-        for queue_name, pools in self.queues.items():
-            if queue is not None and queue != queue_name:
-                continue
-            for name, pool in pools.items():
-                if agent is None or agent == name:
-                    res.extend(jobid for jobid in pool.jobids.values()
-                               if jobid is not None)
-        return res
-
-    def getPollInfo(self, at=None, before=None):
-        """The newest poll, at or before ``at``, or strictly before
-        ``before`` (a poll key or a datetime); None if there is none."""
-        for poll in self.iterPolls(at=at, before=before, count=1):
-            return poll
-        return None
-
-    def iterPolls(self, at=None, before=None, since=None, count=None):
-        """Polls, newest first, from ``at``/``before`` back to ``since``
-        (inclusive), at most ``count`` of them."""
-        if at is not None and before is not None:
-            raise ValueError('may only provide one of `at` and `before`')
-        if count is not None and count < 0:
-            raise ValueError('count must be zero or more, not %r' % (count,))
-        newest = _key(at, 0) if at is not None else None
-        if before is not None:
-            newest = _key(before, 15) + 1
-        oldest = _key(since, 15) if since is not None else None
-        found = 0
-        for poll in list(self.polls):
-            if count is not None and found >= count:
-                return
-            if newest is not None and poll.key < newest:
-                continue
-            if oldest is not None and poll.key > oldest:
-                return
-            found += 1
-            yield poll
-
-    def getStatistics(self, at=None, before=None, since=None, queue=None,
-                      agent=None):
-        """Counts and extremes of the jobs started by the chosen polls.
-
-        'statistics start' is the oldest poll's time, 'statistics end' the
-        newest's (naive UTC).
-        """
-        stats = _Statistics(self.jobs, _utcnow())
-        for poll in self.iterPolls(at=at, before=before, since=since):
-            stats.addPoll(poll, queue, agent)
-        return stats.result()
-
-
-def _claims_failed(poll):
-    """Whether a claim of the poll ``poll`` (a PollInfo) failed."""
-    return any(info['error'] is not None
-               for agents in poll.values() if agents
-               for info in agents.values())
-
 
 def _share(queue, uuid):
     """``(rank, count)``: this dispatcher's place among the queue's live
@@ -999,57 +621,3 @@ def _share(queue, uuid):
     return live.index(str(uuid)), len(live)
 
 
-def _key(value, ties):
-    """A poll key for a key or a datetime (``ties``: its low-bit offset)."""
-    if isinstance(value, datetime.datetime):
-        if value.tzinfo is None:
-            value = value.replace(tzinfo=datetime.timezone.utc)
-        return utils.dt_to_long(value) + ties
-    return value
-
-
-class _Statistics:
-    """Accumulates :meth:`Dispatcher.getStatistics` over polls."""
-
-    def __init__(self, jobs, now):
-        self.jobs = jobs
-        self.now = now
-        self.counts = {'started': 0, 'successful': 0, 'failed': 0,
-                       'unknown': 0}
-        self.durations = {'successful': [], 'failed': [], 'active': []}
-        self.newest = self.oldest = None
-
-    def addPoll(self, poll, queue, agent):
-        self.newest = self.newest or poll.utc_timestamp
-        self.oldest = poll.utc_timestamp
-        for queue_name, agents in poll.items():
-            if agents is None or queue not in (None, queue_name):
-                continue
-            for name, info in agents.items():
-                if agent in (None, name):
-                    for jobid in info['new jobs']:
-                        self.addJob(jobid)
-
-    def addJob(self, jobid):
-        self.counts['started'] += 1
-        info = self.jobs.get(jobid)
-        if info is None:
-            self.counts['unknown'] += 1
-        elif info['completed'] and info['started']:
-            kind = 'failed' if info['failed'] else 'successful'
-            self.counts[kind] += 1
-            self.durations[kind].append(
-                (info['completed'] - info['started'], jobid))
-        elif info['started'] and not info['reassigned']:
-            self.durations['active'].append(
-                (self.now - info['started'], jobid))
-
-    def result(self):
-        res = dict(self.counts)
-        for kind, durations in self.durations.items():
-            durations.sort(key=lambda item: item[0])
-            res['shortest ' + kind] = durations[0][1] if durations else None
-            res['longest ' + kind] = durations[-1][1] if durations else None
-        res['statistics start'] = self.oldest
-        res['statistics end'] = self.newest
-        return res

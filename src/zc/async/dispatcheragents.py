@@ -15,7 +15,10 @@ import zope.event
 import zope.interface
 import zope.minmax
 
+from . import clock
 from . import interfaces
+from . import logs
+from . import txn
 from . import utils
 from ._mapping import Mapping
 from .retry import RetryCommonForever
@@ -51,7 +54,7 @@ class DispatcherAgents(utils.Dict):
                  if t is not None]
         if not times:
             return False
-        return max(times) + self.ping_death_interval < utils.now()
+        return max(times) + self.ping_death_interval < clock.now()
 
     def __setitem__(self, key, value):
         if not interfaces.IAgent.providedBy(value):
@@ -80,7 +83,7 @@ class DispatcherAgents(utils.Dict):
             raise ValueError('Already activated')
         # Cleaning first is a fail-safe for jobs claimed after deactivation.
         self._clean()
-        self.activated = utils.now()
+        self.activated = clock.now()
         zope.event.notify(interfaces.DispatcherActivated(self))
 
     def deactivate(self):
@@ -95,7 +98,7 @@ class DispatcherAgents(utils.Dict):
 
     def reactivate(self):
         """Mark the record activated again, without cleaning the agents."""
-        self.activated = utils.now()
+        self.activated = clock.now()
         zope.event.notify(interfaces.DispatcherReactivated(self))
 
     def _clean(self):
@@ -109,7 +112,7 @@ class DispatcherAgents(utils.Dict):
         return handed_back
 
     def __repr__(self):
-        return '<%s %s>' % (utils.custom_repr(self), self.UUID)
+        return '<%s %s>' % (logs.custom_repr(self), self.UUID)
 
 
 #: What cleaning a record does with a held job, by the job's status.
@@ -126,7 +129,7 @@ def _requeue(queue, agent, job):
     what was done (a value of :data:`HANDED_BACK`)."""
     status = job.status
     if status in (interfaces.PENDING, interfaces.ASSIGNED):
-        utils.log.warning(
+        logs.log.warning(
             'unexpected job status %s for %r; treating as NEW', status, job)
         job.parent = None
         status = interfaces.NEW
@@ -139,7 +142,7 @@ def _requeue(queue, agent, job):
     else:  # COMPLETED: its agent never heard of it
         job.parent = agent
         agent.completed.add(job)
-        utils.log.warning(
+        logs.log.warning(
             'unexpectedly had to inform agent of completion of %r', job)
     return HANDED_BACK[status]
 
@@ -189,7 +192,7 @@ class Dispatchers(Mapping):
         agents = self[uuid]
         if not agents.activated:
             # 1.5's words (which alerts match), then what else we know.
-            utils.log.critical(
+            logs.log.critical(
                 "Dispatcher %r not activated prior to ping. This can indicate "
                 "that the dispatcher's ping_death_interval is set too short, "
                 "or that some transactions in the system are taking too long "
@@ -199,7 +202,7 @@ class Dispatchers(Mapping):
                 "the clocks of the machines may also be out of sync.)",
                 uuid, self.__parent__.name)
             agents.reactivate()
-        now = utils.now()
+        now = clock.now()
         last = agents.last_ping.value
         # At most one ping write per ping_interval: less write churn.
         if last is None or last + agents.ping_interval <= now:
@@ -209,7 +212,7 @@ class Dispatchers(Mapping):
             last = max(t for t in (sibling.last_ping.value, sibling.activated)
                        if t is not None)
             handed_back = sibling.deactivate()
-            utils.log_after_commit(
+            txn.log_after_commit(
                 self, logging.WARNING,
                 'dispatcher %s in queue %r is dead (no ping since %s; death '
                 'interval %s): dispatcher %s deactivated it; its jobs: %s',

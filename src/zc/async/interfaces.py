@@ -10,14 +10,26 @@ This module is the map of zc.async.  Three roles cooperate:
   (:class:`IAgent`) claim, each in a worker thread with its own connection.
 
 Client code only needs a queue: ``queue.put(callable)`` and a commit.
+
+Every name of the contract is importable from here.  The events zc.async
+notifies are defined in :mod:`zc.async.eventinterfaces`, and the
+interfaces of the operations features (schedules, sandbox reports, monitor
+commands) in :mod:`zc.async.opsinterfaces`.
 """
 import zope.interface
 import zope.interface.common.mapping
 import zope.interface.common.sequence
-import zope.interface.interfaces
 import zc.queue.interfaces
 
+from .eventinterfaces import (  # noqa: F401  (1.5 names)
+    IObjectEvent, AbstractObjectEvent, IDispatcherRegistered,
+    DispatcherRegistered, IDispatcherUnregistered, DispatcherUnregistered,
+    IDispatcherActivated, DispatcherActivated, IDispatcherDeactivated,
+    DispatcherDeactivated, IDispatcherReactivated, DispatcherReactivated,
+    IObjectAdded, ObjectAdded, IDatabaseOpenedEvent, DatabaseOpened)
 from .i18n import _
+from .opsinterfaces import (  # noqa: F401
+    IMonitorPlugin, ISandboxReport, ISchedule, ISchedules)
 
 #: Root key of the :class:`zc.async.queue.Queues` mapping.
 KEY = 'zc.async'
@@ -128,98 +140,6 @@ class UnloadableJobError(AsyncError):
         return 'job %d (callable %s) could not be loaded by any live ' \
             'dispatcher of its queue: %s' % (
                 self.oid, self.callable_name or '?', self.error)
-
-
-# -------------------------------------------------------------------- events
-
-class IObjectEvent(zope.interface.interfaces.IObjectEvent):
-    """An event about ``object``."""
-
-
-@zope.interface.implementer(IObjectEvent)
-class AbstractObjectEvent:
-
-    def __init__(self, object):
-        self.object = object
-
-
-class IDispatcherRegistered(IObjectEvent):
-    """A dispatcher's :class:`IDispatcherAgents` was created in a queue."""
-
-
-@zope.interface.implementer(IDispatcherRegistered)
-class DispatcherRegistered(AbstractObjectEvent):
-    pass
-
-
-class IDispatcherUnregistered(IObjectEvent):
-    """A dispatcher's :class:`IDispatcherAgents` was removed from a queue."""
-
-
-@zope.interface.implementer(IDispatcherUnregistered)
-class DispatcherUnregistered(AbstractObjectEvent):
-    pass
-
-
-class IDispatcherActivated(IObjectEvent):
-    """A dispatcher's record in a queue was activated (agents may be added).
-    """
-
-
-@zope.interface.implementer(IDispatcherActivated)
-class DispatcherActivated(AbstractObjectEvent):
-    pass
-
-
-class IDispatcherDeactivated(IObjectEvent):
-    """A dispatcher's record in a queue was deactivated and cleaned."""
-
-
-@zope.interface.implementer(IDispatcherDeactivated)
-class DispatcherDeactivated(AbstractObjectEvent):
-    pass
-
-
-class IDispatcherReactivated(IObjectEvent):
-    """A dispatcher whose record had been (wrongly) deactivated pinged again.
-    """
-
-
-@zope.interface.implementer(IDispatcherReactivated)
-class DispatcherReactivated(AbstractObjectEvent):
-    pass
-
-
-class IObjectAdded(IObjectEvent):
-    """An installer added ``object`` to ``parent`` under ``name``."""
-
-    parent = zope.interface.Attribute('the container')
-    name = zope.interface.Attribute('the key in the container')
-
-
-@zope.interface.implementer(IObjectAdded)
-class ObjectAdded(AbstractObjectEvent):
-
-    def __init__(self, object, parent, name):
-        super().__init__(object)
-        self.parent = parent
-        self.name = name
-
-
-try:
-    from zope.app.appsetup.interfaces import IDatabaseOpenedEvent
-    from zope.app.appsetup.interfaces import DatabaseOpened
-except ImportError:  # pragma: no cover - zope.app.appsetup is a dependency
-    class IDatabaseOpenedEvent(zope.interface.Interface):
-        """The main database has been opened."""
-
-        database = zope.interface.Attribute('the database')
-
-    @zope.interface.implementer(IDatabaseOpenedEvent)
-    class DatabaseOpened:
-
-        def __init__(self, database):
-            self.database = database
 
 
 # ---------------------------------------------------------------- interfaces
@@ -378,7 +298,7 @@ class IJob(IAbstractJob):
         'the callable saw in the attempt whose outcome was stored last (its '
         'connection\'s snapshot), or None (never called, or called before '
         'zc.async 2).  Recorded in the commits the attempt makes anyway; '
-        'see zc.async.sandbox.replay.')
+        'see zc.async.ops.sandbox.replay.')
 
     initial_callbacks_end = zope.interface.Attribute(
         'When the callbacks first completed (UTC), from ``key``.')
@@ -657,149 +577,3 @@ class ICompletedCollection(zope.interface.Interface):
 class IUUID(zope.interface.Interface):
     """A marker for the instance UUID utility."""
 
-
-class IMonitorPlugin(zope.interface.Interface):
-    """A command of the monitor line server (``async``, ``asyncdb``).
-
-    ``dispatcher.zcml`` registers zc.async's commands as named utilities
-    providing this interface, as 1.5 did with zc.monitor's interface of
-    the same name.
-    """
-
-    def __call__(connection, cmd=None, *raw):
-        """Run tool ``cmd`` with the modifier words ``raw``; write the
-        answer to ``connection`` (anything with a ``write(text)`` method).
-        """
-
-
-class ISandboxReport(zope.interface.Interface):
-    """What a replay or dry-run did (see zc.async.sandbox)."""
-
-    kind = zope.interface.Attribute("'replay' or 'dry-run'.")
-
-    job = zope.interface.Attribute('The repr of the job run (in the sandbox).')
-
-    job_id = zope.interface.Attribute(
-        '(integer oid, database name) of the job; None for a plain '
-        'callable.')
-
-    at = zope.interface.Attribute(
-        'The tid (8 bytes) of the database state the sandbox showed.')
-
-    at_source = zope.interface.Attribute(
-        'Why that state, in words (the recorded snapshot, as asked, the '
-        'latest).')
-
-    failed = zope.interface.Attribute('Whether the call raised.')
-
-    result = zope.interface.Attribute(
-        'What the callable returned (its persistent objects belong to the '
-        'closed sandbox: use ``result_repr``).')
-
-    result_repr = zope.interface.Attribute('A short repr of the result.')
-
-    error = zope.interface.Attribute('The exception raised, or None.')
-
-    traceback = zope.interface.Attribute(
-        'The formatted traceback of the error, or None.')
-
-    seconds = zope.interface.Attribute(
-        'How long the call and its commit took.')
-
-    added = zope.interface.Attribute(
-        'Changes (oid, database, class_name) of the objects the run added; '
-        'their oids are the sandbox\'s.')
-
-    changed = zope.interface.Attribute(
-        'Changes of the objects the run changed; ``differences`` lists '
-        'their changed attributes, cut short.')
-
-    removed = zope.interface.Attribute(
-        'Changes of the objects that the changed objects no longer refer '
-        'to (unreachable, unless other objects refer to them).')
-
-    missing = zope.interface.Attribute(
-        'Oids whose revisions the run needed but a pack removed.')
-
-    def text():
-        """The report for humans."""
-
-    def as_dict():
-        """The report as JSON-ready data."""
-
-
-class ISchedule(zope.interface.Interface):
-    """A recurring job: a template job put in its queue at each tick of a
-    rule (see :mod:`zc.async.schedule`).
-
-    Made as ``Schedule(callable, *args, cron=None, every=None,
-    timezone=None, start=None, catch_up='once', overlap=True, **kwargs)``
-    with exactly one of ``cron`` (an expression matched in ``timezone``: an
-    IANA name or tzinfo, UTC by default) and ``every`` (a positive
-    timedelta).  ``callable`` may also be a new job, whose settings are
-    copied too.  Bad values raise ValueError or TypeError there.
-    """
-
-    name = zope.interface.Attribute('The name in ``queue.schedules``.')
-
-    job = zope.interface.Attribute(
-        'The template IJob, never run: each tick puts a copy.')
-
-    cron = zope.interface.Attribute('The cron expression, or None.')
-
-    every = zope.interface.Attribute('The interval (timedelta), or None.')
-
-    timezone = zope.interface.Attribute(
-        'The tzinfo ``cron`` is read in (UTC for ``every``).')
-
-    start = zope.interface.Attribute(
-        'The aware datetime given as ``start``, or None.  No tick is '
-        'before it; ``every`` ticks fall on ``start + k * every`` (by '
-        'default the first one is an interval after the schedule is made).')
-
-    catch_up = zope.interface.Attribute(
-        "What due ticks put after a downtime: 'once' (one job), 'all' "
-        "(one job each, at most ``max_catch_up``) or 'skip' (none, but "
-        "the latest may still fire if at most ``grace`` late).")
-
-    overlap = zope.interface.Attribute(
-        'False: a tick puts no job while the last one is pending, running '
-        'or in its callbacks.')
-
-    grace = zope.interface.Attribute(
-        "How late the latest due tick may fire under catch_up='skip' (a "
-        'timedelta, one minute; a class attribute an instance may set).')
-
-    max_catch_up = zope.interface.Attribute(
-        "The most jobs catch_up='all' puts at once (100; a class "
-        'attribute an instance may set).')
-
-    rule = zope.interface.Attribute('The rule in words.')
-
-    next_run = zope.interface.Attribute(
-        'The first tick not fired yet (aware UTC).')
-
-    last_run = zope.interface.Attribute(
-        'The tick of the last job put (aware UTC), or None.')
-
-    last_job = zope.interface.Attribute('The last job put, or None.')
-
-    def nextTick(after):
-        """The first tick strictly after the aware datetime ``after``."""
-
-    def lastTick(until):
-        """The last tick at or before the aware datetime ``until``."""
-
-    def newJob():
-        """A new job copied from the template."""
-
-
-class ISchedules(zope.interface.common.mapping.IEnumerableMapping):
-    """A queue's schedules by name; values must be ISchedule.
-
-    Adding one sets its ``name`` and ``parent``; ``del`` removes it.
-    """
-
-    earliest = zope.interface.Attribute(
-        'No schedule\'s ``next_run`` is before this datetime (None: no '
-        'schedule was ever added).')

@@ -1,6 +1,6 @@
 """Acting on one job, whether or not this process can load its code.
 
-``zc-async remove|fail|retry|requeue|abort`` (:mod:`zc.async.clijobs`), the
+``zc-async remove|fail|retry|requeue|abort`` (:mod:`zc.async.ops.clijobs`), the
 dashboard's cancel, retry and abort and the failing of unloadable jobs
 (:func:`zc.async.unloadable.fail_unloadable`) run these on a job loaded in
 a tolerant connection (:func:`zc.async.tolerant.connection`): a job whose
@@ -19,8 +19,7 @@ import ZODB.utils
 
 from . import interfaces
 from .job import isFailure
-from .monitorquery import status_word
-from .unloadable import callable_name, unstorable
+from .loadable import callable_name, status_word, unstorable
 
 
 class Refused(ValueError):
@@ -127,15 +126,7 @@ def fail_pending(job, error, agent=None):
         return True
     if status != 'pending':
         return False
-    queue = job.queue
-    queue.remove(job)
-    if agent is None:
-        job.parent = queue
-    else:
-        # Held as a claim holds it: the agent completes it.
-        job.parent = agent
-        agent._data.put(job)
-    job.fail(error)
+    job._fail_pending(error, agent)
     return True
 
 

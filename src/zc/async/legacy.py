@@ -76,7 +76,7 @@ def long_to_dt15(key):
 
     1.5 packed ``datetime.max - dt`` as days, seconds and microseconds
     (bits 41 and up, 24-40, 4-23), the four low bits breaking ties;
-    zc.async 2 counts microseconds (:func:`zc.async.utils.dt_to_long`).
+    zc.async 2 counts microseconds (:func:`zc.async.clock.dt_to_long`).
     """
     micros = (key >> 4) & (2 ** 20 - 1)
     seconds = (key >> 24) & (2 ** 17 - 1)

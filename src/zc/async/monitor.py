@@ -5,7 +5,7 @@ A monitor command is a plain function ``command(connection, cmd=None,
 names one of the command's tools and ``raw`` holds the words that follow.
 :func:`monitor` runs the tool and writes its answer: strings as they are,
 anything else as pretty JSON (:data:`encoder`).  The line server of
-:mod:`zc.async.monitorserver` serves these commands; they also work from
+:mod:`zc.async.ops.monitorserver` serves these commands; they also work from
 Python, as in 1.5 (where ``zc.monitor`` served them).
 
 ``async`` is a keyword, so the command function is :func:`async_`; its
@@ -29,9 +29,10 @@ import uuid as uuid_module
 import zope.component
 
 from . import dispatcher as dispatcher_module
+from . import clock
 from . import interfaces
+from . import logs
 from . import tolerant
-from . import utils
 
 # ------------------------------------------------------------- encoding
 
@@ -62,7 +63,7 @@ class Encoder(json.JSONEncoder):
     non-zero ones; ``{"seconds": 0.0}`` for none), datetimes UTC ISO-8601
     strings ending in ``Z``, UUIDs strings, stored jobs ``[oid, "database
     name"]``, iterators lists, and anything else JSON lacks (functions,
-    persistent objects, failures ...) its :func:`zc.async.utils.custom_repr`.
+    persistent objects, failures ...) its :func:`zc.async.logs.custom_repr`.
     """
 
     def default(self, obj):
@@ -77,7 +78,7 @@ class Encoder(json.JSONEncoder):
             return dispatcher_module.getId(obj)
         if isinstance(obj, collections.abc.Iterator):
             return list(obj)
-        return utils.custom_repr(obj)
+        return logs.custom_repr(obj)
 
 
 encoder = Encoder(sort_keys=True, indent=4)
@@ -139,7 +140,7 @@ def _dt(value):
     except ValueError:
         pass
     try:
-        return utils.now() - parse_interval(value)
+        return clock.now() - parse_interval(value)
     except ValueError:
         raise ValueError('%r is neither a poll key (an integer) nor an '
                          'interval like 1D2H3M4.5S' % (value,)) from None
@@ -466,7 +467,7 @@ def utcnow():
     Compare it with the times of other answers (all UTC).  The answer is
     the bare time, not a JSON string, as in 1.5.
     """
-    return _encode_datetime(utils.now())
+    return _encode_datetime(clock.now())
 
 
 def UUID():

@@ -3,8 +3,8 @@
 Every tool takes a ZODB connection as its first argument (the command
 opens a private one to the default dispatcher's database; see
 :func:`zc.async.monitor.monitor`) and only reads.  The states and filters
-that choose jobs are in :mod:`zc.async.monitorquery`; modifier parsing and
-JSON encoding are those of :mod:`zc.async.monitor`.
+that choose jobs are in :mod:`zc.async.ops.monitorquery`; modifier parsing
+and JSON encoding are those of :mod:`zc.async.monitor`.
 """
 import inspect
 
@@ -12,14 +12,18 @@ import ZODB.broken
 import ZODB.POSException
 import ZODB.utils
 
+from . import clock
 from . import interfaces
+from . import logs
 from . import retry
+from . import schedule
 from . import tolerant
 from . import utils
 from .dispatcher import getId
 from .job import isFailure
+from .loadable import status_word
 from .monitor import monitor, parse_int, parse_uuid, tool_help
-from .monitorquery import JobQuery, glob_test, queues, status_word
+from .ops.monitorquery import JobQuery, callable_name, glob_test, queues
 
 _DISPLAYS = ('default', 'repr', 'details')
 _TRACEBACK_DETAILS = ('default', 'brief', 'verbose')
@@ -41,25 +45,25 @@ def _job_id(obj):
     """The id of a stored job, else the object's custom repr."""
     if obj._p_oid is not None and obj._p_jar is not None:
         return getId(obj)
-    return utils.custom_repr(obj)
+    return logs.custom_repr(obj)
 
 
 def jobsummary(job):
     """A mapping describing ``job`` (the "details" display)."""
     if isinstance(job, ZODB.broken.Broken):
         return _recorded_summary(job)
-    now = utils.now()
+    now = clock.now()
     agent = job.agent
     queue = job.queue
     result = job.result
     if isFailure(result):
         result = result.getTraceback(elideFrameworkCode=True, detail='brief')
     else:
-        result = utils.bounded_repr(result)
+        result = logs.bounded_repr(result)
     return {
         'repr': repr(job),
-        'args': [utils.bounded_repr(arg) for arg in job.args],
-        'kwargs': {key: utils.bounded_repr(value)
+        'args': [logs.bounded_repr(arg) for arg in job.args],
+        'kwargs': {key: logs.bounded_repr(value)
                    for key, value in job.kwargs.items()},
         'begin after': job.begin_after,
         'active start': job.active_start,
@@ -155,7 +159,7 @@ def get_job(context, oid, database=None):
     res = get_object(context, oid, database)
     if not is_job(res):
         raise ValueError('oid %d is not a job: %s'
-                         % (oid, utils.custom_repr(res)))
+                         % (oid, logs.custom_repr(res)))
     return res
 
 
@@ -202,6 +206,41 @@ class _Stats:
                 res[extreme + kind] = (
                     None if found is None else [found[0], show(found[1])])
         return res
+
+
+# ------------------------------------------------------------ schedules
+
+def schedule_summaries(queue):
+    """:func:`schedule_summary` of each of ``queue``'s schedules, by name
+    (see :mod:`zc.async.schedule`)."""
+    schedules = schedule.schedules_of(queue)
+    return [] if schedules is None else [
+        schedule_summary(found) for found in schedules.values()]
+
+
+def schedule_summary(found):
+    """A summary of the schedule ``found`` (plain, JSON-ready data)."""
+    job = found.last_job
+    queue = found.parent.__parent__ if found.parent else None
+    return {
+        'name': found.name,
+        'queue': None if queue is None else queue.name,
+        'callable': _schedule_callable(found),
+        'rule': found.rule,
+        'catch up': found.catch_up,
+        'overlap': found.overlap,
+        'next run': found.next_run,
+        'last run': found.last_run,
+        'last job': None if job is None else getId(job),
+        'last job status': None if job is None else status_word(job),
+    }
+
+
+def _schedule_callable(found):
+    try:
+        return callable_name(found.job.callable, True)
+    except Exception:  # a template whose class is gone: still list it
+        return logs.custom_repr(found.job)
 
 
 # ---------------------------------------------------------------- tools
@@ -302,7 +341,7 @@ def jobstats(context, *states, display='default', **filters):
     jobs".
     """
     show = _displayer(display)
-    stats = _Stats(utils.now())
+    stats = _Stats(clock.now())
     for job in JobQuery(states or _ALL_STATES, **filters).jobs(context):
         stats.add(job)
     return stats.result(show)
@@ -404,10 +443,10 @@ def UUIDs(context):
 def _agent_status(agent):
     res = {'size': agent.size, 'len': len(agent)}
     if getattr(agent, 'chooser', None) is not None:
-        res['chooser'] = utils.custom_repr(agent.chooser)
+        res['chooser'] = logs.custom_repr(agent.chooser)
     else:
         found = getattr(agent, 'filter', None)
-        res['filter'] = None if found is None else utils.custom_repr(found)
+        res['filter'] = None if found is None else logs.custom_repr(found)
     failure = claim_failure(agent)
     if failure is not None:
         res['claims fail'] = failure
@@ -424,7 +463,7 @@ def claim_failure(agent):
         return '%s: %s' % (getattr(failure.type, '__name__', failure.type),
                            failure.getErrorMessage())
     except Exception:  # a failure stored by another version: still say so
-        return utils.custom_repr(failure)
+        return logs.custom_repr(failure)
 
 
 def _dispatcher_status(agents, agent_names, now):
@@ -472,7 +511,7 @@ def status(context, queue=None, agent=None, uuid=None):
     """
     uuid = None if uuid is None else parse_uuid(uuid)
     agent_names = glob_test(agent)
-    now = utils.now()
+    now = clock.now()
     return {found.name: {
         'len': len(found),
         'dispatchers': {

@@ -50,7 +50,7 @@ import transaction.interfaces
 import ZODB.utils
 
 from . import _watchers
-from . import utils
+from . import logs
 
 #: The PostgreSQL notification channel.
 CHANNEL = 'zc_async'
@@ -87,7 +87,7 @@ def postgresql(storage):
 def _warn_once(what, message, *args):
     if what not in _warned:
         _warned.add(what)
-        utils.log.warning(message, *args)
+        logs.log.warning(message, *args)
 
 
 # ------------------------------------------------------------- sending
@@ -226,7 +226,7 @@ class Listener(_watchers.Watcher):
                     self._receive(connection)
                 except Exception:
                     self.listening.clear()
-                    utils.log.warning(
+                    logs.log.warning(
                         'lost the PostgreSQL notification connection;'
                         ' reconnecting in %d s (polls go on meanwhile)',
                         backoff, exc_info=True)
@@ -257,7 +257,7 @@ class Listener(_watchers.Watcher):
         cursor.execute('LISTEN %s' % (CHANNEL,))
         self.cursor = cursor
         self.listening.set()
-        utils.tracelog.debug('listening to PostgreSQL channel %s', CHANNEL)
+        logs.tracelog.debug('listening to PostgreSQL channel %s', CHANNEL)
         self._tell(None, None)  # what was committed before: look once
         return connection
 

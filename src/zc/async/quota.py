@@ -8,7 +8,9 @@ it out while any of those quotas is full.  The classes are re-exported by
 """
 import zope.interface
 
+from . import clock
 from . import interfaces
+from . import logs
 from . import utils
 from ._mapping import Mapping
 
@@ -32,7 +34,7 @@ class Quota(utils.Base):
 
     def clean(self):
         """Drop jobs that no longer count: see ``IQuota.clean``."""
-        now = utils.now()
+        now = clock.now()
         kept = tuple(job for job in self._data if _counts(job, now))
         if len(kept) != len(self._data):
             # Write only on change: an idle clean must not conflict.
@@ -80,7 +82,7 @@ class Quota(utils.Base):
 
     def __repr__(self):
         return '<%s %r (%d/%d)>' % (
-            utils.custom_repr(self), self.name, len(self._data), self.size)
+            logs.custom_repr(self), self.name, len(self._data), self.size)
 
 
 def _counts(job, now):

@@ -36,7 +36,8 @@ import ZEO.Exceptions
 import ZODB.POSException
 
 from . import interfaces
-from . import utils
+from . import logs
+from . import txn
 
 
 def backoff_sleep(seconds):
@@ -63,7 +64,7 @@ class RetryCommonFourTimes(persistent.Persistent):
     ``(exception classes, data key, max count or None, initial backoff,
     backoff increment, max backoff)``, times in seconds; ZEO's
     ``ClientDisconnected`` in a row stands for the disconnect errors of
-    every storage (:func:`zc.async.utils.disconnect_errors`: RelStorage's
+    every storage (:func:`zc.async.txn.disconnect_errors`: RelStorage's
     database driver errors too), counted as ``'zeo_disconnected'`` as in
     1.5.  The counts live
     in the data cache of one call of the job, shared by both methods;
@@ -105,16 +106,16 @@ class RetryCommonFourTimes(persistent.Persistent):
         retries left; False otherwise."""
         for (exceptions, key, max_count,
              initial, increment, maximum) in table:
-            if failure.check(*utils.with_disconnects(exceptions)) is None:
+            if failure.check(*txn.with_disconnects(exceptions)) is None:
                 continue
             count = data_cache.get(key, 0) + 1
             if max_count is not None and count >= max_count:
-                utils.tracelog.warning(
+                logs.tracelog.warning(
                     'Retry policy for job %r is not retrying after %d '
                     'counts of %s occurrences', self.parent, count, key)
                 return False
             if count == 1 or not count % self.log_every:
-                utils.tracelog.warning(
+                logs.tracelog.warning(
                     'Retry policy for job %r requests another attempt '
                     'after %d counts of %s occurrences',
                     self.parent, count, key)
@@ -139,11 +140,11 @@ class RetryCommonFourTimes(persistent.Persistent):
             self.data.get('interruptions', 0) + 1)
         if self.max_interruptions is None or count <= self.max_interruptions:
             if count == 1 or not count % self.log_every:
-                utils.tracelog.info(
+                logs.tracelog.info(
                     'Retry policy for job %r requests another attempt '
                     'after %d interrupts', self.parent, count)
             return True
-        utils.tracelog.info(
+        logs.tracelog.info(
             'Retry policy for job %r is not retrying after %d interrupts',
             self.parent, count)
         return False
@@ -181,7 +182,7 @@ class RetryCommonForever(RetryCommonFourTimes):
                            self.other_commit_incremental_backoff,
                            self.other_commit_max_backoff)
         if count == 1 or not count % self.log_every:
-            utils.log.critical(
+            logs.log.critical(
                 'Retry policy for job %r requests another attempt in %d '
                 'seconds after %d counts of %s occurrences\n%s', self.parent,
                 seconds, count, key, failure.getTraceback())
@@ -330,7 +331,7 @@ class RetryingPolicy(RetryCommonFourTimes):
 
     def jobError(self, failure, data_cache):
         """Retry common errors in place; reschedule listed ones."""
-        common = utils.with_disconnects(
+        common = txn.with_disconnects(
             [error for row in self.internal_exceptions for error in row[0]])
         if failure.check(*common) is not None:
             return super().jobError(failure, data_cache)
@@ -344,19 +345,19 @@ class RetryingPolicy(RetryCommonFourTimes):
         number, total = attempt(job), self.settings.attempts
         error = '%s: %s' % (failure.type.__name__, failure.getErrorMessage())
         if number >= total:
-            utils.tracelog.info(
+            logs.tracelog.info(
                 'Retry policy for job %r is not retrying after attempt %d of '
                 '%d failed with %s', job, number, total, error)
             return False
         if not interfaces.IAgent.providedBy(job.parent):
-            utils.log.warning(
+            logs.log.warning(
                 '%r failed with %s; its retrying policy cannot reschedule '
                 'it, as no agent holds it (a callback, or a job called '
                 'directly)', job, error)
             return False
         wait = self.settings.delay_before(number + 1)
         job.annotations[ATTEMPT] = number + 1
-        utils.log.warning(
+        logs.log.warning(
             '%r: attempt %d of %d failed with %s; rescheduling it in %s',
             job, number, total, error, wait)
         return wait

@@ -97,10 +97,15 @@ import croniter
 import zope.interface
 import zope.minmax
 
+from . import clock
 from . import interfaces
+from . import logs
+from . import pickling
+from . import txn
 from . import utils
+from .job import Job
 
-UTC = utils.UTC
+UTC = clock.UTC
 
 #: The values of ``catch_up``.
 CATCH_UP = ('once', 'all', 'skip')
@@ -158,7 +163,7 @@ class Schedule(utils.Base):
         self.catch_up = catch_up
         self.overlap = overlap
         self.job = _template(callable, args, kwargs)
-        now = utils.now()
+        now = clock.now()
         begin = now if start is None else max(start, now)
         if every is not None:
             # UTC: aware arithmetic in a zone would add wall-clock time.
@@ -168,7 +173,7 @@ class Schedule(utils.Base):
         self.next_run = self.nextTick(begin - _TINY)
 
     def __repr__(self):
-        return '<%s %r: %s>' % (utils.custom_repr(self), self.name, self.rule)
+        return '<%s %r: %s>' % (logs.custom_repr(self), self.name, self.rule)
 
     @property
     def timezone(self):
@@ -230,7 +235,7 @@ class Schedule(utils.Base):
         latest = max(due, self.lastTick(now) or due)
         self.next_run = self.nextTick(now)
         if not self.overlap and self._running():
-            utils.log.info(
+            logs.log.info(
                 'schedule %r of queue %r: no job for its ticks from %s to %s,'
                 ' as its last job %r is not finished', self.name,
                 queue.name, due, latest, self.last_job)
@@ -245,14 +250,14 @@ class Schedule(utils.Base):
             self.last_job = queue.put(job)
             self.last_run = tick
         if ticks[:1] != [due]:  # logged once the jobs are put
-            utils.log.warning(
+            logs.log.warning(
                 'schedule %r of queue %r missed its ticks from %s to %s'
                 ' (catch_up=%r, %d job(s) put)', self.name, queue.name, due,
                 self.lastTick(ticks[0] - _TINY) if self.catch_up == 'all'
                 else latest,
                 self.catch_up, len(ticks))
-        utils.tracelog.debug('schedule %r of queue %r put %d job(s)',
-                             self.name, queue.name, len(ticks))
+        logs.tracelog.debug('schedule %r of queue %r put %d job(s)',
+                            self.name, queue.name, len(ticks))
 
     def _ticks(self, due, latest, now):
         """``(ticks to fire, first tick a 'once' job stands for or None)``
@@ -380,7 +385,7 @@ def fire_due(queue):
     schedules = schedules_of(queue)
     if schedules is None:
         return None
-    now = utils.now()
+    now = clock.now()
     stored = schedules.earliest
     if stored is None or stored > now:
         return stored
@@ -393,52 +398,16 @@ def fire_due(queue):
                 schedule._fire(queue, now)
             next_run = schedule.next_run
         except Exception as e:
-            if utils._error_kind(e) != 'other':
+            if txn._error_kind(e) != 'other':
                 raise
             savepoint.rollback()
-            utils.log.error('cannot fire schedule %r of queue %r',
-                            name, queue.name, exc_info=True)
+            logs.log.error('cannot fire schedule %r of queue %r',
+                           name, queue.name, exc_info=True)
             next_run = stored  # no later than its own next_run
         earliest = next_run if earliest is None else min(earliest, next_run)
     if earliest != stored:
         schedules._earliest.value = earliest
     return earliest
-
-
-def report(queue):
-    """:func:`describe` of each of ``queue``'s schedules, by name."""
-    schedules = schedules_of(queue)
-    return [] if schedules is None else [
-        describe(schedule) for schedule in schedules.values()]
-
-
-def describe(schedule):
-    """A summary of ``schedule`` for reports (plain, JSON-ready data)."""
-    from . import monitorquery  # a reporting module: loaded on use
-    from .dispatcher import getId
-    job = schedule.last_job
-    queue = schedule.parent.__parent__ if schedule.parent else None
-    return {
-        'name': schedule.name,
-        'queue': None if queue is None else queue.name,
-        'callable': _callable_name(schedule),
-        'rule': schedule.rule,
-        'catch up': schedule.catch_up,
-        'overlap': schedule.overlap,
-        'next run': schedule.next_run,
-        'last run': schedule.last_run,
-        'last job': None if job is None else getId(job),
-        'last job status': (None if job is None
-                            else monitorquery.status_word(job)),
-    }
-
-
-def _callable_name(schedule):
-    from . import monitorquery
-    try:
-        return monitorquery.callable_name(schedule.job.callable, True)
-    except Exception:  # a template whose class is gone: still list it
-        return utils.custom_repr(schedule.job)
 
 
 # ------------------------------------------------------------ checking
@@ -500,8 +469,7 @@ def _check_zone(timezone):
     if not isinstance(timezone, datetime.tzinfo):
         raise TypeError('timezone must be a time zone name or a tzinfo,'
                         ' not %r' % (timezone,))
-    from .job import _pickling_problem
-    problem = _pickling_problem(timezone)
+    problem = pickling.pickling_problem(timezone)
     if problem is not None:
         raise TypeError('timezone %r cannot be stored (%s)'
                         % (timezone, problem))
@@ -523,7 +491,6 @@ def _check_aware(value, argname):
 def _template(callable, args, kwargs):
     """The template job of a schedule: a new Job of ``callable(*args,
     **kwargs)``, or ``callable`` itself if it is a new job."""
-    from .job import Job  # job.py loads much more: load it on use
     if not interfaces.IJob.providedBy(callable):
         job = Job(callable, *args, **kwargs)
     elif args or kwargs:

@@ -30,7 +30,8 @@ import twisted.internet.defer
 import twisted.internet.error
 import twisted.internet.threads
 
-from . import utils
+from . import _registry
+from . import logs
 
 #: Seconds that the end of the interpreter gives a dispatcher's jobs.
 EXIT_TIMEOUT = 5
@@ -66,7 +67,7 @@ class WarmStop:
         d.listeners.append(self._notified)
         if self._busy() and timeout > 0:
             running = d.getActiveJobIds()
-            utils.log.info(
+            logs.log.info(
                 'stopping dispatcher %s: claiming no more jobs, and waiting '
                 'up to %s seconds for %d running job(s): %s', d.UUID,
                 timeout, len(running), self._names(running))
@@ -79,8 +80,8 @@ class WarmStop:
         if not self._busy():
             self._finish()
         elif timeout <= 0:
-            utils.log.info('stopping dispatcher %s at once',
-                           self.dispatcher.UUID)
+            logs.log.info('stopping dispatcher %s at once',
+                          self.dispatcher.UUID)
             self._finish()
         else:
             self._timers.append(
@@ -115,7 +116,7 @@ class WarmStop:
 
     def _timedOut(self, timeout):
         if not self.finished:
-            utils.log.info(
+            logs.log.info(
                 'stopping dispatcher %s: %s seconds have passed; handing back '
                 'the jobs still running', self.dispatcher.UUID, timeout)
             self._finish()
@@ -232,18 +233,6 @@ def stop_and_wait(dispatcher, timeout=None):
     return [thread for thread in threads if thread.is_alive()]
 
 
-def stop_and_forget(dispatcher, timeout=None):
-    """:func:`stop_and_wait`, then restore the signal handlers that the
-    dispatcher's installer replaced and drop it from the process's
-    dispatchers."""
-    from . import subscribers  # it imports the dispatcher module
-    from .dispatcher import _dispatchers
-    stop_and_wait(dispatcher, timeout)
-    subscribers.restore_signal_handlers(dispatcher)
-    if _dispatchers.get(dispatcher.UUID) is dispatcher:
-        del _dispatchers[dispatcher.UUID]
-
-
 # ------------------------------------------------------ interpreter exit
 
 _exit_registered = []
@@ -258,12 +247,11 @@ def stop_at_exit():
 
 
 def _stop_all():
-    from .dispatcher import _dispatchers
-    for dispatcher in list(_dispatchers.values()):
+    for dispatcher in list(_registry.dispatchers.values()):
         thread = dispatcher.thread
         if dispatcher.activated and thread is not None and thread.is_alive():
             try:
                 stop_reactor_thread(dispatcher, EXIT_TIMEOUT)
             except Exception:  # the process is ending: tell, go on
-                utils.log.exception('could not stop dispatcher %s at exit',
-                                    dispatcher.UUID)
+                logs.log.exception('could not stop dispatcher %s at exit',
+                                   dispatcher.UUID)

@@ -5,7 +5,7 @@ Every ZODB connection reads one committed state of its database, its
 named by the id of the last transaction it includes (a *tid*: 8 bytes that
 are also a UTC time).  :func:`connection_tid` tells the snapshot of a
 connection; a job records the one its callable ran in (``active_snapshot``,
-see :class:`zc.async.interfaces.IJob`), so that :mod:`zc.async.sandbox` can
+see :class:`zc.async.interfaces.IJob`), so that :mod:`zc.async.ops.sandbox` can
 show a failed job the data it saw.
 
 A :class:`Pinned` storage is a read-only view of a storage as it was at one

@@ -29,9 +29,10 @@ import transaction
 import twisted.internet.selectreactor
 import zope.event
 
+from . import _registry
 from . import interfaces
+from . import logs
 from . import shutdown
-from . import utils
 from . import watchdog
 from .agent import Agent
 from .dispatcher import Dispatcher
@@ -82,10 +83,10 @@ class QueueInstaller:
         conn = ev.database.open(transaction_manager=tm)
         try:
             if _in_transaction(tm, self._add_queues_mapping, conn):
-                utils.log.info('queues collection added')
+                logs.log.info('queues collection added')
             for name in self.queues:
                 if _in_transaction(tm, self._add_queue, conn, name):
-                    utils.log.info('queue %r added', name)
+                    logs.log.info('queue %r added', name)
         finally:
             conn.close()
 
@@ -237,6 +238,15 @@ def restore_signal_handlers(dispatcher):
                 signum, signal.SIG_DFL if previous is None else previous)
 
 
+def stop_and_forget(dispatcher, timeout=None):
+    """Stop ``dispatcher`` and wait (:func:`zc.async.shutdown.stop_and_wait`),
+    then restore the signal handlers that its installer replaced and drop
+    it from the process's dispatchers."""
+    shutdown.stop_and_wait(dispatcher, timeout)
+    restore_signal_handlers(dispatcher)
+    _registry.forget(dispatcher)
+
+
 class TwistedDispatcherInstaller:
     """Start a dispatcher on the main Twisted reactor.
 
@@ -289,14 +299,14 @@ class AgentInstaller:
         if self.queue_names is not None and queue_name not in self.queue_names:
             return
         if self.agent_name in dispatcher_agents:
-            utils.log.info('agent %r already in queue %r',
-                           self.agent_name, queue_name)
+            logs.log.info('agent %r already in queue %r',
+                          self.agent_name, queue_name)
             return
         dispatcher_agents[self.agent_name] = Agent(
             chooser=self.chooser, filter=self.filter, size=self.size,
             time_limit=self.time_limit)
-        utils.log.info('agent %r added to queue %r',
-                       self.agent_name, queue_name)
+        logs.log.info('agent %r added to queue %r',
+                      self.agent_name, queue_name)
 
 
 agent_installer = AgentInstaller('main')
@@ -335,8 +345,8 @@ class ScheduleInstaller:
         finally:
             conn.close()
         if done:
-            utils.log.info('schedule %r %s in queue %r', self.name, done,
-                           self.queue)
+            logs.log.info('schedule %r %s in queue %r', self.name, done,
+                          self.queue)
 
     def _install(self, conn):
         """Add or replace the schedule; what was done, or None."""

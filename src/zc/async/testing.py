@@ -27,8 +27,9 @@ import ZODB
 import ZODB.FileStorage
 import ZODB.POSException
 
+from . import _registry
+from . import clock
 from . import interfaces
-from . import utils
 
 time_sleep = time.sleep  # the real sleep, even if a test patches time.sleep
 
@@ -59,13 +60,13 @@ def _reduce_as_datetime(dt, protocol=2):
 
 class _datetime(_real_datetime, metaclass=_FrozenDatetimeType):
     """``datetime.datetime`` whose ``now`` and ``utcnow`` read the frozen
-    library clock (:func:`zc.async.utils.now`)."""
+    library clock (:func:`zc.async.clock.now`)."""
 
     @classmethod
     def now(cls, tz=None, *, tzinfo=None):
         """The frozen time: naive UTC, or in ``tz`` (alias ``tzinfo``)."""
         tz = tz if tz is not None else tzinfo
-        current = utils.now()
+        current = clock.now()
         if tz is None:
             return cls._of(current.replace(tzinfo=None))
         return cls._of(current.astimezone(tz))
@@ -73,7 +74,7 @@ class _datetime(_real_datetime, metaclass=_FrozenDatetimeType):
     @classmethod
     def utcnow(cls):
         """The frozen time, naive UTC."""
-        return cls._of(utils.now().replace(tzinfo=None))
+        return cls._of(clock.now().replace(tzinfo=None))
 
     @classmethod
     def _of(cls, dt):
@@ -103,7 +104,7 @@ _datetime.__name__ = _datetime.__qualname__ = 'datetime'
 
 def set_now(dt):
     """Freeze the clock at ``dt`` (naive values are UTC)."""
-    utils._set_frozen_now(_real_datetime(
+    clock._set_frozen_now(_real_datetime(
         dt.year, dt.month, dt.day, dt.hour, dt.minute, dt.second,
         dt.microsecond, dt.tzinfo or datetime.timezone.utc))
 
@@ -124,7 +125,7 @@ def tearDownDatetime():
     """Unfreeze the clock and restore ``datetime.datetime``."""
     datetime.datetime = _real_datetime
     copyreg.dispatch_table.pop(_real_datetime, None)
-    utils._set_frozen_now(None)
+    clock._set_frozen_now(None)
 
 
 # ---------------------------------------------------------- the reactor
@@ -187,7 +188,7 @@ class Reactor:
     def callLater(self, delay, callable, *args, **kw):
         """Run ``callable`` when the clock has moved ``delay`` seconds."""
         self._check_started()
-        when = utils.now() + datetime.timedelta(seconds=delay)
+        when = clock.now() + datetime.timedelta(seconds=delay)
         return self._add(when, callable, args, kw)
 
     def callFromThread(self, callable, *args, **kw):
@@ -196,7 +197,7 @@ class Reactor:
             with self._lock:
                 self._handoffs.append((callable, args, kw))
             return
-        self._add(utils.now(), callable, args, kw)
+        self._add(clock.now(), callable, args, kw)
 
     def callInThread(self, callable, *args, **kw):
         """Run ``callable`` in a new real thread."""
@@ -208,7 +209,7 @@ class Reactor:
     def callWhenRunning(self, callable, *args, **kw):
         """Run ``callable`` when time next passes (once started)."""
         if self.started:
-            self._add(utils.now(), callable, args, kw)
+            self._add(clock.now(), callable, args, kw)
         else:
             # Not now: the clock is not frozen yet (see start).
             self._when_running.append((callable, args, kw))
@@ -228,7 +229,7 @@ class Reactor:
         self.started = True
         when_running, self._when_running = self._when_running, []
         for callable, args, kw in when_running:
-            self._add(utils.now(), callable, args, kw)
+            self._add(clock.now(), callable, args, kw)
 
     def stop(self):
         """Run the before-shutdown triggers, stop, and unfreeze the clock.
@@ -250,7 +251,7 @@ class Reactor:
             if self._next_time(_END_OF_TIME) is None:
                 break
             call = self._pop()
-            set_now(max(utils.now(), call.time))
+            set_now(max(clock.now(), call.time))
             call.run()
         self.started = False
         tearDownDatetime()
@@ -264,7 +265,7 @@ class Reactor:
         ``zc.async.local.getLiveAnnotation``: the clock moves on for them).
         """
         self._check_started()
-        end = utils.now() + datetime.timedelta(seconds=seconds)
+        end = clock.now() + datetime.timedelta(seconds=seconds)
         count = 0
         then = None
         while True:
@@ -277,10 +278,10 @@ class Reactor:
                 then = due
                 continue  # threads may have added earlier calls
             call = self._pop()
-            set_now(max(utils.now(), call.time))
+            set_now(max(clock.now(), call.time))
             call.run()
             count += 1
-        if end > utils.now():
+        if end > clock.now():
             set_now(end)
         return count
 
@@ -288,7 +289,7 @@ class Reactor:
         """Run one call that is due now; return whether one ran."""
         self._check_started()
         self._run_handoffs()
-        if self._next_time(utils.now()) is None:
+        if self._next_time(clock.now()) is None:
             return False
         self._pop().run()
         self._run_handoffs()
@@ -348,17 +349,16 @@ class Reactor:
 
     def _busy(self):
         """Whether dispatcher workers or callInThread threads are at work."""
-        from . import dispatcher
         if any(thread.is_alive() for thread in self._threads):
             return True
-        return any(pool.busy for d in list(dispatcher._dispatchers.values())
+        return any(pool.busy for d in list(_registry.dispatchers.values())
                    if d._reactor is self for pool in d._pools())
 
     def _let_threads_work(self, seconds):
         """Wait until threads are idle or a call is due now (a thread may
         be waiting for it), at most ``seconds``."""
         deadline = time.monotonic() + seconds
-        while (self._busy() and self._next_time(utils.now()) is None
+        while (self._busy() and self._next_time(clock.now()) is None
                and time.monotonic() < deadline):
             time_sleep(0.002)
         self._run_handoffs()
@@ -394,7 +394,7 @@ def _records(job):
     if job._p_oid is None or job._p_jar is None:
         return []
     jobid = dispatcher.getId(job)
-    return [(d, d.jobs[jobid]) for d in list(dispatcher._dispatchers.values())
+    return [(d, d.jobs[jobid]) for d in list(_registry.dispatchers.values())
             if jobid in d.jobs]
 
 
@@ -410,9 +410,8 @@ def _reported(jobs, key):
 def _held_here(job):
     """Whether an agent of a dispatcher of this process holds ``job`` (a
     claim's commit is seen before the dispatcher records the claim)."""
-    from . import dispatcher
     uuid = getattr(getattr(job.agent, 'parent', None), 'UUID', None)
-    return uuid is not None and uuid in dispatcher._dispatchers
+    return uuid is not None and uuid in _registry.dispatchers
 
 
 def _wait_for_report(job, key, seconds=2):

@@ -7,14 +7,16 @@ therefore find its job, queue, dispatcher and reactor, and publish or read
 *live* annotations: values written to ``job.annotations`` in a separate
 connection and transaction, committed through the dispatcher's reactor, so
 other connections see them while the job is still running.  A replay or
-dry-run (:mod:`zc.async.sandbox`) sets :attr:`Local.sandbox` instead of a
+dry-run (:mod:`zc.async.ops.sandbox`) sets :attr:`Local.sandbox` instead of a
 dispatcher: live annotations then go to the sandbox, and
 :meth:`Local.isSandbox` tells the job.
 
 This module is imported by ``zc.async`` itself, so it imports nothing heavy
-at module level (Twisted and the dispatcher are imported on use).
+at module level (Twisted, ZODB and the dispatcher are imported on use).
 """
 import threading
+
+from . import clock
 
 _marker = object()
 
@@ -52,18 +54,13 @@ def _get_annotation(job, name):
     return job.annotations.get(name, _marker)
 
 
-def _now():
-    from . import utils  # deferred: utils imports ZODB and ZEO
-    return utils.now()
-
-
 class Local(threading.local):
     """Per-thread facts about the running job (the ``zc.async.local``)."""
 
     job = None  # the job or callback running in this thread
     dispatcher = None  # the in-memory Dispatcher owning this worker thread
     name = None  # the name of the agent whose pool runs this thread
-    sandbox = None  # the zc.async.sandbox.Sandbox this thread runs a job in
+    sandbox = None  # the zc.async.ops.sandbox.Sandbox running this job
 
     def getJob(self):
         """The job (or callback) currently running in this thread."""
@@ -95,7 +92,7 @@ class Local(threading.local):
         return watchdog.abort_requested(self.job)
     def isSandbox(self):
         """Whether the running job runs in a sandbox (a replay or a
-        dry-run, see :mod:`zc.async.sandbox`): its commits go nowhere, but
+        dry-run, see :mod:`zc.async.ops.sandbox`): its commits go nowhere, but
         what it does outside the database happens for real, so a job skips
         side effects such as sending mail when this is true."""
         return self.sandbox is not None
@@ -122,7 +119,7 @@ class Local(threading.local):
                 self.job if job is None else job, name, value)
             return
         reactor, job = self._reactor_and_job(job)
-        from .twist import Partial
+        from .txn import Partial
         partial = Partial(_set_annotation, job, name, value)
         partial.setReactor(reactor)
         reactor.callFromThread(partial)
@@ -160,9 +157,9 @@ class Local(threading.local):
     def _get(self, reactor, job, name, default, timeout, poll, result,
              start=None):
         """In the reactor thread: read once, then re-check or answer."""
-        from .twist import Partial
+        from .txn import Partial
         if start is None:
-            start = _now()
+            start = clock.now()
         partial = Partial(_get_annotation, job, name)
         partial.setReactor(reactor)
 
@@ -170,7 +167,7 @@ class Local(threading.local):
             if value is not _marker:
                 result.set(value)
                 return
-            left = timeout - (_now() - start).total_seconds()
+            left = timeout - (clock.now() - start).total_seconds()
             if left <= 0:
                 result.set(default)
             else:

@@ -45,7 +45,7 @@ import ZODB.utils
 import zodbpickle.pickle_3
 from _compat_pickle import IMPORT_MAPPING, NAME_MAPPING
 
-from . import utils
+from . import txn
 
 
 class Missing(type):
@@ -188,7 +188,7 @@ def is_transient(error):
     loaded."""
     return (isinstance(error, (ZODB.POSException.ConflictError,
                                transaction.interfaces.TransientError))
-            or utils.is_disconnect(error))
+            or txn.is_disconnect(error))
 
 
 class Unpickler(zodbpickle.pickle_3._Unpickler):

@@ -1,23 +1,19 @@
-"""Twisted helpers for ZODB: storable failures and connection-aware calls.
+"""Twisted helpers for ZODB: storable failures and the connection of objects.
 
 * :class:`Failure` is a Twisted failure sanitized at creation, so that it
   pickles into the ZODB (a job's result) with no live frames or objects.
 * :func:`transactionManager` and :func:`connection` find the ZODB
   connection (and its transaction manager) that a persistent object lives in.
-* :class:`Partial` runs a call in the reactor thread against its own
-  connection, retrying conflicts and disconnects.
 
-This module replaces the Python 2 package zc.twist.
+With :class:`zc.async.txn.Partial` (a call run in the reactor thread in a
+connection of its own), this module replaces the Python 2 package zc.twist.
 """
 import copyreg
-import io
-import pickle
 
 import persistent
 import persistent.interfaces
 import transaction
 import transaction.interfaces
-import twisted.internet.defer
 import twisted.python.failure
 import twisted.python.reflect
 import zope.component
@@ -25,7 +21,7 @@ import zope.interface
 import ZODB.interfaces
 
 from . import legacy
-from . import utils
+from . import pickling
 
 # ------------------------------------------------------------- failures
 
@@ -149,11 +145,11 @@ def _sanitize(failure):
     failure.pickled = 1
     failure.sanitized = True
     _forget_tracebacks(failure.value)
-    if not _stores_alone(failure.type, failure.value):
+    if not pickling.stores_alone(failure.type, failure.value):
         failure.value = UnpicklableError('%s: %s' % (
             twisted.python.reflect.qual(failure.type),
             twisted.python.reflect.safe_str(failure.value)))
-        if not _stores_alone(failure.type):
+        if not pickling.stores_alone(failure.type):
             failure.type = UnpicklableError
 
 
@@ -199,24 +195,6 @@ def _forget_tracebacks(error):
             pending += [exc.__cause__, exc.__context__]
 
 
-class _NoPersistentPickler(pickle.Pickler):
-    def persistent_id(self, obj):
-        if isinstance(obj, persistent.Persistent):
-            raise pickle.PicklingError('refers to a persistent object')
-        return None
-
-
-def _stores_alone(*objects):
-    """Whether ``objects`` pickle and unpickle without database objects."""
-    buffer = io.BytesIO()
-    try:
-        _NoPersistentPickler(buffer, 3).dump(objects)
-        pickle.loads(buffer.getvalue())
-    except Exception:
-        return False
-    return True
-
-
 # ------------------------------------------------- connections of objects
 
 @zope.component.adapter(persistent.interfaces.IPersistent)
@@ -248,158 +226,3 @@ def transactionManager(obj):
     conn = connection(obj)
     manager = getattr(conn, 'transaction_manager', None)
     return manager if manager is not None else transaction.manager
-
-
-# ------------------------------------------------------- reactor calls
-
-METHOD_WRAPPER_TYPE = type({}.__setitem__)
-
-
-def get_self(method):
-    """The object a bound method or method-wrapper is bound to, or None."""
-    return getattr(method, '__self__', None)
-
-
-def _stored(obj):
-    return (isinstance(obj, persistent.Persistent)
-            and obj._p_jar is not None and obj._p_oid is not None)
-
-
-def _candidates(call, args, kwargs):
-    """The objects a Partial reloads: the callable (or its self) and args."""
-    return [get_self(call), call, *args, *kwargs.values()]
-
-
-def _rebind(conn, obj):
-    """``obj`` as loaded in ``conn`` (same oid and database), if stored."""
-    if _stored(obj):
-        name = obj._p_jar.db().database_name
-        return conn.get_connection(name).get(obj._p_oid)
-    return obj
-
-
-def _rebind_call(conn, call):
-    if _stored(get_self(call)):
-        return getattr(_rebind(conn, get_self(call)), call.__name__)
-    return _rebind(conn, call)
-
-
-class Partial:
-    """A call made (in the reactor thread) in a connection of its own.
-
-    Calling the partial with extra arguments opens a new connection, with
-    its own transaction manager, on the database of the first stored
-    persistent object among the callable (a bound method's object
-    included) and the arguments; reloads those objects in it by oid; calls;
-    commits; and closes the connection.  Conflicts are retried at once, at
-    most ``max_transaction_errors`` times (None: forever); disconnects
-    (ZEO's or RelStorage's, see :func:`zc.async.utils.disconnect_errors`)
-    are retried after 5, 10, ... 60 seconds, rescheduled with
-    ``reactor.callLater`` when a reactor was set (see :meth:`setReactor`),
-    else after sleeping.  Returns a Deferred of the result or
-    :class:`Failure`.
-    """
-
-    max_transaction_errors = 5
-    attempt_count = 0  # attempts made by the latest call
-    reactor = None
-    _conflicts = _disconnects = 0  # of the latest call
-
-    def __init__(self, call, *args, **kwargs):
-        if not callable(call):
-            raise TypeError('Partial needs a callable, not %r' % (call,))
-        self.call = call
-        self.args = args
-        self.kwargs = kwargs
-
-    def setReactor(self, reactor):
-        """Reschedule retries with ``reactor.callLater``, not sleeping."""
-        self.reactor = reactor
-
-    def __repr__(self):
-        return '<%s.%s %s>' % (type(self).__module__, type(self).__name__,
-                               utils.custom_repr(self.call))
-
-    def __call__(self, *args, **kwargs):
-        args = self.args + args
-        kwargs = dict(self.kwargs, **kwargs)
-        self.attempt_count = self._conflicts = self._disconnects = 0
-        result = twisted.internet.defer.Deferred()
-        self._attempt(result, args, kwargs)
-        return result
-
-    def _attempt(self, result, args, kwargs):
-        """Try until an outcome is final; fire ``result`` with it."""
-        while True:
-            outcome, value = self._try_once(args, kwargs)
-            if outcome == 'done' and isinstance(
-                    value, twisted.internet.defer.Deferred):
-                value.chainDeferred(result)
-                return
-            if outcome == 'done':
-                result.callback(value)
-                return
-            if outcome == 'failed':
-                result.errback(value)
-                return
-            delay = 0
-            if outcome == 'disconnected':
-                delay = min(utils.MAX_BACKOFF, utils.INITIAL_BACKOFF +
-                            utils.BACKOFF_INCREMENT * (self._disconnects - 1))
-                utils._log_backoff('system', self._disconnects,
-                                   'calling %r' % (self,), delay)
-            if self.reactor is not None:
-                self.reactor.callLater(
-                    delay, self._attempt, result, args, kwargs)
-                return
-            if delay:
-                utils._sleep(delay)
-
-    def _try_once(self, args, kwargs):
-        """One attempt: ('done', result), ('failed', Failure) or a retry."""
-        self.attempt_count += 1
-        tm = transaction.TransactionManager()
-        db = next((obj._p_jar.db() for obj in _candidates(
-            self.call, args, kwargs) if _stored(obj)), None)
-        conn = None
-        try:
-            if db is not None:  # opening syncs: it may meet a disconnect
-                conn = db.open(transaction_manager=tm)
-            tm.begin()
-            call, args, kwargs = self._reloaded(conn, args, kwargs)
-            res = call(*args, **kwargs)
-            tm.commit()
-            return 'done', res
-        except utils.EXPLOSIVE_ERRORS:
-            self._abort(tm)
-            raise
-        except Exception as e:
-            if utils.is_disconnect(e):  # ZEO's or RelStorage's
-                self._abort(tm)
-                self._disconnects += 1
-                return 'disconnected', None
-            if isinstance(e, transaction.interfaces.TransientError):
-                self._conflicts += 1
-                limit = self.max_transaction_errors
-                if limit is None or self._conflicts < limit:
-                    self._abort(tm)
-                    return 'conflict', None
-            failure = Failure()
-            self._abort(tm)
-            return 'failed', failure
-        finally:
-            if conn is not None:
-                conn.close()
-
-    def _abort(self, tm):
-        # The connection is closed next, so a failed abort (the database
-        # is away) need not be waited for: the next attempt opens another.
-        utils.abort(tm, 'calling %r' % (self,), wait=False)
-
-    def _reloaded(self, conn, args, kwargs):
-        """The callable and arguments as loaded in ``conn`` (if any)."""
-        if conn is None:
-            return self.call, args, kwargs
-        return (_rebind_call(conn, self.call),
-                [_rebind(conn, arg) for arg in args],
-                {key: _rebind(conn, arg) for key, arg in kwargs.items()})

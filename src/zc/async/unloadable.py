@@ -6,8 +6,9 @@ another process's ``__main__``, an argument's ``__setstate__`` raises
 here, a persistent object it refers to has a class that is gone) must
 never stop that process's claims: claiming it would fail the claim's
 commit (ZODB cannot store a job holding a class it could not import), and
-every poll would try again.  So each claim asks :func:`check` about each
-due job it looks at, through its dispatcher's :class:`Registry`:
+every poll would try again.  So each claim asks
+:func:`zc.async.loadable.check` about each due job it looks at, through
+its dispatcher's :class:`Registry`:
 
 * a job this process cannot run is passed over, and the claim goes on
   with the jobs behind it (in the polls and in the worker threads' claims
@@ -39,24 +40,10 @@ job waits for it and runs there; a dispatcher that is dead or
 deactivated does not count.  The check reads the other records only for
 jobs already found unloadable.
 
-What is noticed, and what is not
---------------------------------
-
-:func:`check` loads the job (claims load it anyway) and looks for what
-cannot work here: a failed load; a job whose class is missing; a
-callable, or an argument (searched into plain lists, tuples, sets and
-dicts, :data:`SCAN_LIMIT` items at most), that ZODB could only load as a
-``Broken`` stand-in.  Arguments too large to be kept in the job's own
-record are in a record of their own, which the check loads (the worker
-would load it anyway); other persistent objects are not loaded, only
-their classes looked at.  Anything deeper that makes the claim's commit fail
-is found after the failure: see :func:`unstorable`, which the claims use
-to pick out the job to blame.  A job whose own class is missing cannot
-be failed (nothing can store it): it is passed over, and ``zc-async
-remove`` takes it out of its queue.
+What is noticed, and what is not, is told in :mod:`zc.async.loadable`,
+whose :func:`~zc.async.loadable.check` the registry asks.
 """
 import datetime
-import sys
 import threading
 import types
 import weakref
@@ -64,184 +51,28 @@ import weakref
 import BTrees.OOBTree
 import ZODB.broken
 import ZODB.POSException
-import ZODB.serialize
 import ZODB.utils
 
+from . import _registry
+from . import clock
 from . import interfaces
+from . import jobactions
+from . import loadable
+from . import logs
 from . import tolerant
 from . import twist
-from . import utils
+from . import txn
+from .job import Job
 from .threadlocal import local
 
 #: ``Queue.unloadable_timeout`` unless set: how long a job that no live
 #: dispatcher can load waits before it is failed.
 DEFAULT_TIMEOUT = datetime.timedelta(minutes=10)
 
-#: How many items of the arguments' plain containers :func:`check` looks
-#: at, at most.
-SCAN_LIMIT = 100
-
 #: How long a dispatcher waits before it claims another job failing the
 #: same unloadable job (the first one's commit may have failed).
 FAIL_RETRY = datetime.timedelta(minutes=1)
 
-_EARLIEST = datetime.datetime.min.replace(tzinfo=datetime.timezone.utc)
-
-# {database: {oid: why}} of the job records this process failed to load:
-# not loaded again (ZODB logs each failed load at ERROR).
-_unreadable = weakref.WeakKeyDictionary()
-
-
-# ------------------------------------------------------------- checking
-
-def job_key(job):
-    """``(database name, oid)`` of a stored job."""
-    return job._p_jar.db().database_name, job._p_oid
-
-
-def check(job):
-    """Why this process cannot run ``job`` (a text), or None.
-
-    Loads the job.  Errors of the database (conflicts, disconnects)
-    propagate.
-    """
-    unreadable = _unreadable.setdefault(job._p_jar.db(), {})
-    if job._p_oid in unreadable:
-        return unreadable[job._p_oid]
-    try:
-        job._p_activate()
-    except Exception as e:
-        if tolerant.is_transient(e):
-            raise
-        why = unreadable[job._p_oid] = 'its record cannot be loaded: %s' % (
-            _error_text(e),)
-        return why
-    if isinstance(job, ZODB.broken.Broken):
-        return 'its class %s' % (_missing_text(job),)
-    if tolerant.is_missing(job._callable_root):
-        return 'its callable %s' % (_missing_text(job._callable_root),)
-    try:
-        found = _first_missing(job)
-    except Exception as e:  # an argument record that cannot be loaded
-        if tolerant.is_transient(e):
-            raise
-        return 'its arguments cannot be loaded: %s' % (_error_text(e),)
-    if found is not None:
-        return 'its arguments hold %s' % (_missing_text(found),)
-    return None
-
-
-def due_time(job):
-    """``job.begin_after``; the earliest time for a job whose record (or
-    class) cannot be loaded here: claims meet it first, and pass over it.
-    """
-    if job._p_oid in _unreadable.get(job._p_jar.db(), ()):
-        return _EARLIEST
-    try:
-        return job.begin_after
-    except Exception as e:
-        if tolerant.is_transient(e):
-            raise
-        return _EARLIEST
-
-
-def _first_missing(job):
-    """The first missing global (or instance of one) among the arguments
-    of ``job`` and in the plain containers they are, looking at
-    :data:`SCAN_LIMIT` items at most; or None.
-
-    Loads the arguments' own records (large ones are kept in a
-    PersistentList and a PersistentMapping), not other persistent objects.
-    """
-    pending = [*job._args, *job._kwargs.values()]
-    seen = 0
-    while pending and seen < SCAN_LIMIT:
-        value = pending.pop()
-        seen += 1
-        if tolerant.is_missing(value):
-            return value
-        if isinstance(value, dict):
-            pending.extend(value.keys())
-            pending.extend(value.values())
-        elif isinstance(value, (list, tuple, set, frozenset)):
-            pending.extend(value)
-    return None
-
-
-def _error_text(error):
-    # ZODB wraps what __setstate__ raised in a StateLoadError.
-    cause = error.__cause__
-    if isinstance(error, ZODB.POSException.StateLoadError) and cause:
-        error = cause
-    return '%s: %s' % (type(error).__name__, error)
-
-
-def _missing_text(obj):
-    """``module.name cannot be imported: why`` of a missing global."""
-    cls = obj if isinstance(obj, type) else type(obj)
-    why = getattr(cls, '__Missing_error__', None)
-    if why is None:  # one of ZODB's Broken classes: ask again
-        why = _import_error(cls.__module__, cls.__name__)
-    return '%s, which cannot be imported: %s' % (
-        tolerant.dotted_name(cls), why)
-
-
-def _import_error(module, name):
-    try:
-        __import__(module)
-        getattr(sys.modules[module], name)
-    except Exception as e:
-        return '%s: %s' % (type(e).__name__, e)
-    return 'it was missing when the job was loaded'
-
-
-def callable_name(job):
-    """The dotted name of ``job``'s callable (with the oid of a persistent
-    owner), read without loading what it names; None if unknown."""
-    try:
-        state = job.__getstate__()
-    except Exception:  # a ghost that cannot be loaded, a broken job
-        state = None
-    if not isinstance(state, dict) or '_callable_root' not in state:
-        try:
-            state = tolerant.record_state(job._p_jar, job._p_oid)
-        except Exception:
-            return None
-        if not isinstance(state, dict):
-            return None
-    root, name = state.get('_callable_root'), state.get('_callable_name')
-    oid = getattr(root, '_p_oid', None)
-    if isinstance(root, tolerant.Reference):
-        oid, cls = root.oid, root.cls
-    else:
-        cls = type(root) if oid is not None else root
-    text = tolerant.dotted_name(cls) or repr(cls)
-    if isinstance(oid, bytes) and len(oid) == 8:
-        text += ' (oid %d)' % ZODB.utils.u64(oid)
-    return text if name is None else '%s.%s' % (text, name)
-
-
-def unstorable(job):
-    """What keeps ``job`` (loaded) from being stored again, or None.
-
-    The claims ask this of the jobs a failed claim commit took, to find
-    the one to blame.
-    """
-    writer = ZODB.serialize.ObjectWriter(job)
-    try:
-        writer.serialize(job)
-    except Exception as e:
-        if tolerant.is_transient(e):
-            raise
-        return 'it cannot be stored here: %s' % (_error_text(e),)
-    finally:
-        # The writer gave the new persistent objects it met (a job's first
-        # annotation, say) an oid and the connection, as a commit does: the
-        # commit to come would take them for stored objects and skip them.
-        for obj in writer._stack:
-            if obj is not job:
-                obj._p_jar = obj._p_oid = None
-    return None
 
 
 # ------------------------------------------------------------ registry
@@ -315,22 +146,23 @@ class Registry:
     def check(self, job, queue):
         """The entry of ``job``, due in ``queue``, if this process cannot
         run it (found now, or before); else None."""
-        key = job_key(job)
+        key = loadable.job_key(job)
         entry = self._entries.get(key)
         if entry is not None:
             return entry
-        error = check(job)
+        error = loadable.check(job)
         if error is None:
             return None
-        new = Entry(key, queue.name, error, callable_name(job), utils.now(),
-                    isinstance(job, ZODB.broken.Broken))
+        new = Entry(key, queue.name, error, loadable.callable_name(job),
+                    clock.now(), isinstance(job, ZODB.broken.Broken))
         return self._add(new, queue)
 
     def blame(self, job, queue, error):
         """Note ``job``, taken by a claim whose commit failed because of
-        ``error`` (a text: see :func:`unstorable`); return its entry."""
-        entry = Entry(job_key(job), queue.name, error, callable_name(job),
-                      utils.now(), False)
+        ``error`` (a text: see :func:`zc.async.loadable.unstorable`);
+        return its entry."""
+        entry = Entry(loadable.job_key(job), queue.name, error,
+                      loadable.callable_name(job), clock.now(), False)
         return self._add(entry, queue)
 
     def _add(self, entry, queue):
@@ -352,7 +184,7 @@ class Registry:
         found it, and every other live dispatcher of the queue with agents
         recorded it as unloadable too (see the module docstring).
         """
-        now = utils.now()
+        now = clock.now()
         if entry.broken or (entry.failing_since is not None
                             and now - entry.failing_since < FAIL_RETRY):
             return None
@@ -361,7 +193,6 @@ class Registry:
         if not self._nobody_else_can(entry, queue):
             return None
         entry.failing_since = now
-        from .job import Job  # job.py imports much: load it on use
         return Job(fail_unloadable, job, entry.exception())
 
     def _nobody_else_can(self, entry, queue):
@@ -407,8 +238,7 @@ def process_registry(db):
     """The registry of this process's dispatcher (that of the instance
     UUID) if it serves the database ``db``, else one for the claims made
     in ``db`` without a dispatcher."""
-    from . import dispatcher  # it imports the claims, which import queue
-    found = dispatcher.get()
+    found = _registry.get()
     if found is not None and db in found.db.databases.values():
         return found.unloadable
     return _registries.setdefault(db, Registry())
@@ -439,7 +269,7 @@ def _log_found(entry, uuid, queue):
         fate = ('Unless a live dispatcher of the queue can load it, it is '
                 'failed with UnloadableJobError after %s.'
                 % (_timeout(queue),))
-    utils.log.error(
+    logs.log.error(
         'job %d (database %r, callable %s) in queue %r cannot be run by '
         '%s, which passes over it: %s.  To run it, install the code it '
         'needs in the worker processes, or route it with an agent filter '
@@ -461,7 +291,6 @@ def fail_unloadable(job, error):
     in a :func:`zc.async.tolerant.connection`; it ends in that agent's
     completed jobs.
     """
-    from . import jobactions  # it imports job.py
     wrapper = local.getJob()
     agent = wrapper.agent if wrapper is not None else None
     oid = job._p_oid
@@ -469,12 +298,12 @@ def fail_unloadable(job, error):
         def unit():
             held = None if agent is None else conn.get(agent._p_oid)
             return jobactions.fail_pending(conn.get(oid), error, held)
-        res = utils.wait_for_system_recovery(
+        res = txn.wait_for_system_recovery(
             unit, 'failing unloadable job %d' % ZODB.utils.u64(oid),
             conn.transaction_manager)
     if isinstance(res, twist.Failure) and local.dispatcher is not None:
         # It cannot be changed even so (logged): only remove can help.
-        entry = local.dispatcher.unloadable.get(job_key(job))
+        entry = local.dispatcher.unloadable.get(loadable.job_key(job))
         if entry is not None:
             entry.broken = True
     return res
@@ -498,7 +327,7 @@ def warn_if_main(job):
     if name in _warned:
         return
     _warned.add(name)
-    utils.log.warning(
+    logs.log.warning(
         'the callable of %r is defined in __main__: only dispatchers of '
         'this process can run it, since other processes cannot import it '
         '(they pass over it, and fail it after the queue\'s '

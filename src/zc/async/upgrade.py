@@ -18,9 +18,10 @@ import BTrees.OOBTree
 import ZODB.broken
 import ZODB.utils
 
+from . import clock
 from . import interfaces
 from . import legacy
-from . import utils
+from . import logs
 from .job import isFailure
 from .queue import _scheduled_key
 
@@ -40,7 +41,7 @@ RENAMES.update(
 def key_from_15(key):
     """The zc.async 2 key of the same time as the 1.5 ``key``; the four
     tie-breaking bits are kept."""
-    return utils.dt_to_long(legacy.long_to_dt15(key)) + (key & 15)
+    return clock.dt_to_long(legacy.long_to_dt15(key)) + (key & 15)
 
 
 # --------------------------------------------------------------- report
@@ -202,7 +203,7 @@ def _describe_held(agent, where, report):
 
 
 def _when(dt):
-    return 'never' if dt is None else dt.astimezone(utils.UTC).isoformat()
+    return 'never' if dt is None else dt.astimezone(clock.UTC).isoformat()
 
 
 # -------------------------------------------------------- conversions
@@ -349,5 +350,5 @@ def _jobs_in(value):
 def _job_name(job):
     oid = job._p_oid
     if oid is None:
-        return 'job %s' % utils.custom_repr(job)
+        return 'job %s' % logs.custom_repr(job)
     return 'job %d (%s)' % (ZODB.utils.u64(oid), ZODB.utils.oid_repr(oid))

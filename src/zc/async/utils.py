@@ -1,170 +1,36 @@
-"""Shared foundations: clock, loggers, retry loops and persistent containers.
+"""Persistent building blocks of the stored objects, and 1.5's utilities.
 
-Everything here is small and used by several modules: the one clock the
-library reads (:func:`now`), the ``zc.async.events``/``zc.async.trace``
-loggers, the retry loops that wrap a unit of work and its commit
-(:func:`never_fail`, :func:`wait_for_system_recovery`,
-:func:`try_five_times`), the datetime <-> integer key encoding, and the
-persistent base classes the queue, agent and dispatcher objects build on.
+The base classes that the queue, agent and dispatcher records build on
+(:class:`Base`, :class:`Dict`), the time-keyed collections of completed
+jobs (:class:`Periodic`, :class:`RollingSet`), an in-memory rolling
+mapping, and small helpers for iterating and for worker threads' reports.
+
+1.5 defined more here.  Those names are re-exported from where they live
+now: the clock and the datetime keys (:mod:`zc.async.clock`), the loggers
+and reprs (:mod:`zc.async.logs`), and the retry loops and error classes
+(:mod:`zc.async.txn`).
 """
 import collections
 import datetime
 import heapq
 import itertools
-import logging
-import sys
-import threading
-import time
-import types
 
 import BTrees.Length
 import BTrees.LOBTree
 import BTrees.OOBTree
 import persistent
-import persistent.interfaces
-import transaction.interfaces
 import zope.interface
 import zope.minmax
-import ZEO.Exceptions
-import ZODB.POSException
-import ZODB.utils
 
 from . import interfaces
-from . import legacy
-
-log = logging.getLogger('zc.async.events')
-tracelog = logging.getLogger('zc.async.trace')
-
-EXPLOSIVE_ERRORS = (SystemExit, KeyboardInterrupt, interfaces.ReassignedError)
-SYSTEM_ERRORS = (ZEO.Exceptions.ClientDisconnected,
-                 ZODB.POSException.POSKeyError)
-INITIAL_BACKOFF = 5
-BACKOFF_INCREMENT = 5
-MAX_BACKOFF = 60
+# 1.5's names (and ``now``, which the documentation uses), re-exported.
+from .clock import dt_to_long, long_to_dt, now  # noqa: F401
+from .logs import custom_repr, log, tracelog  # noqa: F401
+from .txn import (  # noqa: F401
+    BACKOFF_INCREMENT, EXPLOSIVE_ERRORS, INITIAL_BACKOFF, MAX_BACKOFF,
+    SYSTEM_ERRORS, never_fail, try_five_times, wait_for_system_recovery)
 
 Atom = zope.minmax.Maximum  # legacy alias kept for 1.5 pickles and code
-
-UTC = datetime.timezone.utc
-
-# ---------------------------------------------------------------- the clock
-
-_frozen_now = None
-
-
-# The real class, even while zc.async.testing patches ``datetime.datetime``
-# (whose ``now`` reads this clock).
-_real_datetime = datetime.datetime
-
-
-def now():
-    """The current time, a timezone-aware UTC datetime (maybe frozen)."""
-    if _frozen_now is not None:
-        return _frozen_now
-    return _real_datetime.now(UTC)
-
-
-def _set_frozen_now(dt):
-    """Freeze :func:`now` at ``dt`` (naive values are UTC); None unfreezes.
-
-    Used only by :mod:`zc.async.testing`.
-    """
-    global _frozen_now
-    _frozen_now = None if dt is None else _as_utc(dt, 'dt')
-
-
-def _as_utc(dt, argname):
-    """``dt`` as an aware UTC datetime; naive values are taken as UTC."""
-    if not isinstance(dt, datetime.datetime):
-        raise TypeError('%s must be a datetime, not %r' % (argname, dt))
-    if dt.tzinfo is None:
-        return dt.replace(tzinfo=UTC)
-    return dt.astimezone(UTC)
-
-
-# ------------------------------------------------------- datetime <-> key
-
-_LATEST = datetime.datetime.max.replace(tzinfo=UTC)
-_TIE_BITS = 4  # the low bits of a key are free for tie-breaking
-
-
-def dt_to_long(dt):
-    """Encode ``dt`` as an int key; newer datetimes give smaller keys.
-
-    The key counts microseconds back from ``datetime.max``, shifted left by
-    four bits so that callers can add 0-15 to break ties.  Every datetime
-    from ``datetime.min`` to ``datetime.max`` fits a signed 64-bit key.
-    """
-    delta = _LATEST - _as_utc(dt, 'dt')
-    micros = (delta.days * 86400 + delta.seconds) * 1000000
-    return (micros + delta.microseconds) << _TIE_BITS
-
-
-# The largest key of :func:`dt_to_long`; 1.5's keys (of the same times)
-# are larger.
-_MAX_KEY = ((_LATEST - datetime.datetime.min.replace(tzinfo=UTC))
-            // datetime.timedelta(microseconds=1)) << _TIE_BITS | 15
-
-
-def long_to_dt(key):
-    """Decode a :func:`dt_to_long` key (tie-break bits ignored); aware UTC.
-
-    A larger key is one of 1.5's, which ``zc-async upgrade`` converts (see
-    :func:`zc.async.legacy.long_to_dt15`).
-    """
-    if key > _MAX_KEY:
-        return legacy.long_to_dt15(key)
-    return _LATEST - datetime.timedelta(microseconds=int(key) >> _TIE_BITS)
-
-
-# --------------------------------------------------------------- reprs
-
-def custom_repr(obj):
-    """A short, stable description of ``obj`` for logs and reports.
-
-    Persistent objects: ``module.Class (oid <int|?>, db <'name'|?>)``;
-    functions and builtins: ``module.name``; anything else: ``repr``.
-    """
-    if persistent.interfaces.IPersistent.providedBy(obj):
-        oid = '?' if obj._p_oid is None else ZODB.utils.u64(obj._p_oid)
-        db = '?'
-        if obj._p_jar is not None:
-            db = repr(obj._p_jar.db().database_name)
-        cls = obj.__class__
-        return '%s.%s (oid %s, db %s)' % (
-            cls.__module__, cls.__name__, oid, db)
-    if isinstance(obj, (types.FunctionType, types.BuiltinFunctionType)):
-        return '%s.%s' % (obj.__module__, obj.__name__)
-    return repr(obj)
-
-
-#: Characters of a value's repr that :func:`bounded_repr` keeps.
-REPR_LIMIT = 200
-
-
-def bounded_repr(obj, limit=REPR_LIMIT):
-    """:func:`custom_repr` of ``obj``, cut to ``limit`` characters (then
-    ``...`` and the full length follow): for the arguments and results in
-    job reprs, logs and reports, which a large value must not swamp."""
-    text = custom_repr(obj)
-    if len(text) <= limit:
-        return text
-    return '%s...(%d characters)' % (text[:limit], len(text))
-
-
-class BoundedRepr:
-    """Stands for ``obj`` in a log call: its repr is
-    :func:`bounded_repr`, computed only if the message is written."""
-
-    __slots__ = ('obj',)
-
-    def __init__(self, obj):
-        self.obj = obj
-
-    def __repr__(self):
-        return bounded_repr(self.obj)
-
-    __str__ = __repr__
-
 
 # ---------------------------------------------------------- iteration
 
@@ -180,121 +46,6 @@ def takecount(iterable, count):
     return itertools.islice(iterable, count)
 
 
-# ----------------------------------------------- storage disconnects
-
-# The RelStorage database families whose driver errors mean a disconnect.
-_RELSTORAGE_FAMILIES = ('postgresql', 'mysql', 'oracle', 'sqlite')
-_disconnect_cache = {}  # {families in use: classes}
-
-
-def disconnect_errors():
-    """The exception classes meaning "the storage cannot be reached".
-
-    ZEO's ``ClientDisconnected``, plus, for each RelStorage database family
-    in use in this process, the ``disconnected_exceptions`` of its
-    available drivers (for PostgreSQL and psycopg2:
-    ``psycopg2.OperationalError``, ``psycopg2.InterfaceError`` and
-    RelStorage's ``ReplicaClosedException``).  A family is in use once its
-    adapter module is imported, which opening such a storage does; so
-    processes without RelStorage see ZEO's class alone, and the drivers of
-    families nobody uses (say, sqlite3 errors of application code) are not
-    taken for disconnects.  These errors are waited for with backoff, as
-    1.5 did for ZEO: the retry loops of this module, the retry policies
-    (their ``ClientDisconnected`` rows), the worker threads' job loading
-    and :class:`zc.async.twist.Partial`.
-    """
-    families = tuple(
-        name for name in _RELSTORAGE_FAMILIES
-        if 'relstorage.adapters.%s.adapter' % (name,) in sys.modules)
-    classes = _disconnect_cache.get(families)
-    if classes is None:
-        classes = (ZEO.Exceptions.ClientDisconnected,)
-        for name in families:
-            classes += _relstorage_disconnect_errors(name)
-        classes = _disconnect_cache[families] = tuple(
-            dict.fromkeys(classes))  # without duplicates, in order
-    return classes
-
-
-def _relstorage_disconnect_errors(family):
-    """The ``disconnected_exceptions`` of a RelStorage family's drivers.
-
-    Each family's ``drivers`` package provides ``IDBDriverOptions``:
-    ``known_driver_factories()``; a factory whose driver module cannot be
-    imported raises ``DriverNotAvailableError`` and is skipped.
-    """
-    import importlib
-    from relstorage.adapters.interfaces import DriverNotAvailableError
-    options = importlib.import_module(
-        'relstorage.adapters.%s.drivers' % (family,))
-    classes = ()
-    for factory in options.known_driver_factories():
-        try:
-            driver = factory()
-        except DriverNotAvailableError:
-            continue
-        classes += tuple(driver.disconnected_exceptions)
-    return classes
-
-
-def is_disconnect(error):
-    """Whether the exception ``error`` says the storage cannot be reached
-    (see :func:`disconnect_errors`)."""
-    return isinstance(error, disconnect_errors())
-
-
-def with_disconnects(classes):
-    """``classes`` with ZEO's ``ClientDisconnected`` standing for all of
-    :func:`disconnect_errors` (how retry policy tables are read)."""
-    if ZEO.Exceptions.ClientDisconnected not in classes:
-        return tuple(classes)
-    return tuple(dict.fromkeys(
-        [*classes, *disconnect_errors()]))
-
-
-def abort(tm, identifier, wait=True):
-    """Abort ``tm``'s transaction even when the database is away.
-
-    The abort synchronizes the connections with their storage, so it can
-    fail by itself: RelStorage reconnects then and raises its driver's
-    error while the database is down, leaving the connection unsynchronized.
-    The transaction is gone all the same, and another abort retries the
-    synchronization; so the abort is tried again, at once after a first
-    error that is not a disconnect (the resource manager that failed was
-    dropped), else after 5, 10, ... 60 seconds, until it succeeds: the
-    connection is usable again from there.  With ``wait`` False (the
-    reactor thread, which must not sleep) a failed abort is tried once more
-    at once, and its Failure returned if that fails too (the next ``begin``
-    synchronizes again).  Returns None once aborted.  Explosive errors
-    propagate.
-    """
-    errors = 0
-    delay = INITIAL_BACKOFF
-    while True:
-        try:
-            tm.abort()
-            return None
-        except EXPLOSIVE_ERRORS:
-            raise
-        except Exception as e:
-            # Described only now: an identifier may be costly to format.
-            what = 'aborting (%s)' % (identifier,)
-            errors += 1
-            kind = 'system' if is_disconnect(e) else 'other'
-            if errors == 1 and (kind == 'other' or not wait):
-                log.error('error while %s; aborting again', what,
-                          exc_info=True)
-                continue
-            if not wait:
-                from .twist import Failure  # twist imports this module
-                failure = Failure()
-                log.critical('cannot complete %s', what, exc_info=True)
-                return failure
-            _log_backoff(kind, errors, what, delay)
-            _sleep(delay)
-            delay = min(MAX_BACKOFF, delay + BACKOFF_INCREMENT)
-
-
 def handoff(method):
     """Mark a method that worker threads send to the reactor thread.
 
@@ -303,175 +54,6 @@ def handoff(method):
     """
     method.zc_async_handoff = True
     return method
-
-
-def log_after_commit(context, level, message, *args):
-    """Log ``message % args`` on the events log when the transaction under
-    way commits: a unit of work that is retried logs once, one that is
-    aborted not at all.
-
-    ``context`` is a transaction manager, or a persistent object whose
-    connection's manager is meant (one that is not stored logs at once).
-    ``args`` must not need the database (texts, reprs made beforehand).
-    """
-    if not transaction.interfaces.ITransactionManager.providedBy(context):
-        jar = getattr(context, '_p_jar', None)
-        if jar is None:
-            log.log(level, message, *args)
-            return
-        context = jar.transaction_manager
-
-    def hook(committed):
-        if committed:
-            log.log(level, message, *args)
-    context.get().addAfterCommitHook(hook)
-
-
-# -------------------------------------------------------- retry loops
-
-def _sleep(seconds):
-    # Looked up at call time so that tests can patch ``time.sleep`` or this.
-    time.sleep(seconds)
-
-
-class _Spoiled(threading.local):
-    spoiled = False  # see spoiled_commit
-
-
-_spoiled = _Spoiled()
-
-
-def spoiled_commit(spoiled):
-    """Say that the commit that just failed in this thread carried work a
-    synchronizer added to it (``spoiled`` true: its error counts as a
-    conflict, so the commit is tried again at once), or that a new
-    transaction began (false).
-
-    The synchronizer, told in its ``afterCompletion`` that the commit
-    failed, must see that its work does not spoil the next try.  (Worker
-    threads claim the next job in the commit that completes a job: see
-    ``zc.async.workers``.)
-    """
-    _spoiled.spoiled = bool(spoiled)
-
-
-def _error_kind(error):
-    """'system', 'conflict' (a transient transaction error, or any error
-    of a commit that a synchronizer spoiled) or 'other'."""
-    # Disconnects are also transient: test system errors first.
-    if isinstance(error, SYSTEM_ERRORS) or is_disconnect(error):
-        return 'system'
-    if (isinstance(error, transaction.interfaces.TransientError)
-            or _spoiled.spoiled):
-        return 'conflict'
-    return 'other'
-
-
-def _retry(call, identifier, tm, commit=True, max_conflicts=None,
-           backoff=('system', 'other'), final_level=logging.ERROR,
-           log_every=10):
-    """Run ``call`` (and commit) until it succeeds or an error is final.
-
-    The one retry loop behind the three public helpers.  Conflicts are
-    retried at once, forever or until ``max_conflicts`` attempts; error
-    kinds listed in ``backoff`` are retried after sleeping 5, 10, ... 60
-    seconds.  Any other error is final: logged at ``final_level`` and
-    returned as a :class:`zc.async.twist.Failure`.  Backing-off errors
-    are logged the first and every ``log_every``-th time.  Explosive errors
-    are re-raised after an abort.  Aborts go through :func:`abort`: a loop
-    that backs off on system errors waits there for the database too; the
-    others give up (returning the abort's Failure) rather than sleep.
-    """
-    conflicts = errors = 0
-    delay = INITIAL_BACKOFF
-    # Only loops that back off on disconnects may wait for a failed abort.
-    wait = 'system' in backoff
-    while True:
-        try:
-            res = call()
-            if commit:
-                tm.commit()
-            return res
-        except EXPLOSIVE_ERRORS:
-            abort(tm, identifier, wait=False)  # the process is going away
-            raise
-        except Exception as e:
-            kind = _error_kind(e)
-            if kind == 'conflict':
-                conflicts += 1
-                if max_conflicts is None or conflicts < max_conflicts:
-                    aborted = abort(tm, identifier, wait)
-                    if aborted is not None:
-                        return aborted
-                    if not conflicts % 5:
-                        log.warning(
-                            '%d consecutive transaction errors while %s',
-                            conflicts, identifier, exc_info=True)
-                    continue
-            elif kind in backoff:
-                abort(tm, identifier, wait)
-                errors += 1
-                _log_backoff(kind, errors, identifier, delay, log_every)
-                _sleep(delay)
-                delay = min(MAX_BACKOFF, delay + BACKOFF_INCREMENT)
-                continue
-            # Capture before the abort ghosts the objects the locals show.
-            from .twist import Failure  # twist imports this module
-            failure = Failure()
-            abort(tm, identifier, wait)
-            if kind == 'conflict':  # out of attempts: try_five_times
-                log.log(final_level, 'Five consecutive transaction errors '
-                        'while %s', identifier, exc_info=True)
-            else:
-                log.log(final_level, 'Error while %s', identifier,
-                        exc_info=True)
-            return failure
-
-
-def _log_backoff(kind, errors, identifier, delay, every=10):
-    """Log the first and every ``every``-th error of a backing-off retry
-    loop."""
-    level = logging.ERROR if kind == 'system' else logging.CRITICAL
-    if errors == 1:
-        log.log(level, 'first error while %s; will continue in %d seconds',
-                identifier, delay, exc_info=True)
-    elif not errors % every:
-        log.log(level, '%d consecutive errors while %s; will continue in %d '
-                'seconds', errors, identifier, delay, exc_info=True)
-
-
-def never_fail(call, identifier, tm, commit=True):
-    """Run ``call`` and commit with ``tm`` until it succeeds; return result.
-
-    Transaction errors are retried at once (a WARNING every fifth time);
-    other errors after sleeping 5, 10, ... 60 seconds (logged the first and
-    every tenth time: ERROR for system errors, CRITICAL otherwise).
-    Explosive errors are re-raised after an abort.  With ``commit`` False
-    (a ``call`` that only reads) nothing is committed.
-    """
-    return _retry(call, identifier, tm, commit=commit)
-
-
-def wait_for_system_recovery(call, identifier, tm):
-    """Like :func:`never_fail`, but other errors are final.
-
-    Errors that are neither transaction nor system errors are logged at
-    ERROR and returned as a :class:`zc.async.twist.Failure`.  System
-    errors are logged the first and every fifth time (as in 1.5).
-    """
-    return _retry(call, identifier, tm, backoff=('system',), log_every=5)
-
-
-def try_five_times(call, identifier, tm, commit=True):
-    """Run ``call`` (and commit), trying at most five times on conflicts.
-
-    Any error that is not retried, including the fifth transaction error
-    ("Five consecutive transaction errors while ..."), is logged at
-    CRITICAL and returned as a :class:`zc.async.twist.Failure`;
-    explosive errors are re-raised after an abort.
-    """
-    return _retry(call, identifier, tm, commit=commit, max_conflicts=5,
-                  backoff=(), final_level=logging.CRITICAL)
 
 
 # ------------------------------------------------- persistent base classes

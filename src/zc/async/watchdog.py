@@ -52,6 +52,8 @@ import ZODB.utils
 
 from . import coroutines
 from . import interfaces
+from . import logs
+from . import txn
 from . import utils
 
 #: Seconds an interrupted job has to return before its thread is abandoned.
@@ -363,8 +365,8 @@ class Watchdog:
             finally:
                 conn.close()
         except Exception:  # the database is away: the next poll tries again
-            utils.tracelog.info('could not read abort requests',
-                                exc_info=True)
+            logs.tracelog.info('could not read abort requests',
+                               exc_info=True)
         finally:
             self.reactor.callFromThread(self._requestsRead, requested, True)
 
@@ -392,8 +394,8 @@ class Watchdog:
             return
         if not slot.interrupt(token, error, abort):
             return
-        utils.log.info('stopping %s in a worker thread of agent %r: %s',
-                       self._name(slot.jobid), slot.pool.name, error)
+        logs.log.info('stopping %s in a worker thread of agent %r: %s',
+                      self._name(slot.jobid), slot.pool.name, error)
         self._schedule(slot, token, self.grace, self._abandon, slot, token)
 
     def _abandon(self, slot, token):
@@ -404,7 +406,7 @@ class Watchdog:
         if found is None:
             return
         jobid, error = found
-        utils.log.warning(
+        logs.log.warning(
             'abandoning a worker thread of agent %r: %s has not returned %s '
             'seconds after %s was raised in it (a blocking call?); a new '
             'thread takes its place, its retry policy settles the job, and '
@@ -432,9 +434,9 @@ def _read_requests(conn, calls):
             if getattr(job, 'abort_requested', False):
                 requested.append((slot, token))
     except Exception:  # the database is away: the next poll tries again
-        utils.tracelog.info('could not read abort requests', exc_info=True)
+        logs.tracelog.info('could not read abort requests', exc_info=True)
     finally:
-        utils.abort(tm, 'reading abort requests', wait=False)
+        txn.abort(tm, 'reading abort requests', wait=False)
     return requested
 
 
@@ -450,8 +452,8 @@ def _settle(db, jobid, error):
     except interfaces.ReassignedError:
         pass  # it returned after all, or another dispatcher has it
     except Exception:
-        utils.log.critical('could not settle abandoned job %d in db %r',
-                           oid, dbname, exc_info=True)
+        logs.log.critical('could not settle abandoned job %d in db %r',
+                          oid, dbname, exc_info=True)
     finally:
         tm.abort()
         conn.close()

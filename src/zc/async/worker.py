@@ -316,7 +316,7 @@ def open_database(uri_or_zconfig_path,
     A ``zeo://`` URI without ``wait_timeout`` (a ``postgres://`` one
     without ``connect_timeout``) waits ``connect_timeout`` seconds for the
     server.  A missing FileStorage is created only with ``create`` (or
-    ``create=true`` in the URI; see :mod:`zc.async.dburi`).  Any failure
+    ``create=true`` in the URI; see :mod:`zc.async.ops.dburi`).  Any failure
     raises :class:`WorkerError` naming the database and the reason.
     """
     return _open(database_opener(uri_or_zconfig_path, connect_timeout,
@@ -325,8 +325,8 @@ def open_database(uri_or_zconfig_path,
 
 def database_argument(text, create=False):
     """The URI or ZConfig path that the database argument ``text``
-    means (see :mod:`zc.async.dburi`); WorkerError if it is wrong."""
-    from . import dburi
+    means (see :mod:`zc.async.ops.dburi`); WorkerError if it is wrong."""
+    from .ops import dburi
     try:
         return dburi.checked(text, create)
     except ValueError as e:
@@ -442,7 +442,7 @@ def _seconds(value):
 
 
 def _serve_metrics(dispatcher, port):
-    from . import metrics
+    from .ops import metrics
     try:
         metrics.install_metrics(dispatcher)
         metrics.start_metrics_server(port)
@@ -495,7 +495,7 @@ ACTIONS_TOKEN_VARIABLE = 'ZC_ASYNC_ACTIONS_TOKEN'
 
 
 def add_dashboard_arguments(parser):
-    """The options of the web dashboard (see :mod:`zc.async.web`)."""
+    """The options of the web dashboard (see :mod:`zc.async.ops.web`)."""
     parser.add_argument(
         '--dashboard-port', metavar='PORT', type=int,
         help='serve the web dashboard on this port (default: no '
@@ -523,7 +523,7 @@ def start_dashboard(db, reactor, dispatcher, options):
     port = getattr(options, 'dashboard_port', None)
     if port is None:
         return None
-    from . import web
+    from .ops import web
     try:
         return web.start_dashboard(
             db, reactor, port, options.dashboard_host, dispatcher,
@@ -537,7 +537,7 @@ def start_dashboard(db, reactor, dispatcher, options):
 
 def add_monitor_arguments(parser):
     """The options of the monitor line server (see
-    :mod:`zc.async.monitorserver`)."""
+    :mod:`zc.async.ops.monitorserver`)."""
     parser.add_argument(
         '--monitor-port', metavar='PORT', type=_port,
         help='serve the "async" and "asyncdb" monitor commands on this '
@@ -549,7 +549,7 @@ def add_monitor_arguments(parser):
 
 
 def _port(text):
-    from . import monitorserver
+    from .ops import monitorserver
     try:
         return monitorserver.check_address(text)[0]
     except ValueError as e:
@@ -562,7 +562,7 @@ def start_monitor(dispatcher, options):
     port = getattr(options, 'monitor_port', None)
     if port is None:
         return None
-    from . import monitorserver
+    from .ops import monitorserver
     try:
         return monitorserver.start_monitor(
             dispatcher, port, options.monitor_host)

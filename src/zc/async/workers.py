@@ -22,12 +22,16 @@ import ZODB.POSException
 import ZODB.utils
 from transaction._transaction import Status
 
-from . import interfaces
-from . import utils
 from . import batches
 from . import claims
+from . import clock
 from . import coroutines
+from . import interfaces
+from . import logs
+from . import txn
+from . import utils
 from . import watchdog
+from .txn import spoiled_commit  # where a transaction is named txn
 from .threadlocal import local
 from .threadlocal import waiting_for_reactor
 
@@ -36,7 +40,7 @@ RESULT_LIMIT = 10000  # characters of a job info's 'result' kept
 
 def _utcnow():
     """The library clock as a naive UTC datetime (1.5's record format)."""
-    return utils.now().replace(tzinfo=None)
+    return clock.now().replace(tzinfo=None)
 
 
 _handoff = utils.handoff
@@ -91,9 +95,9 @@ class AgentThreadPool:
     ``queue`` and report back through ``reactor.callFromThread``.
     """
 
-    initial_backoff = utils.INITIAL_BACKOFF
-    incremental_backoff = utils.BACKOFF_INCREMENT
-    maximum_backoff = utils.MAX_BACKOFF
+    initial_backoff = txn.INITIAL_BACKOFF
+    incremental_backoff = txn.BACKOFF_INCREMENT
+    maximum_backoff = txn.MAX_BACKOFF
 
     def __init__(self, dispatcher, name, size):
         self.dispatcher = dispatcher
@@ -198,12 +202,12 @@ class AgentThreadPool:
         except Exception:
             # Jobs handle their own errors: anything else is a surprise
             # that ends this thread (the pool starts another).
-            utils.log.critical('unexpected error', exc_info=True)
+            logs.log.critical('unexpected error', exc_info=True)
         finally:
             slot.close()
             transaction.manager.unregisterSynch(claimer)
-            utils.abort(transaction.manager, 'ending worker thread',
-                        wait=False)
+            txn.abort(transaction.manager, 'ending worker thread',
+                      wait=False)
             batches.close()
             conn.close()
             coroutines.close_loop()  # of the thread's async def jobs
@@ -215,7 +219,7 @@ class AgentThreadPool:
         thread = threading.get_ident()
         jobid = (ZODB.utils.u64(oid), dbname)
         self._report(self._jobStarted, thread, jobid, info, _utcnow())
-        utils.tracelog.info('starting in thread %d: %s', thread, info['call'])
+        logs.tracelog.info('starting in thread %d: %s', thread, info['call'])
         outcome = {}
         try:
             job = self._load(conn, oid, dbname)
@@ -228,12 +232,12 @@ class AgentThreadPool:
                 self._queueClaimed(info, *claimed)
             elif waiting is not None:
                 self._report(self.dispatcher._wakeAfterGrace, waiting)
-            utils.abort(transaction.manager, 'finishing job %d in db %s'
-                        % jobid)
+            txn.abort(transaction.manager, 'finishing job %d in db %s'
+                      % jobid)
             # Batches that follow the job refill its room too.
             self._report(self._jobFinished, thread, info, outcome,
                          claimed is not None or claimer.batching is not None)
-        utils.tracelog.info(
+        logs.tracelog.info(
             'completed in thread %d: %s', thread, info['call'])
         if claimer.batching is not None:
             batches.run(self, claimer.batching)
@@ -256,8 +260,8 @@ class AgentThreadPool:
                 job = conn.get_connection(dbname).get(oid)
                 job._p_activate()  # load now, inside this retry loop
                 return job
-            except utils.disconnect_errors():  # ZEO's, RelStorage's
-                utils.log.info(
+            except txn.disconnect_errors():  # ZEO's, RelStorage's
+                logs.log.info(
                     'ZEO client disconnected while trying to get job %d in '
                     'db %s; retrying in %d seconds', ZODB.utils.u64(oid),
                     dbname, backoff, exc_info=True)
@@ -267,7 +271,7 @@ class AgentThreadPool:
             except ZODB.POSException.TransactionError:
                 errors += 1
                 if errors == 1 or not errors % 5:
-                    utils.log.warning(
+                    logs.log.warning(
                         '%d transaction error(s) while trying to get job %d '
                         'in db %s', errors, ZODB.utils.u64(oid), dbname,
                         exc_info=True)
@@ -282,28 +286,51 @@ class AgentThreadPool:
             else:
                 job._call_claimed(started)
         except interfaces.ReassignedError:
-            utils.abort(tm, 'dropping reassigned %r' % (job,))
+            txn.abort(tm, 'dropping reassigned %r' % (job,))
             return {'reassigned': True}
         except interfaces.BadStatusError:
-            utils.abort(tm, 'calling %r' % (job,))
-            utils.log.error('job already completed?', exc_info=True)
+            txn.abort(tm, 'calling %r' % (job,))
+            logs.log.error('job already completed?', exc_info=True)
             _retire(job)
         except Exception:  # unexpected: ends the thread, not the job
-            utils.abort(tm, 'calling %r' % (job,))
+            txn.abort(tm, 'calling %r' % (job,))
             _recover(job)
             raise
         except BaseException:  # explosive: the process is going away
-            utils.abort(tm, 'calling %r' % (job,), wait=False)
+            txn.abort(tm, 'calling %r' % (job,), wait=False)
             raise
         return job_outcome(job)
 
-    def _reportBatched(self, jobid, info, started, outcome):
-        """Tell the dispatcher of a job that a batch of this thread
-        claimed, ran and committed (see :mod:`zc.async.batches`)."""
+    # The methods below serve zc.async.batches, in a worker thread.
+
+    def _batchedJob(self, job, agent):
+        """A job of a batch starts: ``[jobid, info, started, outcome]``
+        (the outcome comes from :meth:`_batchedJobRan`)."""
+        jobid = (ZODB.utils.u64(job._p_oid), job._p_jar.db().database_name)
+        info = job_info(job, agent.queue.name, agent.name)
+        return [jobid, info, _utcnow(), None]
+
+    @staticmethod
+    def _batchedJobRan(entry, job):
+        entry[3] = job_outcome(job)
+
+    @staticmethod
+    def _commitBatch(claim_only):
+        """Commit a batch; ``claim_only``: see :func:`claim_only_commit`."""
+        _commit.claim_only = claim_only
+        try:
+            transaction.commit()
+        finally:
+            _commit.claim_only = False
+
+    def _reportBatched(self, entries):
+        """Tell the dispatcher of the jobs that a batch of this thread
+        claimed, ran and committed."""
         thread = threading.get_ident()
-        self._report(self._claimedByWorker, jobid, info)
-        self._report(self._jobStarted, thread, jobid, info, started)
-        self._report(self._jobFinished, thread, info, outcome, True)
+        for jobid, info, started, outcome in entries:
+            self._report(self._claimedByWorker, jobid, info)
+            self._report(self._jobStarted, thread, jobid, info, started)
+            self._report(self._jobFinished, thread, info, outcome, True)
 
     # The methods below run in the reactor thread.
 
@@ -365,12 +392,12 @@ def _retire(job):
             transaction.commit()
             return
         except (ZODB.POSException.TransactionError,
-                ZODB.POSException.POSError, *utils.disconnect_errors()):
-            utils.abort(transaction.manager, 'retiring %r' % (job,))
+                ZODB.POSException.POSError, *txn.disconnect_errors()):
+            txn.abort(transaction.manager, 'retiring %r' % (job,))
             count += 1
             if not count % 10:
-                utils.log.critical('frequent database errors!  I retry '
-                                   'forever...', exc_info=True)
+                logs.log.critical('frequent database errors!  I retry '
+                                  'forever...', exc_info=True)
             time.sleep(1)
 
 
@@ -388,8 +415,8 @@ def _recover(job):
         if job.status in (interfaces.ACTIVE, interfaces.CALLBACKS):
             job.handleInterrupt()
     try:
-        utils.never_fail(unit, 'recovering %r after an unexpected error'
-                         % (job,), transaction.manager)
+        txn.never_fail(unit, 'recovering %r after an unexpected error'
+                       % (job,), transaction.manager)
     except interfaces.ReassignedError:
         pass  # another dispatcher has it now (logged): nothing to recover
 
@@ -409,7 +436,7 @@ class _NextClaimer:
 
     A claim never costs the completed job its outcome: any error of a
     commit with a claim is retried at once (see
-    ``zc.async.utils.spoiled_commit``); the retry first blames the job
+    ``zc.async.txn.spoiled_commit``); the retry first blames the job
     claimed last if it cannot be stored (so the claims pass over it), and
     after :data:`CLAIM_TRIES` failed commits the job's commits claim no
     more (the poll does).
@@ -452,7 +479,7 @@ class _NextClaimer:
         return claimed, waiting
 
     def newTransaction(self, txn):
-        utils.spoiled_commit(False)
+        spoiled_commit(False)
 
     def beforeCompletion(self, txn):
         job, agent = self.job, self.agent
@@ -478,8 +505,8 @@ class _NextClaimer:
                 _commit.claim_only = quiet
         except Exception:
             # Never fail the commit of a job's outcome: the poll claims.
-            utils.log.warning('could not claim the next job for agent %r',
-                              agent.name, exc_info=True)
+            logs.log.warning('could not claim the next job for agent %r',
+                             agent.name, exc_info=True)
             self.agent = None
             dispatcher.reactor.callFromThread(dispatcher._claimError, {
                 'queue': agent.queue.name, 'agent': agent.name,
@@ -494,7 +521,7 @@ class _NextClaimer:
                 claims.landed(self.pool.dispatcher, self.claimed[0])
             else:  # still queued: let the next claim have it
                 claims.forget(self.pool.dispatcher, self.pending[0])
-                utils.spoiled_commit(True)
+                spoiled_commit(True)
                 self.suspect = self.pending[0]
                 self.failures += 1
                 if self.failures >= self.CLAIM_TRIES:

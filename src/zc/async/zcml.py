@@ -31,7 +31,7 @@ the database opens.
 ``<async:monitor port="8081" />`` (``host`` defaults to ``127.0.0.1``) also
 serves the ``async`` and ``asyncdb`` monitor commands, and the
 ``IMonitorPlugin`` utilities, on that port once the dispatcher exists (see
-:mod:`zc.async.monitorserver`).  One per site; its installer runs after
+:mod:`zc.async.ops.monitorserver`).  One per site; its installer runs after
 every dispatcher installer, wherever the directive appears.
 
 ``<async:schedule name="nightly" callable="myapp.jobs.cleanup"
@@ -55,7 +55,7 @@ import zope.schema
 import ZODB.interfaces
 
 from . import interfaces
-from . import monitorserver
+from .ops import monitorserver
 from . import subscribers
 from .queue import getDefaultQueue
 

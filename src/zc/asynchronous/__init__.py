@@ -33,7 +33,7 @@ class _AliasLoader(importlib.abc.Loader):
         module.__spec__ = self.real_spec
 
     def get_code(self, fullname):
-        # ``python -m zc.asynchronous.cli`` runs the real module's code.
+        # ``python -m zc.asynchronous.ops.cli`` runs the real module's code.
         real = importlib.util.find_spec(self.real_name)
         return real.loader.get_code(self.real_name)
 

@@ -18,6 +18,7 @@ import zope.component.testing
 import zope.testing.loggingsupport
 import ZODB.interfaces
 
+import zc.asynchronous._registry
 import zc.asynchronous.agent
 import zc.asynchronous.configure
 import zc.asynchronous.dispatcher
@@ -132,7 +133,7 @@ class LiveDispatcher:
         self._unregister()
 
     def _unregister(self):
-        registry = zc.asynchronous.dispatcher._dispatchers
+        registry = zc.asynchronous._registry.dispatchers
         if registry.get(self.dispatcher.UUID) is self.dispatcher:
             del registry[self.dispatcher.UUID]
 

@@ -14,6 +14,7 @@ import zope.component.testing
 import zope.testing.loggingsupport
 import ZODB
 
+import zc.asynchronous._registry
 import zc.asynchronous.dispatcher
 import zc.asynchronous.interfaces as interfaces
 import zc.asynchronous.job
@@ -108,7 +109,7 @@ class World:
     def close(self):
         release_all()
         try:
-            dispatchers = zc.asynchronous.dispatcher._dispatchers
+            dispatchers = zc.asynchronous._registry.dispatchers
             for found in list(dispatchers.values()):
                 testing.tear_down_dispatcher(found)
         finally:

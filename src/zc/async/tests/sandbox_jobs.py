@@ -1,4 +1,4 @@
-"""Jobs and data for the replay and dry-run tests (zc.async.sandbox).
+"""Jobs and data for the replay and dry-run tests (zc.async.ops.sandbox).
 
 Worker processes import this module (``--import``) so that the pickles of
 these jobs and classes resolve.

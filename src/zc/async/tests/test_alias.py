@@ -22,6 +22,37 @@ class AliasTests(unittest.TestCase):
         import subprocess
         import sys
         out = subprocess.run(
-            [sys.executable, '-m', 'zc.asynchronous.cli', '--help'],
+            [sys.executable, '-m', 'zc.asynchronous.ops.cli', '--help'],
             capture_output=True, text=True, check=True)
         self.assertIn('zc-async', out.stdout)
+
+    def test_subpackage(self):
+        # In a fresh interpreter, so that neither spelling of the
+        # operations subpackage was imported before: each gives the
+        # module objects of the other.
+        import subprocess
+        import sys
+        code = '\n'.join([
+            'import sys',
+            'import zc.asynchronous.ops.web',
+            'from zc.asynchronous.ops import sandbox',
+            'import zc.asynchronous.ops.metrics as metrics',
+            'real = sys.modules["zc.async.ops.web"]',
+            'assert zc.asynchronous.ops.web is real, "web"',
+            'assert sandbox is sys.modules["zc.async.ops.sandbox"], "sandbox"',
+            'assert metrics is sys.modules["zc.async.ops.metrics"], "metrics"',
+            'print(real.__name__, real.start_dashboard.__module__)',
+        ])
+        out = subprocess.run([sys.executable, '-c', code],
+                             capture_output=True, text=True)
+        self.assertEqual(out.stderr, '')
+        self.assertEqual(out.stdout.split(),
+                         ['zc.async.ops.web', 'zc.async.ops.web'])
+
+    def test_run_a_subpackage_module_as_main(self):
+        import subprocess
+        import sys
+        out = subprocess.run(
+            [sys.executable, '-m', 'zc.asynchronous.ops.cli', 'worker',
+             '--help'], capture_output=True, text=True, check=True)
+        self.assertIn('--dashboard-port', out.stdout)

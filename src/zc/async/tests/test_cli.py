@@ -1,4 +1,4 @@
-"""Tests of the zc-async command (zc.async.cli) and its demo work."""
+"""Tests of the zc-async command (zc.async.ops.cli) and its demo work."""
 import contextlib
 import io
 import os
@@ -13,7 +13,7 @@ import unittest
 
 import ZODB.FileStorage
 
-import zc.asynchronous.cli as cli
+import zc.asynchronous.ops.cli as cli
 import zc.asynchronous.demo as demo
 import zc.asynchronous.instanceuuid as instanceuuid
 
@@ -102,7 +102,7 @@ class DemoJobTests(unittest.TestCase):
 
 
 class DemoProcessTests(unittest.TestCase):
-    """``python -m zc.async.cli demo`` as a real process in a temp dir."""
+    """``python -m zc.async.ops.cli demo`` as a real process in a temp dir."""
 
     def setUp(self):
         self.tmpdir = tempfile.mkdtemp(prefix='zc.async-cli-')
@@ -114,7 +114,7 @@ class DemoProcessTests(unittest.TestCase):
         self.var = os.path.join(self.tmpdir, 'var')
 
     def command(self, *args):
-        return [sys.executable, '-m', 'zc.async.cli', 'demo',
+        return [sys.executable, '-m', 'zc.async.ops.cli', 'demo',
                 '--var', self.var] + list(args)
 
     def run_demo(self, *args):

@@ -1,4 +1,4 @@
-"""``zc-async status``, ``jobs`` and ``job`` (zc.async.clidb), run as real
+"""``zc-async status``, ``jobs`` and ``job`` (zc.async.ops.clidb), run as real
 processes against a FileStorage.
 
 One database is built for the module (the commands only read); its jobs
@@ -115,7 +115,7 @@ class SceneLayer:
 def zc_async(*args):
     """Run ``zc-async ARGS``; return (exit status, stdout, stderr)."""
     done = subprocess.run(
-        [sys.executable, '-m', 'zc.async.cli', *args],
+        [sys.executable, '-m', 'zc.async.ops.cli', *args],
         stdin=subprocess.DEVNULL, capture_output=True, text=True,
         timeout=processes.TIMEOUT, env=processes.subprocess_env())
     return done.returncode, done.stdout, done.stderr
@@ -283,7 +283,7 @@ class DatabaseErrorTests(unittest.TestCase):
 
 
 class AbortTests(unittest.TestCase):
-    """``zc-async abort`` (zc.async.clijobs) on a copy of the scene."""
+    """``zc-async abort`` (zc.async.ops.clijobs) on a copy of the scene."""
 
     def setUp(self):
         self.directory = tempfile.mkdtemp(prefix='zc.async-abort-')

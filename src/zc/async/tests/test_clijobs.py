@@ -1,4 +1,4 @@
-"""``zc-async remove|fail|retry|requeue`` (zc.async.clijobs and
+"""``zc-async remove|fail|retry|requeue`` (zc.async.ops.clijobs and
 zc.async.jobactions), run in this process against a FileStorage whose
 jobs this process cannot all load.
 
@@ -28,7 +28,7 @@ import zc.asynchronous.interfaces as interfaces
 import zc.asynchronous.job
 import zc.asynchronous.queue
 import zc.asynchronous.utils
-from zc.asynchronous import cli
+from zc.asynchronous.ops import cli
 from zc.asynchronous.tests import badcode
 
 Job = zc.asynchronous.job.Job

@@ -1,4 +1,4 @@
-"""``zc-async put`` (zc.async.cliput): bad input in-process against a
+"""``zc-async put`` (zc.async.ops.cliput): bad input in-process against a
 FileStorage, then jobs run end to end by a real worker on ZEO."""
 import contextlib
 import datetime
@@ -15,8 +15,8 @@ import ZODB
 import ZODB.FileStorage
 import ZODB.utils
 
-from zc.asynchronous import cli
-from zc.asynchronous import cliput
+from zc.asynchronous.ops import cli
+from zc.asynchronous.ops import cliput
 from zc.asynchronous import interfaces
 from zc.asynchronous import utils
 from zc.asynchronous.queue import Queue, Queues

@@ -1,4 +1,4 @@
-"""``zc-async schedules`` (zc.async.clischedules), run as a real process
+"""``zc-async schedules`` (zc.async.ops.clischedules), run as a real process
 against a FileStorage holding two schedules, one of which has fired."""
 import datetime
 import json
@@ -12,6 +12,7 @@ import transaction
 import ZODB
 import ZODB.utils
 
+import zc.asynchronous.clock
 import zc.asynchronous.interfaces as interfaces
 import zc.asynchronous.queue
 import zc.asynchronous.testing as testing
@@ -53,7 +54,7 @@ class SchedulesCommandTests(unittest.TestCase):
             conn.close()
             db.close()
         finally:
-            zc.asynchronous.utils._set_frozen_now(None)
+            zc.asynchronous.clock._set_frozen_now(None)
         return ZODB.utils.u64(job_oid)
 
     def run_ok(self, *args):

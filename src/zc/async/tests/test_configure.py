@@ -23,14 +23,14 @@ import ZODB.FileStorage
 import ZODB.interfaces
 import ZODB.MappingStorage
 
-import zc.asynchronous.cli
+import zc.asynchronous.ops.cli
 import zc.asynchronous.configure as configure
 import zc.asynchronous.dispatcher
 import zc.asynchronous.instanceuuid as instanceuuid
 import zc.asynchronous.interfaces as interfaces
 import zc.asynchronous.job
 import zc.asynchronous.legacy
-import zc.asynchronous.monitorserver as monitorserver
+import zc.asynchronous.ops.monitorserver as monitorserver
 import zc.asynchronous.queue
 import zc.asynchronous.subscribers as subscribers
 from zc.asynchronous.tests.test_subscribers import DEADLINE
@@ -172,7 +172,7 @@ class StartTests(TempDirMixin, unittest.TestCase):
     def start(self, **kw):
         configure.start(self.db, poll_interval=0.5, **kw)
         dispatcher = zc.asynchronous.dispatcher.get()
-        self.addCleanup(zc.asynchronous.cli.stop_dispatcher, dispatcher)
+        self.addCleanup(zc.asynchronous.ops.cli.stop_dispatcher, dispatcher)
         return dispatcher
 
     def handlers(self, registry=None):

@@ -1,4 +1,4 @@
-"""The database argument of the zc-async commands (zc.async.dburi): plain
+"""The database argument of the zc-async commands (zc.async.ops.dburi): plain
 FileStorage paths, no silently created databases, ZEO URIs that name a
 server."""
 import os
@@ -9,7 +9,7 @@ import unittest
 import transaction
 import ZODB
 
-import zc.asynchronous.dburi as dburi
+import zc.asynchronous.ops.dburi as dburi
 import zc.asynchronous.worker as worker
 from zc.asynchronous.tests import processes
 from zc.asynchronous.tests.test_clidb import SceneLayer

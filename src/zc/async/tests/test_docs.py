@@ -21,6 +21,7 @@ import manuel.doctest
 import manuel.testing
 import zope.component.testing
 
+import zc.asynchronous._registry
 import zc.asynchronous.dispatcher
 import zc.asynchronous.instanceuuid
 import zc.asynchronous.testing
@@ -69,7 +70,7 @@ def tearDown(test):
 
 def _stop_dispatchers():
     """Stop the dispatchers a chapter left registered, and forget them."""
-    registered = list(zc.asynchronous.dispatcher._dispatchers.values())
+    registered = list(zc.asynchronous._registry.dispatchers.values())
     try:
         for dispatcher in registered:
             zc.asynchronous.testing.tear_down_dispatcher(dispatcher)

@@ -26,7 +26,7 @@ import manuel.doctest
 import manuel.testing
 import zope.component.testing
 
-import zc.asynchronous.cli
+import zc.asynchronous.ops.cli
 import zc.asynchronous.dispatcher
 import zc.asynchronous.instanceuuid as instanceuuid
 import zc.asynchronous.testing
@@ -90,7 +90,7 @@ class QuickstartLayer:
 
     @classmethod
     def tearDown(cls):
-        zc.asynchronous.cli.stop_dispatcher(cls.dispatcher)
+        zc.asynchronous.ops.cli.stop_dispatcher(cls.dispatcher)
         cls.db.close()
         zope.component.testing.tearDown()
         saved = cls.saved

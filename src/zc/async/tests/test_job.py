@@ -30,9 +30,12 @@ import ZODB.POSException
 
 import zc.asynchronous
 import zc.asynchronous.job
+from zc.asynchronous import clock
 from zc.asynchronous import interfaces
+from zc.asynchronous import logs
 from zc.asynchronous import retry
 from zc.asynchronous import twist
+from zc.asynchronous import txn
 from zc.asynchronous import utils
 from zc.asynchronous.agent import Agent
 from zc.asynchronous.job import Job
@@ -225,10 +228,10 @@ class DatabaseTestCase(unittest.TestCase):
         self.db = ZODB.DB(ZODB.MappingStorage.MappingStorage())
         self.conn = self.db.open()
         self.root = self.conn.root()
-        utils._set_frozen_now(START)
+        clock._set_frozen_now(START)
         self.sleeps = []
         self._patch(retry, 'backoff_sleep', self.sleeps.append)
-        self._patch(utils, '_sleep', self.sleeps.append)
+        self._patch(txn, '_sleep', self.sleeps.append)
         self.records = []
         self._capture_logs()
 
@@ -236,7 +239,7 @@ class DatabaseTestCase(unittest.TestCase):
         transaction.abort()
         self.conn.close()
         self.db.close()
-        utils._set_frozen_now(None)
+        clock._set_frozen_now(None)
         zc.asynchronous.local.job = None
         zc.asynchronous.local.dispatcher = None
         zc.asynchronous.local.name = None
@@ -771,7 +774,7 @@ class RetryTests(DatabaseTestCase):
         queue, agent = self.make_queue()
         job = self.claimed(queue, agent, conflict_always,
                            begin_by=datetime.timedelta(minutes=1))
-        utils._set_frozen_now(START + datetime.timedelta(minutes=2))
+        clock._set_frozen_now(START + datetime.timedelta(minutes=2))
         job()
         self.assertEqual(len(calls), 1)
         self.assertTrue(job.result.check(ZODB.POSException.ConflictError))
@@ -1194,7 +1197,7 @@ class CallbackTests(DatabaseTestCase):
         callback.begin_after = START
         callback.begin_by = datetime.timedelta(seconds=1)
         job.addCallback(callback)
-        utils._set_frozen_now(START + datetime.timedelta(seconds=2))
+        clock._set_frozen_now(START + datetime.timedelta(seconds=2))
         job()
         self.assertTrue(isTimeoutError(callback.result))
         self.assertEqual(calls, [])
@@ -1755,7 +1758,7 @@ class LazyDescriptionTests(unittest.TestCase):
     name the job when its repr cannot be computed then."""
 
     def test_formats_on_demand(self):
-        text = zc.asynchronous.job._Lazy('calling %r for %r', 'x', 2)
+        text = logs.Lazy('calling %r for %r', 'x', 2)
         self.assertEqual(str(text), "calling 'x' for 2")
 
     def test_falls_back_to_a_name_without_state(self):
@@ -1763,7 +1766,7 @@ class LazyDescriptionTests(unittest.TestCase):
             def __repr__(self):
                 raise ZEO.Exceptions.ClientDisconnected()
         ob = Unloadable()
-        text = zc.asynchronous.job._Lazy('preparing for call of %r', ob)
+        text = logs.Lazy('preparing for call of %r', ob)
         self.assertEqual(
             str(text), 'preparing for call of '
             'zc.async.tests.test_job.Unloadable (oid ?, db ?)')

@@ -106,7 +106,7 @@ class LifecycleTests(ZEOScenario, unittest.TestCase):
     def abort(self, oid):
         """``zc-async abort``, as an operator would run it."""
         done = subprocess.run(
-            [sys.executable, '-m', 'zc.async.cli', 'abort', self.uri,
+            [sys.executable, '-m', 'zc.async.ops.cli', 'abort', self.uri,
              str(ZODB.utils.u64(oid)), '--import', jobs.__name__],
             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
             stderr=subprocess.PIPE, text=True, timeout=processes.TIMEOUT,

@@ -1,4 +1,4 @@
-"""Prometheus metrics (zc.async.metrics): ``/metrics`` scraped over HTTP
+"""Prometheus metrics (zc.async.ops.metrics): ``/metrics`` scraped over HTTP
 while a real dispatcher runs real jobs on a FileStorage.
 
 Skipped when prometheus_client (the ``metrics`` extra) is missing, except
@@ -15,7 +15,7 @@ import uuid
 import ZODB
 
 import zc.asynchronous.dispatcher
-import zc.asynchronous.metrics as metrics
+import zc.asynchronous.ops.metrics as metrics
 import zc.asynchronous.testing
 from zc.asynchronous.tests import processes
 from zc.asynchronous.tests.live import DispatcherTestCase, wait_until

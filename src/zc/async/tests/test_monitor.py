@@ -12,6 +12,7 @@ import unittest
 import transaction
 import ZODB.utils
 
+import zc.asynchronous._registry
 import zc.asynchronous.dispatcher
 import zc.asynchronous.job
 import zc.asynchronous.monitor as monitor
@@ -243,7 +244,7 @@ class StatusTests(MonitorTestCase):
 
     def test_no_dispatcher(self):
         zc.asynchronous.dispatcher.pop()
-        self.addCleanup(zc.asynchronous.dispatcher._dispatchers.__setitem__,
+        self.addCleanup(zc.asynchronous._registry.dispatchers.__setitem__,
                         UUID, self.dispatcher)
         with self.assertRaises(ValueError) as raised:
             run(monitor.async_, 'status')

@@ -33,7 +33,7 @@ import zc.asynchronous.interfaces as interfaces
 import zc.asynchronous.legacy
 import zc.asynchronous.monitor as monitor
 import zc.asynchronous.monitordb as monitordb
-import zc.asynchronous.monitorquery as monitorquery
+import zc.asynchronous.ops.monitorquery as monitorquery
 import zc.asynchronous.queue
 import zc.asynchronous.testing as testing
 import zc.asynchronous.utils

@@ -1,4 +1,4 @@
-"""Tests of zc.async.monitorserver: the monitor's line server.
+"""Tests of zc.async.ops.monitorserver: the monitor's line server.
 
 The protocol is driven through Twisted's string transport with a
 dispatcher on the virtual-time reactor; then a real server on a real
@@ -21,7 +21,7 @@ import zope.component
 import zc.asynchronous.interfaces as interfaces
 import zc.asynchronous.monitor as monitor
 import zc.asynchronous.monitordb as monitordb
-import zc.asynchronous.monitorserver as monitorserver
+import zc.asynchronous.ops.monitorserver as monitorserver
 import zc.asynchronous.testing as testing
 from zc.asynchronous.tests.live import DispatcherTestCase
 from zc.asynchronous.tests.monitoring import MonitorTestCase, UUID

@@ -27,6 +27,8 @@ import ZODB.POSException
 import ZODB.serialize
 
 import zc.asynchronous.agent
+import zc.asynchronous.clock
+import zc.asynchronous.duefifo
 import zc.asynchronous.interfaces as interfaces
 import zc.asynchronous.job
 import zc.asynchronous.queue
@@ -42,7 +44,7 @@ Queue = zc.asynchronous.queue.Queue
 DueBucket = zc.asynchronous.queue.DueBucket
 DueSegment = zc.asynchronous.queue.DueSegment
 DueFIFO = zc.asynchronous.queue.DueFIFO
-_new_fifo = zc.asynchronous.queue._new_fifo
+_new_fifo = zc.asynchronous.duefifo.new_fifo
 
 
 # Module-level callables: jobs must be picklable.
@@ -66,7 +68,7 @@ def explode(result):
 
 
 def set_now(dt):
-    zc.asynchronous.utils._set_frozen_now(dt)
+    zc.asynchronous.clock._set_frozen_now(dt)
 
 
 class Clocked(unittest.TestCase):
@@ -721,7 +723,7 @@ class QuotaClaimTests(DBTestCase):
 def shape(fifo):
     """The job counts of a FIFO's buckets: ``[[2, 1], [1]]`` for a
     two-level FIFO, ``[2, 1]`` for a one-level one."""
-    if zc.asynchronous.queue._segmented(fifo):
+    if zc.asynchronous.duefifo._segmented(fifo):
         return [[len(b) for b in s._data] for s in fifo._data]
     return [len(b) for b in fifo._data]
 

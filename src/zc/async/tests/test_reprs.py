@@ -6,9 +6,10 @@ import json
 import transaction
 
 import zc.asynchronous.job
+from zc.asynchronous import logs
 from zc.asynchronous import monitordb
 from zc.asynchronous import utils
-from zc.asynchronous import webapi
+from zc.asynchronous.ops import webapi
 from zc.asynchronous.tests.live import DispatcherTestCase
 import zc.asynchronous.testing as testing
 
@@ -22,10 +23,10 @@ def same(value, key=None):
 class BoundedReprTests(DispatcherTestCase):
 
     def test_bounded_repr(self):
-        self.assertEqual(utils.bounded_repr('abc'), "'abc'")
-        text = utils.bounded_repr('y' * 300)
+        self.assertEqual(logs.bounded_repr('abc'), "'abc'")
+        text = logs.bounded_repr('y' * 300)
         self.assertEqual(text, "'" + 'y' * 199 + '...(302 characters)')
-        self.assertEqual(repr(utils.BoundedRepr('y' * 300)), text)
+        self.assertEqual(repr(logs.BoundedRepr('y' * 300)), text)
 
     def test_a_big_argument_and_result(self):
         job = self.put(same, BIG, key=BIG)

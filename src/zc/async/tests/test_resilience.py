@@ -22,6 +22,7 @@ import ZODB.FileStorage
 import zc.asynchronous.job
 from zc.asynchronous import interfaces
 from zc.asynchronous import retry
+from zc.asynchronous import txn
 from zc.asynchronous import utils
 from zc.asynchronous.tests import test_dispatcher
 from zc.asynchronous.tests.test_dispatcher import count
@@ -116,44 +117,44 @@ class ClassificationTests(unittest.TestCase):
 
     def test_zeo_disconnects_are_disconnects(self):
         self.assertIn(ZEO.Exceptions.ClientDisconnected,
-                      utils.disconnect_errors())
+                      txn.disconnect_errors())
         self.assertTrue(
-            utils.is_disconnect(ZEO.Exceptions.ClientDisconnected()))
-        self.assertFalse(utils.is_disconnect(ValueError()))
-        self.assertFalse(utils.is_disconnect(
+            txn.is_disconnect(ZEO.Exceptions.ClientDisconnected()))
+        self.assertFalse(txn.is_disconnect(ValueError()))
+        self.assertFalse(txn.is_disconnect(
             ZODB.POSException.ConflictError()))
 
     @needs_psycopg2
     def test_driver_errors_of_relstorage_in_use_are_disconnects(self):
-        self.assertTrue(utils.is_disconnect(driver_error()))
-        self.assertTrue(utils.is_disconnect(psycopg2.InterfaceError()))
+        self.assertTrue(txn.is_disconnect(driver_error()))
+        self.assertTrue(txn.is_disconnect(psycopg2.InterfaceError()))
         # Subclasses too: what a server shutdown raises.
-        self.assertTrue(utils.is_disconnect(
+        self.assertTrue(txn.is_disconnect(
             psycopg2.errors.AdminShutdown()))
-        self.assertFalse(utils.is_disconnect(psycopg2.ProgrammingError()))
-        self.assertEqual(utils._error_kind(driver_error()), 'system')
+        self.assertFalse(txn.is_disconnect(psycopg2.ProgrammingError()))
+        self.assertEqual(txn._error_kind(driver_error()), 'system')
 
     def test_families_not_in_use_are_left_out(self):
         import sqlite3
         if 'relstorage.adapters.sqlite.adapter' in __import__('sys').modules:
             self.skipTest('a sqlite RelStorage is in use in this process')
-        self.assertFalse(utils.is_disconnect(sqlite3.OperationalError()))
+        self.assertFalse(txn.is_disconnect(sqlite3.OperationalError()))
 
     @needs_psycopg2
     def test_policy_tables_read_client_disconnected_as_any_storage(self):
-        classes = utils.with_disconnects(
+        classes = txn.with_disconnects(
             (ZEO.Exceptions.ClientDisconnected,))
         self.assertIn(psycopg2.OperationalError, classes)
-        self.assertEqual(utils.with_disconnects((ValueError,)),
+        self.assertEqual(txn.with_disconnects((ValueError,)),
                          (ValueError,))
 
 
 class AbortTests(unittest.TestCase):
-    """``utils.abort`` tries again until the abort went through."""
+    """``txn.abort`` tries again until the abort went through."""
 
     def setUp(self):
         self.sleeps = []
-        patcher = unittest.mock.patch.object(utils, '_sleep',
+        patcher = unittest.mock.patch.object(txn, '_sleep',
                                              self.sleeps.append)
         patcher.start()
         self.addCleanup(patcher.stop)
@@ -170,7 +171,7 @@ class AbortTests(unittest.TestCase):
     @needs_psycopg2
     def test_waits_with_backoff_for_the_database(self):
         self.tm.down(0, 3)
-        self.assertIsNone(utils.abort(self.tm, 'testing'))
+        self.assertIsNone(txn.abort(self.tm, 'testing'))
         self.assertEqual(self.sleeps, [5, 10, 15])
         self.assertEqual(self.tm.history, ['abort failed'] * 3 + ['abort'])
         self.assertEqual(self.log.records[0].levelname, 'ERROR')
@@ -179,14 +180,14 @@ class AbortTests(unittest.TestCase):
     def test_other_errors_are_retried_at_once_first(self):
         tm = unittest.mock.Mock()
         tm.abort.side_effect = [RuntimeError('rm broke'), None]
-        self.assertIsNone(utils.abort(tm, 'testing'))
+        self.assertIsNone(txn.abort(tm, 'testing'))
         self.assertEqual(self.sleeps, [])
         self.assertEqual(tm.abort.call_count, 2)
 
     @needs_psycopg2
     def test_without_waiting_gives_up_after_two_tries(self):
         self.tm.down(0, 5)
-        failure = utils.abort(self.tm, 'polling', wait=False)
+        failure = txn.abort(self.tm, 'polling', wait=False)
         self.assertTrue(failure.check(psycopg2.OperationalError))
         self.assertEqual(self.sleeps, [])
         self.assertEqual(self.tm.history, ['abort failed'] * 2)
@@ -224,7 +225,7 @@ class JobOutageTests(unittest.TestCase):
         outage.clear()
         test_dispatcher._reset()
         self.sleeps = []
-        for module, name in ((utils, '_sleep'), (retry, 'backoff_sleep')):
+        for module, name in ((txn, '_sleep'), (retry, 'backoff_sleep')):
             patcher = unittest.mock.patch.object(module, name,
                                                  self.sleeps.append)
             patcher.start()

@@ -9,12 +9,12 @@ import transaction
 import zope.interface.verify
 import ZODB.POSException
 
-from zc.asynchronous import clidb
+from zc.asynchronous.ops import clidb
 from zc.asynchronous import interfaces
 from zc.asynchronous import monitordb
 from zc.asynchronous import retry
 from zc.asynchronous import utils
-from zc.asynchronous import webapi
+from zc.asynchronous.ops import webapi
 from zc.asynchronous.dispatcher import getId
 from zc.asynchronous.job import Job
 from zc.asynchronous.tests.reactorcase import ReactorTestCase

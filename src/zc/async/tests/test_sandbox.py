@@ -1,4 +1,4 @@
-"""Replay and dry-run (zc.async.sandbox, snapshot, sandboxcli), and the
+"""Replay and dry-run (zc.async.ops.sandbox, snapshot, sandboxcli), and the
 snapshot jobs record.
 
 On FileStorage (with a real dispatcher and the ``zc-async`` command as a
@@ -33,10 +33,10 @@ import zc.asynchronous
 import zc.asynchronous.testing as testing
 import zc.asynchronous.utils
 from zc.asynchronous import interfaces
-from zc.asynchronous import sandbox
-from zc.asynchronous import sandboxreport
+from zc.asynchronous.ops import sandbox
+from zc.asynchronous.ops import sandboxreport
 from zc.asynchronous import snapshot
-from zc.asynchronous import web
+from zc.asynchronous.ops import web
 from zc.asynchronous.job import Job
 from zc.asynchronous.tests import browser
 from zc.asynchronous.tests import processes
@@ -64,7 +64,7 @@ def zc_async(*args, input=None):
     """Run ``zc-async ARGS`` (importing the test jobs); return (exit status,
     stdout, stderr)."""
     done = subprocess.run(
-        [sys.executable, '-m', 'zc.async.cli', *args, '--import', JOBS],
+        [sys.executable, '-m', 'zc.async.ops.cli', *args, '--import', JOBS],
         input=input, stdin=None if input is not None else subprocess.DEVNULL,
         capture_output=True, text=True, timeout=processes.TIMEOUT,
         env=processes.subprocess_env())

@@ -16,6 +16,7 @@ import zope.testing.loggingsupport
 import ZODB
 import ZODB.POSException
 
+import zc.asynchronous.clock
 import zc.asynchronous.interfaces as interfaces
 import zc.asynchronous.job
 import zc.asynchronous.queue
@@ -61,7 +62,7 @@ class ClockTestCase(unittest.TestCase):
 
     def setUp(self):
         testing.set_now(T0)
-        self.addCleanup(zc.asynchronous.utils._set_frozen_now, None)
+        self.addCleanup(zc.asynchronous.clock._set_frozen_now, None)
 
     def later(self, **delta):
         """Move the frozen clock by ``delta`` (timedelta arguments)."""

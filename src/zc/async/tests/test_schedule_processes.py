@@ -13,6 +13,7 @@ import unittest
 
 import BTrees.Length
 
+from zc.asynchronous import clock
 from zc.asynchronous import interfaces
 from zc.asynchronous import schedule
 from zc.asynchronous import utils
@@ -81,7 +82,7 @@ class ScheduleProcessTests(ZEOScenario, unittest.TestCase):
     def last_run(self, conn):
         sched = conn.root()[interfaces.KEY][''].schedules.get('tick')
         last = None if sched is None else sched.last_run
-        return last or datetime.datetime.min.replace(tzinfo=utils.UTC)
+        return last or datetime.datetime.min.replace(tzinfo=clock.UTC)
 
     def all_completed(self, conn):
         """The number of jobs once all are completed (else None)."""

@@ -11,6 +11,7 @@ import transaction
 import zope.configuration.config
 import zope.configuration.exceptions
 
+import zc.asynchronous.clock
 import zc.asynchronous.interfaces as interfaces
 import zc.asynchronous.subscribers as subscribers
 import zc.asynchronous.testing
@@ -99,7 +100,7 @@ class ScheduleInstallerTests(unittest.TestCase):
     def setUp(self):
         zc.asynchronous.testing.set_now(
             datetime.datetime(2024, 1, 1, tzinfo=datetime.timezone.utc))
-        self.addCleanup(zc.asynchronous.utils._set_frozen_now, None)
+        self.addCleanup(zc.asynchronous.clock._set_frozen_now, None)
         self.db = zc.asynchronous.testing.db()
         self.addCleanup(self.db.close)
 

@@ -19,7 +19,7 @@ import ZODB.FileStorage
 import ZODB.MappingStorage
 
 import zc.asynchronous.agent
-import zc.asynchronous.cli
+import zc.asynchronous.ops.cli
 import zc.asynchronous.configure
 import zc.asynchronous.dispatcher
 import zc.asynchronous.instanceuuid
@@ -321,7 +321,7 @@ class ThreadedDispatcherInstallerTests(RegistryMixin, unittest.TestCase):
         return dispatcher
 
     def tear_down(self, dispatcher):
-        zc.asynchronous.cli.stop_dispatcher(dispatcher)
+        zc.asynchronous.ops.cli.stop_dispatcher(dispatcher)
 
     def dispatcher_agents(self):
         reader = Reader(self.db)

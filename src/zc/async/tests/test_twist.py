@@ -20,6 +20,7 @@ import ZODB.FileStorage
 import ZODB.MappingStorage
 import ZODB.POSException
 
+from zc.asynchronous import txn
 import zc.asynchronous.interfaces as interfaces
 import zc.asynchronous.twist as twist
 import zc.asynchronous.utils as utils
@@ -274,11 +275,11 @@ class ConnectionTests(unittest.TestCase):
     def test_get_self(self):
         tree = BTrees.OOBTree.OOBTree()
         holder, d = Holder(), {}
-        self.assertIs(twist.get_self(tree.__setitem__), tree)
-        self.assertIs(twist.get_self(holder.record), holder)
-        self.assertIs(twist.get_self(d.__setitem__), d)
-        self.assertIsInstance(d.__setitem__, twist.METHOD_WRAPPER_TYPE)
-        self.assertIsNone(twist.get_self(fail_deep))
+        self.assertIs(txn.get_self(tree.__setitem__), tree)
+        self.assertIs(txn.get_self(holder.record), holder)
+        self.assertIs(txn.get_self(d.__setitem__), d)
+        self.assertIsInstance(d.__setitem__, txn.METHOD_WRAPPER_TYPE)
+        self.assertIsNone(txn.get_self(fail_deep))
 
 
 class PartialTests(FileStorageTest):
@@ -290,7 +291,7 @@ class PartialTests(FileStorageTest):
         self.holder = root['holder'] = Holder()
         self.tree = root['tree'] = BTrees.OOBTree.OOBTree()
         self.tm.commit()
-        sleeper = unittest.mock.patch.object(utils, '_sleep')
+        sleeper = unittest.mock.patch.object(txn, '_sleep')
         self.sleep = sleeper.start()
         self.addCleanup(sleeper.stop)
 
@@ -306,7 +307,7 @@ class PartialTests(FileStorageTest):
         return self.conn.root()[name]
 
     def test_bound_method_runs_in_its_own_connection_and_commits(self):
-        partial = twist.Partial(self.holder.record)
+        partial = txn.Partial(self.holder.record)
         self.assertEqual(self.result_of(partial('first')), 1)
         self.assertEqual(self.holder.calls, [])  # not this connection's copy
         self.assertEqual(self.fresh('holder').calls, ['first'])
@@ -318,9 +319,9 @@ class PartialTests(FileStorageTest):
         def store(tree, key, value):
             seen.append(tree._p_jar)
             tree[key] = value
-        self.result_of(twist.Partial(store, self.tree, 'k')('v'))
+        self.result_of(txn.Partial(store, self.tree, 'k')('v'))
         self.assertIsNot(seen[0], self.conn)
-        self.result_of(twist.Partial(self.tree.__setitem__, 'w', 'x')())
+        self.result_of(txn.Partial(self.tree.__setitem__, 'w', 'x')())
         self.assertEqual(dict(self.fresh('tree')), {'k': 'v', 'w': 'x'})
 
     def test_real_conflict_is_retried(self):
@@ -333,7 +334,7 @@ class PartialTests(FileStorageTest):
                 other.root()['holder'].record('other')
                 tm.commit()
             return holder.record(value)
-        partial = twist.Partial(record, self.holder)
+        partial = txn.Partial(record, self.holder)
         self.assertEqual(self.result_of(partial('mine')), 2)
         self.assertEqual(partial.attempt_count, 2)
         self.assertEqual(self.fresh('holder').calls, ['other', 'mine'])
@@ -341,7 +342,7 @@ class PartialTests(FileStorageTest):
     def test_too_many_conflicts_fail(self):
         def conflict(holder):
             raise ZODB.POSException.ConflictError()
-        partial = twist.Partial(conflict, self.holder)
+        partial = txn.Partial(conflict, self.holder)
         partial.max_transaction_errors = 3
         result = self.result_of(partial())
         self.assertIsInstance(result, twist.Failure)
@@ -352,7 +353,7 @@ class PartialTests(FileStorageTest):
         def bad(holder):
             holder.record('lost')
             raise ValueError('bad')
-        result = self.result_of(twist.Partial(bad, self.holder)())
+        result = self.result_of(txn.Partial(bad, self.holder)())
         self.assertTrue(result.check(ValueError))
         self.assertEqual(self.fresh('holder').calls, [])
 
@@ -364,7 +365,7 @@ class PartialTests(FileStorageTest):
             if errors:
                 raise errors.pop()
             return holder.record('finally')
-        partial = twist.Partial(flaky, self.holder)
+        partial = txn.Partial(flaky, self.holder)
         partial.setReactor(clock)
         results = []
         with self.assertLogs('zc.async.events') as logs:
@@ -386,18 +387,18 @@ class PartialTests(FileStorageTest):
                 raise errors.pop()
             return 'ok'
         with self.assertLogs('zc.async.events'):
-            d = twist.Partial(flaky, self.holder)()
+            d = txn.Partial(flaky, self.holder)()
         self.assertEqual(self.result_of(d), 'ok')
         self.sleep.assert_called_once_with(5)
 
     def test_without_persistent_objects_just_calls(self):
-        partial = twist.Partial(lambda *args, **kw: (args, kw), 1, a=2)
+        partial = txn.Partial(lambda *args, **kw: (args, kw), 1, a=2)
         self.assertEqual(self.result_of(partial(3, b=4)),
                          ((1, 3), {'a': 2, 'b': 4}))
 
     def test_deferred_results_are_chained(self):
         inner = twisted.internet.defer.Deferred()
-        d = twist.Partial(lambda holder: inner, self.holder)()
+        d = txn.Partial(lambda holder: inner, self.holder)()
         results = []
         d.addBoth(results.append)
         self.assertEqual(results, [])
@@ -408,8 +409,8 @@ class PartialTests(FileStorageTest):
         def explode(holder):
             raise interfaces.ReassignedError()
         with self.assertRaises(interfaces.ReassignedError):
-            twist.Partial(explode, self.holder)()
+            txn.Partial(explode, self.holder)()
 
     def test_needs_a_callable(self):
         with self.assertRaisesRegex(TypeError, 'Partial needs a callable'):
-            twist.Partial(42)
+            txn.Partial(42)

@@ -15,18 +15,20 @@ import ZODB.Connection
 import ZODB.utils
 
 import zc.asynchronous.agent
+import zc.asynchronous.clock
 import zc.asynchronous.interfaces as interfaces
 import zc.asynchronous.queue
 import zc.asynchronous.testing as testing
 import zc.asynchronous.utils
-from zc.asynchronous import clidb
+from zc.asynchronous.ops import clidb
 from zc.asynchronous import jobactions
-from zc.asynchronous import metrics
+from zc.asynchronous import loadable
+from zc.asynchronous.ops import metrics
 from zc.asynchronous import monitor
 from zc.asynchronous import monitordb
 from zc.asynchronous import tolerant
 from zc.asynchronous import unloadable
-from zc.asynchronous import webapi
+from zc.asynchronous.ops import webapi
 from zc.asynchronous.dispatcher import getId
 from zc.asynchronous.job import Job
 from zc.asynchronous.tests import badcode
@@ -95,7 +97,7 @@ class CheckTests(DatabaseTestCase):
         }
         self.tm.commit()
         self.vanish()
-        found = {name: unloadable.check(self.job(oid))
+        found = {name: loadable.check(self.job(oid))
                  for name, oid in oids.items()}
         self.assertIsNone(found.pop('good'))
         name = gone.name
@@ -125,7 +127,7 @@ class CheckTests(DatabaseTestCase):
                 self.put(owner.run, 3), self.put(operator.mul, 6, 7)]
         self.vanish()
         self.assertEqual(
-            [unloadable.callable_name(self.job(oid)) for oid in oids],
+            [loadable.callable_name(self.job(oid)) for oid in oids],
             ['%s.double' % self.gone.name, 'builtins.len',
              '%s.Owner (oid %d).run' % (self.gone.name,
                                         ZODB.utils.u64(owner._p_oid)),
@@ -135,16 +137,16 @@ class CheckTests(DatabaseTestCase):
         bad = self.put(len, [badcode.Unstorable(1)])
         good = self.put(len, [1])
         self.vanish()
-        self.assertIsNone(unloadable.check(self.job(bad)))
-        self.assertEqual(unloadable.unstorable(self.job(bad)),
+        self.assertIsNone(loadable.check(self.job(bad)))
+        self.assertEqual(loadable.unstorable(self.job(bad)),
                          'it cannot be stored here: TypeError: Unstorable '
                          'refuses to be stored')
-        self.assertIsNone(unloadable.unstorable(self.job(good)))
+        self.assertIsNone(loadable.unstorable(self.job(good)))
 
     def test_the_check_leaves_new_objects_to_the_commit(self):
         job = self.job(self.put(len, [1]))
         job.annotations['first'] = 1  # a new OOBTree in the job's state
-        self.assertIsNone(unloadable.unstorable(job))
+        self.assertIsNone(loadable.unstorable(job))
         self.tm.commit()
         other = self.db.open(transaction.TransactionManager())
         self.addCleanup(other.close)
@@ -273,7 +275,7 @@ class ClaimTests(DatabaseTestCase):
         dispatchers = self.queue.dispatchers
         start = zc.asynchronous.utils.now()
         testing.set_now(start)
-        self.addCleanup(zc.asynchronous.utils._set_frozen_now, None)
+        self.addCleanup(zc.asynchronous.clock._set_frozen_now, None)
         self.assertIsNone(self.claim(fail_unloadable=True))
         testing.set_now(start + datetime.timedelta(minutes=2))
         # The other live dispatcher may be able to run it.

@@ -180,7 +180,7 @@ class UnloadableProcessTests(ZEOScenario, unittest.TestCase):
         """Run ``zc-async NAME URI OID`` in a process that lacks the
         module."""
         return subprocess.run(
-            [sys.executable, '-m', 'zc.async.cli', name, self.uri,
+            [sys.executable, '-m', 'zc.async.ops.cli', name, self.uri,
              str(ZODB.utils.u64(oid)), *options],
             capture_output=True, text=True, env=processes.subprocess_env(),
             timeout=processes.TIMEOUT)

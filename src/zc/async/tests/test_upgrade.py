@@ -24,7 +24,7 @@ import transaction
 import ZODB
 import ZODB.utils
 
-from zc.asynchronous import cli
+from zc.asynchronous.ops import cli
 from zc.asynchronous import interfaces
 from zc.asynchronous import job as jobmodule
 from zc.asynchronous import legacy

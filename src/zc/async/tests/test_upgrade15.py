@@ -29,7 +29,7 @@ import ZODB.utils
 from zc.asynchronous import interfaces
 from zc.asynchronous import monitordb
 from zc.asynchronous import utils
-from zc.asynchronous import webapi
+from zc.asynchronous.ops import webapi
 from zc.asynchronous.tests import processes
 from zc.asynchronous.tests.test_monitorserver import session
 

@@ -17,6 +17,8 @@ import ZODB.POSException
 import zope.interface.verify
 import zope.minmax
 
+from zc.asynchronous import clock
+from zc.asynchronous import txn
 import zc.asynchronous.interfaces as interfaces
 import zc.asynchronous.twist as twist
 import zc.asynchronous.utils as utils
@@ -51,17 +53,17 @@ class FrozenClock:
     """Mixin: freeze utils.now at T0 for the test."""
 
     def setUp(self):
-        utils._set_frozen_now(T0)
-        self.addCleanup(utils._set_frozen_now, None)
+        clock._set_frozen_now(T0)
+        self.addCleanup(clock._set_frozen_now, None)
 
     def advance(self, **kw):
-        utils._set_frozen_now(utils.now() + datetime.timedelta(**kw))
+        clock._set_frozen_now(utils.now() + datetime.timedelta(**kw))
 
 
 class ClockTests(unittest.TestCase):
 
     def tearDown(self):
-        utils._set_frozen_now(None)
+        clock._set_frozen_now(None)
 
     def test_now_is_aware_utc_and_moves(self):
         before = datetime.datetime.now(UTC)
@@ -70,24 +72,24 @@ class ClockTests(unittest.TestCase):
         self.assertLessEqual(before, value)
 
     def test_frozen_now_stays_until_unfrozen(self):
-        utils._set_frozen_now(T0)
+        clock._set_frozen_now(T0)
         self.assertEqual(utils.now(), T0)
         self.assertEqual(utils.now(), T0)
-        utils._set_frozen_now(None)
+        clock._set_frozen_now(None)
         self.assertGreater(utils.now(), T0)
 
     def test_frozen_now_takes_naive_as_utc_and_converts_zones(self):
-        utils._set_frozen_now(T0.replace(tzinfo=None))
+        clock._set_frozen_now(T0.replace(tzinfo=None))
         self.assertEqual(utils.now(), T0)
         self.assertIs(utils.now().tzinfo, UTC)
         plus2 = datetime.timezone(datetime.timedelta(hours=2))
-        utils._set_frozen_now(T0.astimezone(plus2))
+        clock._set_frozen_now(T0.astimezone(plus2))
         self.assertEqual(utils.now().hour, 15)
         self.assertIs(utils.now().tzinfo, UTC)
 
     def test_frozen_now_refuses_non_datetimes(self):
         with self.assertRaisesRegex(TypeError, "dt must be a datetime"):
-            utils._set_frozen_now('2006-08-10')
+            clock._set_frozen_now('2006-08-10')
 
 
 class KeyTests(unittest.TestCase):
@@ -175,7 +177,7 @@ class RetryTestBase(unittest.TestCase):
         self.root = self.conn.root()
         self.root['count'] = 0
         self.tm.commit()
-        sleeper = unittest.mock.patch.object(utils, '_sleep')
+        sleeper = unittest.mock.patch.object(txn, '_sleep')
         self.sleep = sleeper.start()
         self.addCleanup(sleeper.stop)
 
@@ -442,7 +444,7 @@ class PeriodicTests(FrozenClock, unittest.TestCase):
         for _ in range(count):
             items.append(Item())
             collection.add(items[-1])
-            utils._set_frozen_now(utils.now() + step)
+            clock._set_frozen_now(utils.now() + step)
         return items
 
     def test_interface(self):

@@ -1,4 +1,5 @@
-"""Tests of zc.async.web and zc.async.webapi: the dashboard and its API.
+"""Tests of the dashboard and its API: zc.async.ops.web and
+zc.async.ops.webapi.
 
 A real dispatcher runs jobs on a FileStorage in a temporary directory,
 with its reactor in a thread; the dashboard listens on that reactor on a
@@ -29,8 +30,8 @@ import ZODB.utils
 import zc.asynchronous
 import zc.asynchronous.testing as testing
 import zc.asynchronous.utils as utils
-import zc.asynchronous.web as web
-import zc.asynchronous.webapi as webapi
+import zc.asynchronous.ops.web as web
+import zc.asynchronous.ops.webapi as webapi
 from zc.asynchronous.tests import browser
 from zc.asynchronous.tests import processes
 from zc.asynchronous.tests.live import DispatcherTestCase, wait_until

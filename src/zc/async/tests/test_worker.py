@@ -382,7 +382,7 @@ class CommandTests(unittest.TestCase):
     """``zc-async worker`` is a subcommand of the ``zc-async`` command."""
 
     def test_worker_subcommand(self):
-        from zc.asynchronous import cli
+        from zc.asynchronous.ops import cli
         args = cli.build_parser().parse_args(
             ['worker', 'zeo://127.0.0.1:8100', '--queue', '', '--queue', 'x',
              '--agent-size', '2', '--import', 'a.b', '--no-agent'])
@@ -397,7 +397,7 @@ class CommandTests(unittest.TestCase):
         self.assertEqual(args.connect_timeout, worker.DEFAULT_CONNECT_TIMEOUT)
 
     def test_cli_reports_bad_input_like_the_module(self):
-        from zc.asynchronous import cli
+        from zc.asynchronous.ops import cli
         directory = tempfile.mkdtemp(prefix='zc.async-worker-')
         self.addCleanup(shutil.rmtree, directory)
         err = io.StringIO()

@@ -26,7 +26,7 @@ import zope.site.site
 import ZODB
 import ZODB.FileStorage
 
-import zc.asynchronous.cli
+import zc.asynchronous.ops.cli
 import zc.asynchronous.configure
 import zc.asynchronous.dispatcher
 import zc.asynchronous.interfaces as interfaces
@@ -278,7 +278,7 @@ class DispatchedTests(Z3TestCase):
         zc.asynchronous.configure.start(self.db, poll_interval=1,
                                         agent_size=1)
         dispatcher = zc.asynchronous.dispatcher.get()
-        self.addCleanup(zc.asynchronous.cli.stop_dispatcher, dispatcher)
+        self.addCleanup(zc.asynchronous.ops.cli.stop_dispatcher, dispatcher)
         self.conn = self.db.open(
             transaction_manager=transaction.TransactionManager())
         self.addCleanup(self.conn.close)

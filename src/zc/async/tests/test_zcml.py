@@ -32,7 +32,7 @@ import zope.configuration.xmlconfig
 import zope.event
 import zope.interface.interfaces
 
-import zc.asynchronous.cli
+import zc.asynchronous.ops.cli
 import zc.asynchronous.configure
 import zc.asynchronous.dispatcher
 import zc.asynchronous.instanceuuid as instanceuuid
@@ -40,7 +40,7 @@ import zc.asynchronous.interfaces as interfaces
 import zc.asynchronous.job
 import zc.asynchronous.monitor
 import zc.asynchronous.monitordb
-import zc.asynchronous.monitorserver as monitorserver
+import zc.asynchronous.ops.monitorserver as monitorserver
 import zc.asynchronous.queue
 import zc.asynchronous.subscribers as subscribers
 import zc.asynchronous.testing
@@ -364,7 +364,8 @@ class StartUpTests(ZCMLTestCase):
         appsetup.database(databases[0])
         dispatcher = zc.asynchronous.dispatcher.get()
         if dispatcher is not None:
-            self.addCleanup(zc.asynchronous.cli.stop_dispatcher, dispatcher)
+            self.addCleanup(zc.asynchronous.ops.cli.stop_dispatcher,
+                            dispatcher)
         return dispatcher
 
     def open(self, name=''):
@@ -459,14 +460,14 @@ class StartUpTests(ZCMLTestCase):
     def test_a_second_start_reuses_the_queues(self):
         dispatcher = self.start([INCLUDE, BASIC])
         self.assertRunsJobs(dispatcher)
-        zc.asynchronous.cli.stop_dispatcher(dispatcher)
+        zc.asynchronous.ops.cli.stop_dispatcher(dispatcher)
         conn = self.open()
         queues = conn.root()[interfaces.KEY]
         da = queues[''].dispatchers[dispatcher.UUID]
         self.assertFalse(da.activated)
         appsetup.database(self.dbs[''])
         again = zc.asynchronous.dispatcher.get()
-        self.addCleanup(zc.asynchronous.cli.stop_dispatcher, again)
+        self.addCleanup(zc.asynchronous.ops.cli.stop_dispatcher, again)
         self.assertIsNot(again, dispatcher)
         zc.asynchronous.testing.get_poll(again, 0)
         conn.transaction_manager.begin()

@@ -32,10 +32,11 @@ import pkgutil
 import ZODB.utils
 
 from . import clidb
-from . import interfaces
-from . import job as job_module
-from . import monitor
-from . import utils
+from .. import interfaces
+from .. import job as job_module
+from .. import clock
+from .. import logs
+from .. import monitor
 
 
 def add_put_parser(subparsers):
@@ -104,7 +105,7 @@ def resolve(name):
         raise ValueError('cannot import %r: %s' % (name, e)) from None
     if not callable(found):
         raise ValueError('%r is not callable: %s' % (
-            name, utils.custom_repr(found)))
+            name, logs.custom_repr(found)))
     try:
         same = pickle.loads(pickle.dumps(found)) == found
     except Exception:  # pickling fails in many ways
@@ -148,7 +149,7 @@ def parse_begin_after(text):
         if not (math.isfinite(seconds) and seconds >= 0):
             raise ValueError('--begin-after +SECONDS needs a number of '
                              'seconds, not %s' % (text,))
-        return utils.now() + datetime.timedelta(seconds=seconds)
+        return clock.now() + datetime.timedelta(seconds=seconds)
     iso = text[:-1] + '+00:00' if text.endswith(('Z', 'z')) else text
     try:
         when = datetime.datetime.fromisoformat(iso)

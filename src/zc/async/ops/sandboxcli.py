@@ -4,11 +4,11 @@
 against the data it saw when it last ran, and ``zc-async dry-run DATABASE
 OID`` (or ``DATABASE CALLABLE [ARG...]``) runs a pending job or a callable
 against the current data; both print the report of
-:func:`zc.async.sandbox.replay` or :func:`~zc.async.sandbox.dry_run`
+:func:`zc.async.ops.sandbox.replay` or :func:`~zc.async.ops.sandbox.dry_run`
 (``--json``: as JSON).  Nothing is written to the database.
 
 The database is opened as by ``zc-async job`` (``file://`` and ``zeo://``
-URIs read only; see :mod:`zc.async.clidb`).  The exit status is 0 when the
+URIs read only; see :mod:`zc.async.ops.clidb`).  The exit status is 0 when the
 job succeeded in the sandbox, 1 when it failed there, and 2 (with one
 line on stderr) for bad input: an oid that is not a job, a job that cannot
 be dry-run, a snapshot that a pack removed, a database that cannot be
@@ -25,12 +25,12 @@ import ZODB.POSException
 import ZODB.utils
 
 from . import clidb
-from . import interfaces
-from . import monitor
+from .. import interfaces
+from .. import monitor
 from . import sandbox
-from . import snapshot
-from . import worker
-from .monitordb import get_job
+from .. import snapshot
+from .. import worker
+from ..monitordb import get_job
 
 EXIT_OK = clidb.EXIT_OK
 #: The exit status when the job failed in the sandbox.

@@ -8,7 +8,7 @@ can be debugged.  :func:`dry_run` calls a pending job's callable, or any
 callable, against the current data, commits, and reports what it would
 add, change and leave unreferenced.  Both return a report
 (:class:`zc.async.interfaces.ISandboxReport`); the ``zc-async replay`` and
-``dry-run`` commands (:mod:`zc.async.sandboxcli`) and the dashboard
+``dry-run`` commands (:mod:`zc.async.ops.sandboxcli`) and the dashboard
 (``--allow-replay``) print or show it.
 
 Nothing is written to the database, whatever the code does: it runs in a
@@ -79,15 +79,15 @@ import ZODB.DemoStorage
 import ZODB.POSException
 import ZODB.utils
 
-from . import coroutines
-from . import interfaces
-from . import snapshot
-from . import utils
-from .job import Job
-from .monitordb import get_job
-from .monitorquery import status_word
+from .. import coroutines
+from .. import interfaces
+from .. import logs
+from .. import snapshot
+from ..job import Job
+from ..monitordb import get_job
+from ..loadable import status_word
 from .sandboxreport import Report, changes, cut
-from .threadlocal import local
+from ..threadlocal import local
 
 HISTORY_FREE = ('this storage is history-free: it keeps no past states, so '
                 'a job cannot be replayed there (a dry-run works)')
@@ -205,7 +205,7 @@ class Sandbox:
                 result = coroutines.run(result)
             transaction.commit()
             report.result = result
-            report.result_repr = cut(utils.custom_repr(result))
+            report.result_repr = cut(logs.custom_repr(result))
         except BaseException as e:  # the job's code may raise anything
             report.seconds = time.perf_counter() - start
             report.error = e
@@ -391,16 +391,16 @@ def dry_run(db, job_or_callable, *args, **kwargs):
 
 def _call_text(call, args, kwargs):
     """``module.function(arguments)``, as a job's repr shows its call."""
-    arguments = [utils.custom_repr(arg) for arg in args]
-    arguments.extend('%s=%s' % (key, utils.custom_repr(value))
+    arguments = [logs.custom_repr(arg) for arg in args]
+    arguments.extend('%s=%s' % (key, logs.custom_repr(value))
                      for key, value in kwargs.items())
-    return '%s(%s)' % (utils.custom_repr(call), ', '.join(arguments))
+    return '%s(%s)' % (logs.custom_repr(call), ', '.join(arguments))
 
 
 def _dry_run_job(db, job):
     if job._p_jar is None or job._p_jar.db() not in db.databases.values():
         raise ValueError('%s is not a job stored in %r' % (
-            utils.custom_repr(job), db.database_name))
+            logs.custom_repr(job), db.database_name))
     oid, name = job._p_oid, job._p_jar.db().database_name
     sandbox = Sandbox(db)
     try:
@@ -418,7 +418,7 @@ def _not_started(job):
     if job.status not in _NOT_STARTED:
         raise interfaces.BadStatusError(
             'only a job that has not started can be dry-run; %s is %s '
-            '(replay it instead)' % (utils.custom_repr(job), status_word(job)))
+            '(replay it instead)' % (logs.custom_repr(job), status_word(job)))
 
 
 def _resolve(name):
@@ -440,7 +440,7 @@ def _pickle_arguments(db, args, kwargs):
         name = jar.db().database_name
         if databases.get(name) is not jar.db():
             raise ValueError('%s is stored in another database' % (
-                utils.custom_repr(obj),))
+                logs.custom_repr(obj),))
         return name, obj._p_oid
 
     file = io.BytesIO()

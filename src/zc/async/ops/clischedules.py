@@ -4,12 +4,12 @@ Lists the schedules of every queue (see :mod:`zc.async.schedule`): name,
 queue, callable, rule, next run, and the last tick that put a job, with
 that job's oid and status; ``--json`` prints the same as JSON.  The
 database is opened and read as the ``status``, ``jobs`` and ``job``
-commands do (:mod:`zc.async.clidb`).
+commands do (:mod:`zc.async.ops.clidb`).
 """
 from . import clidb
-from . import monitor
+from .. import monitor
+from .. import monitordb
 from . import monitorquery
-from . import schedule
 
 _COLUMNS = ('NAME', 'QUEUE', 'CALLABLE', 'RULE', 'NEXT RUN', 'LAST RUN',
             'LAST JOB')
@@ -31,7 +31,7 @@ def add_schedule_parsers(subparsers):
 def run_schedules(options, conn):
     """``zc-async schedules``: the text (or JSON) to print."""
     found = [summary for queue in monitorquery.queues(conn, options.queue)
-             for summary in schedule.report(queue)]
+             for summary in monitordb.schedule_summaries(queue)]
     if options.json:
         return monitor.encoder.encode(found)
     return format_schedules(found)

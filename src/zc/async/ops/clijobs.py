@@ -14,12 +14,12 @@ nothing and exits with status 2.
 :func:`add_job_action_parsers` plugs the commands into the ``zc-async``
 parser.
 """
-from . import interfaces
-from . import jobactions
-from . import monitor
-from . import monitordb
+from .. import interfaces
+from .. import jobactions
+from .. import monitor
+from .. import monitordb
 from .clidb import _add_common, _runner
-from .dispatcher import getId
+from ..dispatcher import getId
 
 _ACTIONS = {
     'remove': ('take a pending job out of its queue',

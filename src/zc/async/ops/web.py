@@ -9,21 +9,21 @@ otherwise.  It serves:
   other sites) that reads the JSON API and refreshes itself every few
   seconds;
 - ``GET /api/overview``: queues, job counts, quotas, dispatchers, agents
-  (see :func:`zc.async.webapi.overview`);
+  (see :func:`zc.async.ops.webapi.overview`);
 - ``GET /api/jobs?state=...&queue=...&callable=...&offset=&limit=``: a
-  page of jobs (see :func:`zc.async.webapi.jobs`; every ``asyncdb``
+  page of jobs (see :func:`zc.async.ops.webapi.jobs`; every ``asyncdb``
   filter works);
 - ``GET /api/jobs/<oid>[?database=NAME]``: one job, with its traceback
-  (see :func:`zc.async.webapi.job_detail`);
+  (see :func:`zc.async.ops.webapi.job_detail`);
 - ``POST /api/jobs/<oid>/retry``, ``/cancel`` and ``/abort`` (see
-  :func:`zc.async.webapi.retry`, :func:`~zc.async.webapi.cancel` and
-  :func:`~zc.async.webapi.abort`):
+  :func:`zc.async.ops.webapi.retry`, :func:`~zc.async.ops.webapi.cancel` and
+  :func:`~zc.async.ops.webapi.abort`):
   refused with 403 unless the dashboard was started with an
   ``actions_token``, and then with 401 unless the request has the header
   ``Authorization: Bearer <token>``;
 - ``POST /api/jobs/<oid>/replay`` (a failed job) and ``/dry-run`` (a
   pending job): the report of running the job in a sandbox that writes
-  nothing (see :mod:`zc.async.sandbox`); refused with 403 unless the
+  nothing (see :mod:`zc.async.ops.sandbox`); refused with 403 unless the
   dashboard was started with ``allow_replay``, as they run job code in the
   dashboard's process.  They need no token.
 
@@ -48,9 +48,9 @@ import twisted.web.resource
 import twisted.web.server
 import ZODB.POSException
 
-from . import monitor
-from . import tolerant
-from . import utils
+from .. import logs
+from .. import monitor
+from .. import tolerant
 from . import webapi
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
@@ -308,11 +308,11 @@ class Dashboard(twisted.web.resource.Resource):
     def _failed(self, failure, request, gone):
         if gone:
             return
-        utils.log.error('dashboard request %s %s failed',
-                        request.method.decode('ascii', 'replace'),
-                        request.uri.decode('utf-8', 'replace'),
-                        exc_info=(failure.type, failure.value,
-                                  failure.getTracebackObject()))
+        logs.log.error('dashboard request %s %s failed',
+                       request.method.decode('ascii', 'replace'),
+                       request.uri.decode('utf-8', 'replace'),
+                       exc_info=(failure.type, failure.value,
+                                 failure.getTracebackObject()))
         message = ' '.join(str(failure.value).split())
         self._answer((500, _error_json('%s: %s' % (
             failure.type.__name__, message))), request, gone)
@@ -349,7 +349,7 @@ def start_dashboard(db, reactor, port, host='127.0.0.1', dispatcher=None,
     characters) enables the retry, cancel and abort actions for requests
     that send it as a bearer token.  ``allow_replay`` enables replaying
     failed jobs and dry-running pending ones in a sandbox (job code runs in
-    this process; see :mod:`zc.async.sandbox`).  Call this in the reactor
+    this process; see :mod:`zc.async.ops.sandbox`).  Call this in the reactor
     thread, before the reactor runs, or from any thread while the reactor
     runs in ``dispatcher.thread``.
     """
@@ -365,10 +365,10 @@ def start_dashboard(db, reactor, port, host='127.0.0.1', dispatcher=None,
     else:
         res = listen()
     address = res.getHost()
-    utils.log.info('dashboard listening on http://%s:%d/ (actions %s%s)',
-                   address.host, address.port,
-                   'enabled' if actions_token else 'disabled',
-                   '; replay and dry-run enabled' if allow_replay else '')
+    logs.log.info('dashboard listening on http://%s:%d/ (actions %s%s)',
+                  address.host, address.port,
+                  'enabled' if actions_token else 'disabled',
+                  '; replay and dry-run enabled' if allow_replay else '')
     return res
 
 

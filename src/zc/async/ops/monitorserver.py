@@ -31,11 +31,11 @@ import twisted.internet.threads
 import twisted.protocols.basic
 import zope.component
 
-from . import dispatcher as dispatcher_registry
-from . import interfaces
-from . import monitor
-from . import monitordb
-from . import utils
+from .. import dispatcher as dispatcher_registry
+from .. import interfaces
+from .. import logs
+from .. import monitor
+from .. import monitordb
 
 
 class _Output:
@@ -127,7 +127,7 @@ def run_command(dispatcher, line):
             command(output, *words[1:])
     except Exception as e:
         if not isinstance(e, _USER_ERRORS):
-            utils.log.error('monitor command %r failed', line, exc_info=True)
+            logs.log.error('monitor command %r failed', line, exc_info=True)
         message = ' '.join(str(e).split()) or type(e).__name__
         return 'Error: %s: %s\n' % (type(e).__name__, message), False
     return output.text(), output.closing
@@ -213,8 +213,8 @@ def start_monitor(dispatcher, port, host='127.0.0.1'):
     else:
         res = listen()
     address = res.getHost()
-    utils.log.info('monitor for dispatcher %s listening on %s:%d',
-                   dispatcher.UUID, address.host, address.port)
+    logs.log.info('monitor for dispatcher %s listening on %s:%d',
+                  dispatcher.UUID, address.host, address.port)
     return res
 
 
@@ -257,7 +257,7 @@ class MonitorInstaller:
     def __call__(self, ev):
         dispatcher = dispatcher_registry.get()
         if dispatcher is None:
-            utils.log.warning(
+            logs.log.warning(
                 'no dispatcher runs in this process, so the monitor is not '
                 'started on %s:%d (register a dispatcher installer first)',
                 self.host, self.port)

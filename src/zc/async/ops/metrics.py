@@ -44,9 +44,10 @@ import weakref
 
 import transaction
 
-from . import utils
-from .monitordb import status as db_status
-from .monitorquery import queues, status_word
+from .. import logs
+from ..monitordb import status as db_status
+from ..loadable import status_word
+from .monitorquery import queues
 
 try:
     import prometheus_client
@@ -237,8 +238,8 @@ class DatabaseCollector:
                 _read_database(db, local, *families)
             except Exception:
                 # A scrape must not fail because one database is away.
-                utils.log.warning('cannot read metrics from database %r',
-                                  db.database_name, exc_info=True)
+                logs.log.warning('cannot read metrics from database %r',
+                                 db.database_name, exc_info=True)
         return list(families)
 
 

@@ -1,17 +1,17 @@
 """The data of the web dashboard: JSON-ready answers read from the database.
 
 Every function takes an open ZODB connection (the dashboard opens a private
-one for each request, in a pool thread; see :mod:`zc.async.web`) and
+one for each request, in a pool thread; see :mod:`zc.async.ops.web`) and
 returns plain data that :data:`encoder` turns into JSON.  Jobs are chosen
 and described with the ``asyncdb`` monitor's tools
-(:mod:`zc.async.monitorquery`, :mod:`zc.async.monitordb`), so the dashboard
+(:mod:`zc.async.ops.monitorquery`, :mod:`zc.async.monitordb`), so the dashboard
 and the monitor agree on states, filters, order and job summaries.
 
 Bad input raises :class:`RequestError` with the HTTP status to answer
 (400 for a malformed request, 404 for something that does not exist).
 The actions, :func:`retry`, :func:`cancel` and :func:`abort`, change the
 database; the caller commits.  :func:`replay` and :func:`dry_run` run a job
-in a sandbox (:mod:`zc.async.sandbox`) and change nothing.
+in a sandbox (:mod:`zc.async.ops.sandbox`) and change nothing.
 """
 import itertools
 
@@ -19,17 +19,18 @@ import ZODB.broken
 import ZODB.POSException
 import ZODB.utils
 
-from . import interfaces
-from . import jobactions
-from . import monitor
-from . import monitordb
+from .. import clock
+from .. import interfaces
+from .. import jobactions
+from .. import loadable
+from .. import logs
+from .. import monitor
+from .. import monitordb
 from . import monitorquery
 from . import sandbox
-from . import schedule
-from . import utils
-from .dispatcher import getId
-from .job import isFailure
-from .unloadable import callable_name
+from ..dispatcher import getId
+from ..job import isFailure
+from ..loadable import callable_name
 
 #: Compact JSON with the monitor's encodings (times, durations, job ids).
 encoder = monitor.Encoder(sort_keys=True)
@@ -76,7 +77,7 @@ def _held_counts(queue):
     for agents in queue.dispatchers.values():
         for agent in agents.values():
             for job in agent:
-                word = monitorquery.status_word(job)
+                word = loadable.status_word(job)
                 if word in counts:
                     counts[word] += 1
     return counts
@@ -104,7 +105,7 @@ def glob_escape(name):
 
 def overview(conn, dispatcher_status=None, actions=False, replay=False):
     """Queues (pending, job counts, quotas, dispatchers and agents, and
-    schedules: see :func:`zc.async.schedule.describe`).
+    schedules: see :func:`zc.async.monitordb.schedule_summary`).
 
     ``dispatcher_status`` is the status of the dashboard's own dispatcher
     (:meth:`~zc.async.dispatcher.Dispatcher.getStatusInfo`), if any;
@@ -114,7 +115,7 @@ def overview(conn, dispatcher_status=None, actions=False, replay=False):
     ping within the ping death interval), ``last ping`` and ``uptime``
     (null when not activated).
     """
-    now = utils.now()
+    now = clock.now()
     found = {}
     for queue in monitorquery.queues(conn):
         counts = {'pending': len(queue)}
@@ -126,7 +127,7 @@ def overview(conn, dispatcher_status=None, actions=False, replay=False):
         found[queue.name] = {
             'counts': counts, 'quotas': _quotas(queue),
             'dispatchers': _dispatchers(queue, now),
-            'schedules': schedule.report(queue)}
+            'schedules': monitordb.schedule_summaries(queue)}
     return {'now': now, 'database': conn.db().database_name,
             'queues': found, 'this dispatcher': dispatcher_status,
             'actions': actions, 'replay': replay}
@@ -139,7 +140,7 @@ def _callable_name(job):
     try:
         return monitorquery.callable_name(job.callable, True)
     except Exception:  # a callable whose class is gone: still list the job
-        return utils.custom_repr(job)
+        return logs.custom_repr(job)
 
 
 def job_row(job):
@@ -156,7 +157,7 @@ def job_row(job):
     return {
         'id': getId(job),
         'callable': _callable_name(job),
-        'status': monitorquery.status_word(job),
+        'status': loadable.status_word(job),
         'failed': isFailure(job.result),
         'queue': None if queue is None else queue.name,
         'agent': None if agent is None else agent.name,
@@ -276,7 +277,7 @@ def job_detail(conn, oid_text, database=None):
     res.update({
         'id': getId(job),
         'callable': _callable_name(job),
-        'annotations': {str(key): utils.bounded_repr(value)
+        'annotations': {str(key): logs.bounded_repr(value)
                         for key, value in job.annotations.items()},
         'retry': _retry_data(job),
         'traceback': (result.getTraceback() if isFailure(result)
@@ -295,7 +296,7 @@ def cancel(conn, oid_text, database=None):
     commits.  Other jobs: RequestError (409).
     """
     job = get_job(conn, oid_text, database)
-    status = monitorquery.status_word(job)
+    status = loadable.status_word(job)
     if status != 'pending':
         raise RequestError('only pending jobs can be cancelled; job %s is '
                            '%s' % (oid_text, status), 409)
@@ -312,7 +313,7 @@ def abort(conn, oid_text, database=None):
     that have their result: RequestError (409).
     """
     job = get_job(conn, oid_text, database)
-    word = monitorquery.status_word(job)
+    word = loadable.status_word(job)
     if word not in ('pending', 'assigned', 'active'):
         raise RequestError('only pending or running jobs can be aborted; job '
                            '%s is %s' % (oid_text, word), 409)
@@ -333,10 +334,10 @@ def retry(conn, oid_text, database=None):
     RequestError (409).
     """
     job = get_job(conn, oid_text, database)
-    if monitorquery.status_word(job) != 'completed' or not isFailure(
+    if loadable.status_word(job) != 'completed' or not isFailure(
             getattr(job, 'result', None)):
         raise RequestError('only failed jobs can be retried; job %s is %s'
-                           % (oid_text, monitorquery.status_word(job)), 409)
+                           % (oid_text, loadable.status_word(job)), 409)
     queue = job.queue
     if queue is None:
         raise RequestError('job %s has no queue to retry it in'
@@ -353,26 +354,26 @@ def retry(conn, oid_text, database=None):
 
 def replay(conn, oid_text, database=None):
     """The report of the failed job ``oid_text`` called again in a sandbox
-    at the snapshot it saw (:func:`zc.async.sandbox.replay`, as
+    at the snapshot it saw (:func:`zc.async.ops.sandbox.replay`, as
     ``ISandboxReport.as_dict``).  Nothing is written.  Jobs that did not
     fail, or whose snapshot is gone: RequestError (409).
     """
     job = get_job(conn, oid_text, database)
     if job.status != interfaces.COMPLETED or not isFailure(job.result):
         raise RequestError('only failed jobs can be replayed; job %s is %s'
-                           % (oid_text, monitorquery.status_word(job)), 409)
+                           % (oid_text, loadable.status_word(job)), 409)
     return _in_sandbox(sandbox.replay, job._p_jar.db(), job._p_oid)
 
 
 def dry_run(conn, oid_text, database=None):
     """The report of the pending job ``oid_text`` run against the current
-    data in a sandbox (:func:`zc.async.sandbox.dry_run`).  Nothing is
+    data in a sandbox (:func:`zc.async.ops.sandbox.dry_run`).  Nothing is
     written; the job stays pending.  Other jobs: RequestError (409).
     """
     job = get_job(conn, oid_text, database)
     if job.status != interfaces.PENDING:
         raise RequestError('only pending jobs can be dry-run; job %s is %s'
-                           % (oid_text, monitorquery.status_word(job)), 409)
+                           % (oid_text, loadable.status_word(job)), 409)
     return _in_sandbox(sandbox.dry_run, conn.db(), job)
 
 

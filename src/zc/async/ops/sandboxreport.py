@@ -1,7 +1,7 @@
 """What a run in a sandbox did: its report, and the objects it wrote.
 
 A :class:`Report` (see :class:`zc.async.interfaces.ISandboxReport`) tells
-the outcome of one replay or dry-run (:mod:`zc.async.sandbox`): the result
+the outcome of one replay or dry-run (:mod:`zc.async.ops.sandbox`): the result
 or the error and its traceback, the time it took, and what the run wrote to
 the sandbox, as :class:`Change` records, found by :func:`changes`: objects
 added, objects changed (with the differences of their attributes), and
@@ -9,7 +9,7 @@ objects that the changed ones no longer refer to.
 
 Stored states are read without loading the objects they refer to: a
 reference is shown as ``module.Class (oid N, db 'name')``, as
-:func:`zc.async.utils.custom_repr` shows a persistent object.  Long values,
+:func:`zc.async.logs.custom_repr` shows a persistent object.  Long values,
 long lists of differences and long lists of objects are cut short.
 """
 import io
@@ -21,8 +21,8 @@ import ZODB.POSException
 import ZODB.serialize
 from ZODB.utils import u64
 
-from . import interfaces
-from . import snapshot
+from .. import interfaces
+from .. import snapshot
 
 #: How many differences of one object a report keeps.
 MAX_DIFFERENCES = 10

@@ -20,13 +20,13 @@ import ZODB
 import ZODB.FileStorage
 import zc.lockfile
 
-from . import configure
-from . import demo as demo_jobs
-from . import dispatcher as dispatcher_registry
-from . import instanceuuid
-from . import interfaces
-from . import shutdown
-from . import twist
+from .. import configure
+from .. import demo as demo_jobs
+from .. import dispatcher as dispatcher_registry
+from .. import instanceuuid
+from .. import interfaces
+from .. import subscribers
+from .. import twist
 
 # How long to wait, in all, for a dispatcher's threads when shutting down,
 # normally and after an interruption of the demo.
@@ -78,7 +78,7 @@ def build_parser():
     demo.add_argument('--timeout', type=float, default=600, metavar='SECONDS',
                       help='give up after this long (default: 600)')
     demo.set_defaults(run=run_demo)
-    from .worker import add_worker_parser
+    from ..worker import add_worker_parser
     add_worker_parser(commands)
     from .clidb import add_db_parsers
     add_db_parsers(commands)
@@ -275,7 +275,7 @@ def stop_dispatcher(dispatcher, timeout=STOP_TIMEOUT):
     are left to their daemon threads), restores its signal handlers and
     removes it from the process's dispatcher registry.
     """
-    shutdown.stop_and_forget(dispatcher, timeout)
+    subscribers.stop_and_forget(dispatcher, timeout)
 
 
 if __name__ == '__main__':

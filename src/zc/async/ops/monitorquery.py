@@ -14,24 +14,18 @@ import itertools
 import re
 import types
 
-import ZODB.broken
-
-from . import interfaces
-from . import unloadable
-from . import utils
-from .job import isFailure
-from .monitor import parse_interval, parse_uuid
+from .. import clock
+from .. import interfaces
+from .. import loadable
+from .. import utils
+from ..job import isFailure
+from ..loadable import status_word
+from ..monitor import parse_interval, parse_uuid
 
 STATES = ('pending', 'assigned', 'active', 'callbacks', 'completed',
           'succeeded', 'failed')
 COMPLETED_STATES = ('completed', 'succeeded', 'failed')
 HELD_STATES = ('assigned', 'active', 'callbacks')
-
-#: The lower-case word of each job status.
-STATUS_WORDS = {
-    interfaces.NEW: 'new', interfaces.PENDING: 'pending',
-    interfaces.ASSIGNED: 'assigned', interfaces.ACTIVE: 'active',
-    interfaces.CALLBACKS: 'callbacks', interfaces.COMPLETED: 'completed'}
 
 #: Duration filters -> the job attribute each one reads.
 DATE_FILTERS = {'requested_start': 'begin_after', 'start': 'active_start',
@@ -39,31 +33,6 @@ DATE_FILTERS = {'requested_start': 'begin_after', 'start': 'active_start',
                 'callbacks_completed': 'initial_callbacks_end'}
 
 FILTERS = ('callable', 'queue', 'agent', 'uuid') + tuple(DATE_FILTERS)
-
-
-# The words of the status ids that jobs store (see zc.async.job), for a job
-# whose class is missing here: only its record tells.
-_RECORDED_STATUS_WORDS = {1: 'active', 2: 'callbacks', 3: 'completed'}
-
-
-def status_word(job):
-    """``job``'s status as a lower-case word (``'pending'``, ...)."""
-    if isinstance(job, ZODB.broken.Broken):
-        return _recorded_status_word(job.__getstate__() or {})
-    return STATUS_WORDS[job.status]
-
-
-def _recorded_status_word(state):
-    """The status word of a job's state (a NEW job's is its parent's)."""
-    word = _RECORDED_STATUS_WORDS.get(state.get('_status_id'))
-    if word is not None:
-        return word
-    parent = state.get('parent')
-    if interfaces.IQueue.providedBy(parent):
-        return 'pending'
-    if interfaces.IAgent.providedBy(parent):
-        return 'assigned'
-    return 'new'
 
 
 def parse_states(states, default=()):
@@ -96,7 +65,7 @@ def parse_date_filter(name, value):
         try:
             if word is None or word in bounds:
                 raise ValueError()
-            bounds[word] = utils.now() - parse_interval(part[len(word):])
+            bounds[word] = clock.now() - parse_interval(part[len(word):])
         except ValueError:
             raise ValueError(
                 'bad value for filter "%s": %r (use sinceINTERVAL, '
@@ -220,7 +189,7 @@ class JobQuery:
                 jobs = _accepted(jobs, self._acceptors(queue))
             sources.append(jobs)
         # Jobs that cannot be loaded here come first (see zc.async.unloadable).
-        return utils.sortedmerge(sources, key=unloadable.due_time)
+        return utils.sortedmerge(sources, key=loadable.due_time)
 
     def _acceptors(self, queue):
         """The filters of the chosen agents of ``queue`` (as predicates)."""
@@ -235,7 +204,7 @@ class JobQuery:
         return res
 
     def _held(self, queues, states):
-        now = utils.now()
+        now = clock.now()
         jobs = [job for queue in queues for agent in self._agents(queue)
                 for job in agent if status_word(job) in states]
         jobs.sort(key=lambda job: getattr(job, 'active_start', None) or now)

@@ -16,8 +16,8 @@ import json
 import urllib.parse
 
 from . import clidb
-from . import upgrade
-from . import worker
+from .. import upgrade
+from .. import worker
 
 EXIT_OK = 0
 EXIT_ATTENTION = 1

@@ -17,10 +17,10 @@ import sys
 
 import ZODB.POSException
 
-from . import monitor
-from . import monitordb
-from . import tolerant
-from . import worker
+from .. import monitor
+from .. import monitordb
+from .. import tolerant
+from .. import worker
 
 EXIT_OK = 0
 EXIT_ERROR = worker.EXIT_ERROR
