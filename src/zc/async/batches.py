@@ -154,7 +154,10 @@ class _Runner:
 
     def __init__(self, pool):
         self.pool = pool
-        self.tm = BatchManager(transaction.manager)
+        # The thread's own manager (not the thread-local proxy): a close of
+        # the connection from another thread (a closing database's) must
+        # unregister it from the manager it registered with.
+        self.tm = BatchManager(transaction.manager.manager)
         db = pool.dispatcher.db
         # One more open connection than the dispatcher planned for: grow
         # the pool (undone when the dispatcher deactivates) so that ZODB

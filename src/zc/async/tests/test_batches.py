@@ -23,7 +23,7 @@ import zc.asynchronous.testing as testing
 from zc.asynchronous.dispatcher import getId
 from zc.asynchronous.tests import jobs_for_processes as jobs
 from zc.asynchronous.tests.live import DispatcherTestCase, wait_until
-from zc.asynchronous.tests.test_reliability import ZEOScenario
+from zc.asynchronous.tests.test_reliability import FAST, ZEOScenario
 
 
 RUNS = []  # what the jobs below did, in order
@@ -354,13 +354,9 @@ class KilledMidBatchTests(ZEOScenario, unittest.TestCase):
     """A real worker process killed (SIGKILL) in the middle of a batch."""
 
     def test_the_batch_s_jobs_are_run_by_another_worker_at_once(self):
-        a = self.worker('a')
+        a = self.worker('a', *FAST, '--agent-size', '1', '--batch-size', '5')
         self.wait(lambda conn: a.uuid in self.records(conn)
                   and 'main' in self.records(conn)[a.uuid], "a's agent")
-        self.tm.begin()
-        main = self.records()[a.uuid]['main']
-        main.size, main.batch_size = 1, 5
-        self.tm.commit()
         # The first job comes from the poll; the batch after it claims the
         # gated one and the two after it, and is killed in the gated one.
         oids = [self.put(jobs.double, 0)]
