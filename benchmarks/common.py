@@ -31,6 +31,8 @@ import ZODB.POSException
 PATIENCE = 600
 #: Total job concurrency of the dispatchers in both set-ups.
 CONCURRENCY = 2
+#: The agents' ``batch_size`` (``--batch-size``; see zc.async.batches).
+BATCH_SIZE = 1
 #: The checkout's root: child processes must import ``benchmarks`` too.
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 GO = 'go'
@@ -201,6 +203,7 @@ class FileEnv:
                         agent_size=CONCURRENCY)
         self.dispatcher = dispatcher.get()
         wait_active(self.db, [self.dispatcher.UUID])
+        set_batch_size(self.db, BATCH_SIZE)
 
     def stop_dispatchers(self):
         from zc.asynchronous.ops import cli
@@ -265,6 +268,7 @@ class ProcessEnv:
             self.workers.append(worker.start())
         wait_active(self.db, [w.uuid for w in self.workers],
                     check=self._check_workers)
+        set_batch_size(self.db, BATCH_SIZE)
 
     def _check_workers(self):
         for worker in self.workers:
@@ -390,6 +394,22 @@ def wait_active(db, uuids, check=None):
     try:
         wait_for(lambda: client.read(active), 'dispatchers to activate',
                  interval=0.05)
+    finally:
+        client.close()
+
+
+def set_batch_size(db, size):
+    """Give every agent of queue ``''`` the ``batch_size`` ``size`` (its
+    dispatchers' worker threads take it from their next job on)."""
+    if size == 1:
+        return  # the default: leave the database as the dispatchers made it
+    client = Client(db)
+    try:
+        def change():
+            for agents in client.queue().dispatchers.values():
+                for agent in agents.values():
+                    agent.batch_size = size
+        client.commit_with_retries(change)
     finally:
         client.close()
 

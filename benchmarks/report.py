@@ -100,8 +100,10 @@ def _w4_rows(w4):
 def table(results):
     """The results as a plain-text table, one column pair per storage."""
     order = ('file', 'zeo', 'relstorage')  # JSON files keep keys sorted
+    # A/B columns ('zeo batch 10') follow their storage's.
     storages = sorted(results['storages'], key=lambda s: (
-        order.index(s) if s in order else len(order), s))
+        order.index(s.split()[0]) if s.split()[0] in order else len(order),
+        s))
     per = {s: {row[0]: row for row in rows(results['storages'][s])}
            for s in storages}
     labels, goals = [], {}  # every storage's rows, each after its

@@ -15,6 +15,10 @@ Options::
                             benchmarks/results/<date>-<mode>.json)
     --only w1,w2,...        run only these workloads (the raw commit
                             rate always runs)
+    --batch-size N          A/B: also run W1, W2 and W4 with agents of
+                            ``batch_size`` N, each right after the same
+                            workload with the default 1 (table column
+                            "<storage> batch N")
 """
 import argparse
 import datetime
@@ -30,6 +34,7 @@ import time
 from benchmarks import common
 
 CASES = ('commit', 'w1', 'w2', 'w3', 'w4')
+BATCHED = ('w1', 'w2', 'w4')  # the cases --batch-size runs again
 STORAGES = ('file', 'zeo', 'relstorage')
 PENDING_FULL, PENDING_QUICK = 100000, 5000
 MEMORY_MARKS = (10000, 100000)
@@ -50,11 +55,16 @@ def main(argv=None):
                         help='comma-separated subset of %s (default: all);'
                              ' the raw commit rate always runs'
                              % ','.join(CASES))
+    parser.add_argument('--batch-size', metavar='N', type=_batch_size,
+                        default=1,
+                        help='also run w1, w2 and w4 with agents of this '
+                             'batch_size, each after its run with 1')
     parser.add_argument('--case', choices=CASES, help=argparse.SUPPRESS)
     parser.add_argument('--work', help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.case:
-        return run_case(args.case, args.storage, args.work, args.quick)
+        return run_case(args.case, args.storage, args.work, args.quick,
+                        args.batch_size)
     return run_all(args)
 
 
@@ -70,6 +80,13 @@ def _cases(text):
     return tuple(c for c in CASES if c in cases or c == 'commit')
 
 
+def _batch_size(text):
+    size = int(text)
+    if size < 1:
+        raise argparse.ArgumentTypeError('batch size must be at least 1')
+    return size
+
+
 def run_all(args):
     from benchmarks import report
     storages = STORAGES if args.storage == 'all' else (args.storage,)
@@ -79,14 +96,18 @@ def run_all(args):
             datetime.date.today().isoformat(), mode))
     results = {'mode': mode, 'started': _now(), 'machine': _machine(),
                'load_average_start': os.getloadavg(), 'storages': {}}
+    batch = args.batch_size
     for storage in storages:
         figures = results['storages'][storage] = {}
+        batched = {}
+        if batch > 1:
+            results['storages']['%s batch %d' % (storage, batch)] = batched
         for case in args.only:
-            began = time.monotonic()
-            print('%-4s %-6s ...' % (storage, case), end=' ', flush=True,
-                  file=sys.stderr)
-            figures[case] = _run_child(case, storage, args.quick)
-            print('%.1f s' % (time.monotonic() - began), file=sys.stderr)
+            figures[case] = _timed_child(case, storage, args.quick, 1)
+            if batch > 1 and case in BATCHED:
+                batched[case] = _timed_child(case, storage, args.quick,
+                                             batch)
+        batched['commit'] = figures['commit']  # the same raw rate
     results['finished'] = _now()
     # Other processes on the machine skew every figure: keep the evidence.
     results['load_average_end'] = os.getloadavg()
@@ -102,11 +123,22 @@ def run_all(args):
     return 0
 
 
-def _run_child(case, storage, quick):
+def _timed_child(case, storage, quick, batch):
+    began = time.monotonic()
+    print('%-4s %-6s %s...' % (storage, case,
+                               'batch %d ' % batch if batch > 1 else ''),
+          end=' ', flush=True, file=sys.stderr)
+    figures = _run_child(case, storage, quick, batch)
+    print('%.1f s' % (time.monotonic() - began), file=sys.stderr)
+    return figures
+
+
+def _run_child(case, storage, quick, batch):
     work = tempfile.mkdtemp(prefix='zc.async-bench-%s-%s-' % (storage, case))
     try:
         argv = [sys.executable, '-m', 'benchmarks.run', '--case', case,
-                '--storage', storage, '--work', work]
+                '--storage', storage, '--work', work,
+                '--batch-size', str(batch)]
         if quick:
             argv.append('--quick')
         env = dict(os.environ)
@@ -145,9 +177,10 @@ def _version(distribution):
 
 # ------------------------------------------------------------- a child
 
-def run_case(case, storage, work, quick):
+def run_case(case, storage, work, quick, batch=1):
     """Run one case in this (fresh) process; print its JSON result."""
     common.prepare_process(work)
+    common.BATCH_SIZE = batch
     env = ENVIRONMENTS[storage](work)
     try:
         common.install_queue(env.db)

@@ -19,6 +19,16 @@ from .agentjobs import AgentJobs
 from .legacy import chooseFirst  # noqa: F401  (1.5 name, deprecated)
 
 
+def check_batch_size(value):
+    """``value`` if it is a batch size (a positive int); TypeError or
+    ValueError otherwise."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError('batch_size must be an int, not %r' % (value,))
+    if value < 1:
+        raise ValueError('batch_size must be at least 1, not %r' % (value,))
+    return value
+
+
 @zope.interface.implementer(interfaces.IAgent)
 class Agent(utils.Base):
     """See :class:`zc.async.interfaces.IAgent` and ``IFilterAgent``.
@@ -31,8 +41,10 @@ class Agent(utils.Base):
     name = None
     _chooser = _filter = None
     _time_limit = None
+    _batch_size = 1  # 1.5 agents and older pickles: one job per commit
 
-    def __init__(self, chooser=None, filter=None, size=3, time_limit=None):
+    def __init__(self, chooser=None, filter=None, size=3, time_limit=None,
+                 batch_size=1):
         if chooser is not None and filter is not None:
             raise ValueError('cannot set both chooser and filter to non-None')
         # Held jobs (assigned, active, running callbacks), and the last
@@ -48,6 +60,8 @@ class Agent(utils.Base):
         self.chooser = chooser
         if time_limit is not None:
             self.time_limit = time_limit
+        if batch_size != 1:
+            self.batch_size = batch_size
 
     @property
     def time_limit(self):
@@ -58,6 +72,16 @@ class Agent(utils.Base):
     @time_limit.setter
     def time_limit(self, value):
         self._time_limit = watchdog.check_time_limit(value)
+
+    @property
+    def batch_size(self):
+        """How many small jobs a worker thread runs in one transaction
+        (see IAgent and zc.async.batches)."""
+        return self._batch_size
+
+    @batch_size.setter
+    def batch_size(self, value):
+        self._batch_size = check_batch_size(value)
 
     # ----------------------------------------------------- choice policy
 

@@ -49,7 +49,8 @@ def plain(agent):
     return type(agent) is Agent and agent.chooser is None
 
 
-def claim(dispatcher, agent, waiting=None, fail_unloadable=False):
+def claim(dispatcher, agent, waiting=None, fail_unloadable=False,
+          share_only=False):
     """Claim a job for the plain ``agent`` of ``dispatcher``; or None.
 
     When a job of another dispatcher's share is left to it, the time it was
@@ -57,15 +58,19 @@ def claim(dispatcher, agent, waiting=None, fail_unloadable=False):
     :data:`GRACE` later.  Tell :func:`landed` or :func:`forget` whether the
     claim's commit succeeded.  With ``fail_unloadable``, the claim may be
     of a job that fails a job nobody can load (see
-    :mod:`zc.async.unloadable`).
+    :mod:`zc.async.unloadable`).  With ``share_only``, the jobs of other
+    dispatchers' shares are left to them even after their grace (a batch's
+    claims, see :mod:`zc.async.batches`: a conflict would cost the batch).
     """
     recent = dispatcher.recent_claims
     with dispatcher.claim_lock:
+        preferences = _preferences(dispatcher, agent.queue, waiting)
+        mine = preferences.get('prefer') if share_only else None
         job = agent._claim_passing_over(
-            lambda job: _claimed_since(recent, job),
+            lambda job: _claimed_since(recent, job) or (
+                mine is not None and not mine(job)),
             unloadable=dispatcher.unloadable,
-            fail_unloadable=fail_unloadable,
-            **_preferences(dispatcher, agent.queue, waiting))
+            fail_unloadable=fail_unloadable, **preferences)
         if job is not None:
             recent[job._p_oid] = None  # in flight
             while len(recent) > RECENT:

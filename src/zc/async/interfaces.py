@@ -381,6 +381,13 @@ class IAgent(zope.interface.common.sequence.IFiniteSequence):
         'the jobs this agent claims that have none of their own (callbacks '
         'and zc.async\'s housekeeping jobs excepted).')
 
+    batch_size = zope.interface.Attribute(
+        'A positive int, 1 by default: how many small jobs a worker thread '
+        'of a plain agent (no chooser) claims and runs in one transaction, '
+        'each in a savepoint of its own (see zc.async.batches: a conflict '
+        'of that commit runs every job of the batch again).  1 keeps one '
+        'transaction per job, as in 1.5.')
+
     def get():
         """Declared in 1.5; the implementation's method is ``claimJob``."""
 

@@ -23,6 +23,7 @@ import datetime
 import re
 
 import zope.interface
+import ZODB.Connection
 import ZODB.interfaces
 import ZODB.mvccadapter
 import ZODB.POSException
@@ -43,6 +44,8 @@ def connection_tid(conn):
     jobs ask on every call.
     """
     storage = conn._storage
+    if isinstance(storage, ZODB.Connection.TmpStore):
+        storage = storage._storage  # after a savepoint (zc.async.batches)
     if isinstance(storage, ZODB.mvccadapter.MVCCAdapterInstance):
         # ZODB's MVCC adapter (FileStorage, ZEO, ...) loads "before _start",
         # which is the last transaction it polled, plus one.

@@ -35,6 +35,7 @@ from . import logs
 from . import shutdown
 from . import watchdog
 from .agent import Agent
+from .agent import check_batch_size
 from .dispatcher import Dispatcher
 from .queue import Queue
 from .queue import Queues
@@ -272,14 +273,14 @@ class AgentInstaller:
 
     Handles ``IDispatcherActivated`` (in the activating poll's transaction)
     for the queues named in ``queue_names`` (None: every queue).  The agent
-    gets ``chooser`` or ``filter`` (not both), ``size`` and ``time_limit``
-    (see ``IAgent``).
+    gets ``chooser`` or ``filter`` (not both), ``size``, ``time_limit`` and
+    ``batch_size`` (see ``IAgent``).
     """
 
     __component_adapts__ = (interfaces.IDispatcherActivated,)
 
     def __init__(self, agent_name, chooser=None, size=3, queue_names=None,
-                 filter=None, time_limit=None):
+                 filter=None, time_limit=None, batch_size=1):
         if chooser is not None and filter is not None:
             raise ValueError('cannot set both chooser and filter to non-None')
         if isinstance(queue_names, str):
@@ -292,6 +293,7 @@ class AgentInstaller:
         self.queue_names = queue_names
         self.filter = filter
         self.time_limit = watchdog.check_time_limit(time_limit)
+        self.batch_size = check_batch_size(batch_size)
 
     def __call__(self, ev):
         dispatcher_agents = ev.object
@@ -304,7 +306,7 @@ class AgentInstaller:
             return
         dispatcher_agents[self.agent_name] = Agent(
             chooser=self.chooser, filter=self.filter, size=self.size,
-            time_limit=self.time_limit)
+            time_limit=self.time_limit, batch_size=self.batch_size)
         logs.log.info('agent %r added to queue %r',
                       self.agent_name, queue_name)
 

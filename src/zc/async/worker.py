@@ -120,6 +120,11 @@ def add_arguments(parser):
         help='stop the jobs of the added agent that run longer than this, '
              'unless they have a time_limit of their own (default: none)')
     parser.add_argument(
+        '--batch-size', metavar='N', type=_positive_int, default=1,
+        help='small jobs of the added agent that a worker thread runs in '
+             'one transaction, each in a savepoint (default: %(default)s; '
+             'see "Batches" in the deployment docs)')
+    parser.add_argument(
         '--connect-timeout', metavar='SECONDS', type=_positive_int,
         default=DEFAULT_CONNECT_TIMEOUT,
         help='seconds to wait for a ZEO or PostgreSQL server at start-up '
@@ -422,7 +427,8 @@ def start_dispatcher(db, reactor, uuid, options):
         zope.component.provideHandler(subscribers.AgentInstaller(
             options.agent_name, size=options.agent_size,
             queue_names=options.queues,
-            time_limit=_seconds(options.time_limit)))
+            time_limit=_seconds(options.time_limit),
+            batch_size=options.batch_size))
     if options.ping_interval or options.ping_death_interval:
         zope.component.provideHandler(PingSettings(
             uuid, options.ping_interval, options.ping_death_interval))

@@ -22,6 +22,7 @@ import ZODB.POSException
 import ZODB.utils
 from transaction._transaction import Status
 
+from . import batches
 from . import claims
 from . import clock
 from . import coroutines
@@ -67,6 +68,13 @@ def job_info(job, queue_name, agent_name):
             'reassigned': False, 'queue': queue_name, 'agent': agent_name}
 
 
+def job_outcome(job):
+    """The job info entries for how ``job`` ended, now."""
+    outcome = _describe_result(job.result)
+    outcome['completed'] = _utcnow()
+    return outcome
+
+
 def _describe_result(result):
     """The 'result' and 'failed' entries of a job info for ``result``."""
     failed = isinstance(result, twisted.python.failure.Failure)
@@ -99,6 +107,7 @@ class AgentThreadPool:
         self.jobids = {}  # {thread id: (oid, db name) running, or None}
         self.saturated = False  # the agent was full with work waiting
         self.abandoned = []  # threads given up (see zc.async.watchdog)
+        self.batching = set()  # idents of threads in zc.async.batches
         self._size = 0
         self._stopping = 0  # stop sentinels queued and not yet taken
         self.setSize(size)
@@ -132,8 +141,11 @@ class AgentThreadPool:
 
     @property
     def full(self):
-        """Whether every thread has a job, running or handed off."""
-        running = sum(1 for jobid in self.jobids.values() if jobid is not None)
+        """Whether every thread has a job, running or handed off (or runs
+        batches)."""
+        running = len(self.batching | {
+            thread for thread, jobid in self.jobids.items()
+            if jobid is not None})
         # Stop sentinels not taken yet are no jobs (subtracting the ones
         # taken already can only make the pool look free: a poll at most).
         waiting = max(0, self.queue.qsize() - self._stopping)
@@ -196,6 +208,7 @@ class AgentThreadPool:
             transaction.manager.unregisterSynch(claimer)
             txn.abort(transaction.manager, 'ending worker thread',
                       wait=False)
+            batches.close()
             conn.close()
             coroutines.close_loop()  # of the thread's async def jobs
             self._report(self._threadEnded, me, stopped)
@@ -221,10 +234,13 @@ class AgentThreadPool:
                 self._report(self.dispatcher._wakeAfterGrace, waiting)
             txn.abort(transaction.manager, 'finishing job %d in db %s'
                       % jobid)
+            # Batches that follow the job refill its room too.
             self._report(self._jobFinished, thread, info, outcome,
-                         claimed is not None)
+                         claimed is not None or claimer.batching is not None)
         logs.tracelog.info(
             'completed in thread %d: %s', thread, info['call'])
+        if claimer.batching is not None:
+            batches.run(self, claimer.batching)
 
     def _queueClaimed(self, info, job, started):
         """Tell the dispatcher of a job that the commit completing the job
@@ -283,9 +299,38 @@ class AgentThreadPool:
         except BaseException:  # explosive: the process is going away
             txn.abort(tm, 'calling %r' % (job,), wait=False)
             raise
-        outcome = _describe_result(job.result)
-        outcome['completed'] = _utcnow()
-        return outcome
+        return job_outcome(job)
+
+    # The methods below serve zc.async.batches, in a worker thread.
+
+    def _batchedJob(self, job, agent):
+        """A job of a batch starts: ``[jobid, info, started, outcome]``
+        (the outcome comes from :meth:`_batchedJobRan`)."""
+        jobid = (ZODB.utils.u64(job._p_oid), job._p_jar.db().database_name)
+        info = job_info(job, agent.queue.name, agent.name)
+        return [jobid, info, _utcnow(), None]
+
+    @staticmethod
+    def _batchedJobRan(entry, job):
+        entry[3] = job_outcome(job)
+
+    @staticmethod
+    def _commitBatch(claim_only):
+        """Commit a batch; ``claim_only``: see :func:`claim_only_commit`."""
+        _commit.claim_only = claim_only
+        try:
+            transaction.commit()
+        finally:
+            _commit.claim_only = False
+
+    def _reportBatched(self, entries):
+        """Tell the dispatcher of the jobs that a batch of this thread
+        claimed, ran and committed."""
+        thread = threading.get_ident()
+        for jobid, info, started, outcome in entries:
+            self._report(self._claimedByWorker, jobid, info)
+            self._report(self._jobStarted, thread, jobid, info, started)
+            self._report(self._jobFinished, thread, info, outcome, True)
 
     # The methods below run in the reactor thread.
 
@@ -308,8 +353,12 @@ class AgentThreadPool:
         # A poll running now may have seen this job still held, and found
         # the agent full: it must be followed by another one -- unless the
         # job's completing commit refilled its room.
-        if refilled:
-            return
+        if not refilled:
+            self._roomFreed()
+
+    @_handoff
+    def _roomFreed(self):
+        """A thread freed up (a job finished, batches ended)."""
         if self.saturated or self.dispatcher._polling:
             self.saturated = False
             self.dispatcher._wakeForRoom()
@@ -404,12 +453,17 @@ class _NextClaimer:
         self.suspect = None  # the job claimed by a commit that failed
         self.failures = 0  # commits with a claim that failed, for this job
         self.waiting = []  # see claims.claim
+        self.batching = None  # the agent whose batches follow the job
 
     def watch(self, job):
-        """Claim when ``job`` completes (if its agent is a plain one)."""
+        """Claim when ``job`` completes (if its agent is a plain one);
+        or note that batches follow it (see :mod:`zc.async.batches`)."""
         agent = job.parent
         plain = (claims.plain(agent) and agent.name == self.pool.name
                  and self.pool.dispatcher._instant)
+        self.batching = agent if plain and batches.batching(agent) else None
+        if self.batching is not None:
+            plain = False
         self.job, self.agent = job, agent if plain else None
         self.pending = self.claimed = self.suspect = None
         self.failures = 0

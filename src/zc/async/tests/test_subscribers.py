@@ -259,6 +259,19 @@ class AgentInstallerTests(RegistryMixin, unittest.TestCase):
         self.assertEqual(raised.exception.args,
                          ('cannot set both chooser and filter to non-None',))
 
+    def test_a_bad_batch_size_is_refused(self):
+        with self.assertRaises(ValueError) as raised:
+            subscribers.AgentInstaller('a', batch_size=0)
+        self.assertIn('batch_size', str(raised.exception))
+
+    def test_the_agent_gets_the_batch_size(self):
+        da = self.dispatcher_agents()
+        subscribers.AgentInstaller('a', size=1, batch_size=10)(
+            interfaces.DispatcherActivated(da))
+        self.assertEqual(da['a'].batch_size, 10)
+        subscribers.AgentInstaller('b')(interfaces.DispatcherActivated(da))
+        self.assertNotIn('_batch_size', da['b'].__dict__)
+
     def test_a_string_of_queue_names_is_refused(self):
         with self.assertRaises(TypeError):
             subscribers.AgentInstaller('a', queue_names='')

@@ -123,6 +123,7 @@ class BadInputTests(unittest.TestCase):
     def test_bad_option_values(self):
         for option, value in [('--poll-interval', '0'),
                               ('--agent-size', '-1'),
+                              ('--batch-size', '0'),
                               ('--monitor-port', '65536'),
                               ('--log-level', 'LOUD')]:
             rc, stderr = run_command('file:///tmp/x', option, value)
@@ -306,7 +307,7 @@ class ZEOWorkerTests(unittest.TestCase):
         w = processes.WorkerProcess(
             self.server.uri, self.directory, 'w', '--install',
             '--queue', '', '--queue', 'reports', '--agent-name', 'crew',
-            '--agent-size', '2', '--poll-interval', '0.2',
+            '--agent-size', '2', '--batch-size', '3', '--poll-interval', '0.2',
             '--ping-interval', '2', '--ping-death-interval', '7').start()
 
         wait_installed(self.db, w, ['', 'reports'], 'crew')
@@ -325,6 +326,7 @@ class ZEOWorkerTests(unittest.TestCase):
                 da = q.dispatchers[w.uuid]
                 self.assertFalse(da.activated)
                 self.assertEqual(da['crew'].size, 2)
+                self.assertEqual(da['crew'].batch_size, 3)
                 self.assertEqual(da.ping_interval.total_seconds(), 2)
                 self.assertEqual(da.ping_death_interval.total_seconds(), 7)
         finally:

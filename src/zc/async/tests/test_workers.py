@@ -331,6 +331,24 @@ class RecentClaimsTests(unittest.TestCase):
         again = claims.claim(self.dispatcher, self.agent(self.open()))
         self.assertEqual(again._p_oid, job._p_oid)
 
+    def test_a_share_only_claim_leaves_other_shares_alone(self):
+        # As a batch claims (zc.async.batches): even the jobs that are due
+        # for longer than the grace are left to the other dispatchers.
+        agent = self.agent(self.open())
+        mine = [job._p_oid for job in agent.queue
+                if ZODB.utils.u64(job._p_oid) % 2 == 1]
+        self.assertTrue(0 < len(mine) < len(agent.queue))
+        self.dispatcher.shares[''] = (1, 2)
+        claimed = []
+        while True:
+            job = claims.claim(self.dispatcher, agent, [], share_only=True)
+            if job is None:
+                break
+            claimed.append(job._p_oid)
+            agent.remove(job)
+        self.assertEqual(claimed, mine)
+        self.assertEqual(len(agent.queue), 3 - len(mine))
+
 
 class GraceWakeTests(unittest.TestCase):
     """A job left to another dispatcher brings a poll when it is anybody's.
