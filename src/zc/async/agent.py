@@ -30,7 +30,7 @@ def check_batch_size(value):
 
 
 @zope.interface.implementer(interfaces.IAgent)
-class Agent(utils.Base):
+class Agent(utils.SequenceReads, utils.Base):
     """See :class:`zc.async.interfaces.IAgent` and ``IFilterAgent``.
 
     The agent provides ``IFilterAgent`` exactly when it has no chooser.
@@ -192,14 +192,6 @@ class Agent(utils.Base):
         job.parent = None
         return job
 
-    def __len__(self):
-        return len(self._data)
-
-    def __iter__(self):
-        return iter(self._data)
-
-    def __getitem__(self, index):
-        return self._data[index]
 
     def __bool__(self):
         return bool(len(self._data))

@@ -33,13 +33,14 @@ completed job to their collection directly.
 import persistent
 
 from . import _merge
+from . import utils
 
 #: How many completed jobs wait in the record before they are moved to
 #: the completed collection.
 MOVE_AFTER = 10
 
 
-class AgentJobs(persistent.Persistent):
+class AgentJobs(utils.SequenceReads, persistent.Persistent):
     """The held jobs of an agent (a sequence, in claim order) and its
     last completed jobs."""
 
@@ -62,14 +63,6 @@ class AgentJobs(persistent.Persistent):
         self._data = data[:position] + data[position + 1:]
         return job
 
-    def __len__(self):
-        return len(self._data)
-
-    def __iter__(self):
-        return iter(self._data)
-
-    def __getitem__(self, index):
-        return self._data[index]
 
     # The completed jobs waiting to be moved.
 

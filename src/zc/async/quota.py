@@ -16,7 +16,7 @@ from ._mapping import Mapping
 
 
 @zope.interface.implementer(interfaces.IQuota)
-class Quota(utils.Base):
+class Quota(utils.SequenceReads, utils.Base):
     """A named limit on how many of a queue's jobs may be active at once.
 
     See :class:`zc.async.interfaces.IQuota`.  The jobs are kept in a tuple on
@@ -59,14 +59,6 @@ class Quota(utils.Base):
     def __contains__(self, item):
         return any(job is item for job in self._data)
 
-    def __len__(self):
-        return len(self._data)
-
-    def __iter__(self):
-        return iter(self._data)
-
-    def __getitem__(self, index):
-        return self._data[index]
 
     def __bool__(self):
         return bool(self._data)

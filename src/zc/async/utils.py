@@ -123,6 +123,19 @@ class BTreeReads:
         return self._data.items()
 
 
+class SequenceReads:
+    """Sequence reads over the items a record holds in ``_data``."""
+
+    def __len__(self):
+        return len(self._data)
+
+    def __iter__(self):
+        return iter(self._data)
+
+    def __getitem__(self, index):
+        return self._data[index]
+
+
 class Dict(BTreeReads, Base):
     """A persistent BTree mapping whose values know their ``name``/``parent``.
 
