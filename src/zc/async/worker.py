@@ -353,8 +353,17 @@ def database_opener(uri_or_zconfig_path,
 
 
 def _open(opener, name):
+    import ZODB.POSException
+    import ZODB.utils
     try:
-        return opener()
+        try:
+            return opener()
+        except ZODB.POSException.ConflictError as e:
+            if e.oid != ZODB.utils.z64:
+                raise
+            # Two processes found the database empty and both created its
+            # root object: the other one's is there now.
+            return opener()
     except Exception as e:
         # Storages fail in many ways (OSError, LockError, ZEO's
         # ClientDisconnected, ZConfig errors, database drivers' errors);
@@ -377,7 +386,15 @@ def _opener_from_uri(uri):
             scheme, uri, hint))
     except (KeyError, ValueError) as e:
         raise WorkerError('bad database URI %r: %s' % (uri, e))
-    return lambda: ZODB.DB(storage_factory(), **dbkw)
+
+    def open_():
+        storage = storage_factory()
+        try:
+            return ZODB.DB(storage, **dbkw)
+        except BaseException:
+            storage.close()  # as ZODB.config does
+            raise
+    return open_
 
 
 def _opener_from_zconfig(path):

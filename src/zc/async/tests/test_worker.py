@@ -21,6 +21,8 @@ import unittest
 import transaction
 import ZODB
 import ZODB.FileStorage
+import ZODB.POSException
+import ZODB.utils
 
 from zc.asynchronous import interfaces
 from zc.asynchronous import worker
@@ -162,6 +164,41 @@ class OpenDatabaseTests(unittest.TestCase):
         finally:
             db.close()
 
+    def test_a_root_another_process_created_meanwhile(self):
+        # Two workers that open an empty database together both find no
+        # root object and both store one: the second commit conflicts.
+        # The open is made again, and finds the other's root.
+        path = os.path.join(self.directory, 'Data.fs')
+        ZODB.DB(ZODB.FileStorage.FileStorage(path)).close()  # the other's
+        storages = []
+
+        def opener():
+            storage = ZODB.FileStorage.FileStorage(path)
+            if not storages:  # this process looked before the other's commit
+                storage.loadBefore = _without_root(storage.loadBefore)
+                storage.load = _without_root(storage.load)
+            storages.append(storage)
+            try:
+                return ZODB.DB(storage)
+            except BaseException:
+                storage.close()
+                raise
+        db = worker._open(opener, path)
+        try:
+            self.assertEqual(len(storages), 2)
+            self.assertTrue(storages[0]._file.closed)  # not left open
+            self.assertEqual(len(db.storage), 1)  # one root, the other's
+        finally:
+            db.close()
+
+    def test_other_conflicts_while_opening_are_errors(self):
+        def opener():
+            raise ZODB.POSException.ConflictError(oid=ZODB.utils.p64(7))
+        with self.assertRaises(worker.WorkerError) as caught:
+            worker._open(opener, 'db')
+        self.assertIn("cannot open database 'db': ConflictError",
+                      str(caught.exception))
+
     def test_connect_timeout_added_to_server_uris_only_when_missing(self):
         add = worker._with_connect_timeout
         self.assertEqual(add('zeo://h:1', 7), 'zeo://h:1?wait_timeout=7')
@@ -174,6 +211,15 @@ class OpenDatabaseTests(unittest.TestCase):
         self.assertEqual(add('postgres://u@h:1/db?connect_timeout=2', 7),
                          'postgres://u@h:1/db?connect_timeout=2')
         self.assertEqual(add('file:///x', 7), 'file:///x')
+
+
+def _without_root(load):
+    """``load`` as it answered before another process stored the root."""
+    def load_without_root(oid, *args):
+        if oid == ZODB.utils.z64:
+            raise ZODB.POSException.POSKeyError(oid)
+        return load(oid, *args)
+    return load_without_root
 
 
 def put_jobs(db, count, queue_name=''):
