@@ -179,7 +179,10 @@ def _not_negative_float(text):
 
 
 def _positive_int(text):
-    value = int(text)
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
     if value <= 0:
         raise argparse.ArgumentTypeError(
             'expected an integer greater than 0, got %r' % text)

@@ -133,6 +133,12 @@ class BadInputTests(unittest.TestCase):
             self.assertIn(option, stderr)
             self.assertNotIn('Traceback', stderr)
 
+    def test_a_count_that_is_not_a_number(self):
+        rc, stderr = run_command('file:///tmp/x', '--batch-size', 'ten')
+        self.assertEqual(rc, 2, stderr)
+        self.assertIn("--batch-size: expected an integer greater than 0, "
+                      "got 'ten'", stderr)
+
 
 class OpenDatabaseTests(unittest.TestCase):
     """``open_database`` in-process: URIs and ZConfig files."""
