@@ -1,7 +1,9 @@
 """The real 1.5 database, upgraded as docs/upgrading.rst says, then served.
 
-``data/zc.async-1.5-database`` is a database that zc.async 1.5.4 made on
-Python 2.7 (see its README.md and manifest.json).  Each test copies it,
+The database is one that zc.async 1.5.4 made on Python 2.7 (see
+``data/zc.async-1.5-database``: its README.md, the script that made it and
+manifest.json; :func:`find_database` says where the database itself is
+found).  Each test copies it,
 runs the two documented commands as real processes (zodbupdate's console
 script, then ``zc-async upgrade``), and starts a real ``zc-async worker``
 keeping the 1.5 dispatcher's UUID file (an in-place upgrade) or with a new
@@ -35,6 +37,32 @@ from zc.asynchronous.tests.test_monitorserver import session
 
 DATA = os.path.join(os.path.dirname(__file__), 'data',
                     'zc.async-1.5-database')
+DATABASE_VARIABLE = 'ZC_ASYNC_15_DATABASE'
+
+
+def find_database():
+    """The path of the 1.5 ``Data.fs``, or None.
+
+    A database is data, not source, so the checkout holds only the files
+    that describe it (``DATA``).  ``$ZC_ASYNC_15_DATABASE`` names the
+    database; without it, the project's read-only copy is looked for in a
+    folder beside the checkout or above it
+    (``shared/data/zc.async-1.5-database/Data.fs``).
+    """
+    named = os.environ.get(DATABASE_VARIABLE)
+    if named:
+        return named
+    folder = os.path.dirname(os.path.abspath(__file__))
+    while os.path.dirname(folder) != folder:
+        folder = os.path.dirname(folder)
+        path = os.path.join(folder, 'shared', 'data',
+                            'zc.async-1.5-database', 'Data.fs')
+        if os.path.isfile(path):
+            return path
+    return None
+
+
+DATABASE = find_database()
 with open(os.path.join(DATA, 'manifest.json')) as f:
     MANIFEST = json.load(f)
 OLD_UUID = MANIFEST['dispatcher']['uuid']
@@ -107,10 +135,13 @@ class Upgrade15TestCase(unittest.TestCase):
     """A copy of the 1.5 database in a temporary directory."""
 
     def setUp(self):
+        if DATABASE is None:
+            self.skipTest('the 1.5 database was not found: set $%s to the '
+                          'path of its Data.fs' % DATABASE_VARIABLE)
         self.directory = tempfile.mkdtemp(prefix='zc.async-upgrade15-')
         self.addCleanup(shutil.rmtree, self.directory)
         self.path = os.path.join(self.directory, 'Data.fs')
-        shutil.copyfile(os.path.join(DATA, 'Data.fs'), self.path)
+        shutil.copyfile(DATABASE, self.path)
         self.uri = 'file://' + self.path
         # The test process loads the jobs too.
         sys.path.insert(0, DATA)
@@ -208,8 +239,7 @@ class UpgradeCommandTests(Upgrade15TestCase):
             'it first with "zodbupdate --convert-py3 --encoding utf-8 --file '
             '%s" (see the chapter "Upgrading a 1.5 database")\n'
             % (self.path, self.path)))
-        with open(self.path, 'rb') as copy, open(
-                os.path.join(DATA, 'Data.fs'), 'rb') as original:
+        with open(self.path, 'rb') as copy, open(DATABASE, 'rb') as original:
             self.assertEqual(copy.read(), original.read())
 
     def test_reports_a_zodbupdate_without_encoding(self):
